@@ -1,0 +1,70 @@
+//! The `recurrent` command-line tool: a thin layer over the `recurrent` library.
+
+mod tensor_commands;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// PyTorch-compatible recurrent networks (RNN, LSTM, GRU) on the CPU.
+#[derive(Parser)]
+#[command(name = "recurrent", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a model file on the tensors of an input file (inference mode).
+    Forward {
+        /// Model: safetensors with `state_dict()` names and the `config` metadata.
+        #[arg(long)]
+        model: PathBuf,
+        /// Input: `input`, optional `h0`, `c0` (LSTM), `lengths` (int64/int32, shape (B,)).
+        #[arg(long)]
+        input: PathBuf,
+        /// Output file: receives `output`, `h_n` and, for LSTM, `c_n`.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Gradients of a model (inference mode, no dropout) for given output gradients.
+    Backward {
+        /// Model file, as for `forward`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Input file, as for `forward`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Upstream gradients: `grad_output`, `grad_h_n`, `grad_c_n` (each optional, zeros when absent).
+        #[arg(long)]
+        grad: PathBuf,
+        /// Output file: `grad_input`, `grad_h0` / `grad_c0` (when the input had them), `grad.<name>`.
+        #[arg(long)]
+        output: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Forward {
+            model,
+            input,
+            output,
+        } => tensor_commands::forward(&model, &input, &output),
+        Command::Backward {
+            model,
+            input,
+            grad,
+            output,
+        } => tensor_commands::backward(&model, &input, &grad, &output),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

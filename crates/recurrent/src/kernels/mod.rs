@@ -1,0 +1,8 @@
+//! Numeric kernels: matrix products and activation functions.
+//!
+//! All matrices are row-major `f32` slices with an explicit leading dimension.
+
+pub mod activation;
+pub mod gemm;
+
+pub use gemm::{gemm, Mat, MatMut};

@@ -1,0 +1,504 @@
+//! One direction of one recurrent layer over a packed sequence: forward, and backward
+//! through time.
+//!
+//! Rows are in the packed time-major order of [`SeqLayout`]: step `t` owns rows
+//! `offsets[t] .. offsets[t] + batch_sizes[t]`, and the active sequences are a prefix of
+//! the batch. The input projection and every weight gradient are single large products
+//! over all rows; the time loop only does the recurrent product and the fused gate math.
+
+use super::layout::SeqLayout;
+use super::norm;
+use super::params::DirectionParams;
+use crate::config::Mode;
+use crate::kernels::activation::{relu, sigmoid, tanh};
+use crate::kernels::{gemm, Mat, MatMut};
+
+/// What the forward pass of one direction keeps for its backward pass (`N` = packed rows).
+#[derive(Debug, Default, Clone)]
+pub struct DirTape {
+    /// `(N, H_out)`: the direction's output `h_t`.
+    pub out: Vec<f32>,
+    /// `(N, G*H)`: gate activations (LSTM i,f,g,o; GRU r,z,n; RNN the new state).
+    pub gates: Vec<f32>,
+    /// `(N, H_out)`: the state each row started from.
+    pub h_prev: Vec<f32>,
+    /// `(N, H)`: LSTM cell state after the step.
+    pub c: Vec<f32>,
+    /// `(N, H)`: LSTM cell state before the step.
+    pub c_prev: Vec<f32>,
+    /// `(N, H)`: LSTM with projection: the hidden state before `weight_hr`.
+    pub r: Vec<f32>,
+    /// `(N, H)`: GRU `W_hn h + b_hn`.
+    pub gh_n: Vec<f32>,
+    /// `(N, G*H)`: layer-norm LSTM: normalised gate pre-activations.
+    pub ln_hat: Vec<f32>,
+    /// `(N, G)`: layer-norm LSTM: reciprocal standard deviation of each gate's LayerNorm.
+    pub ln_rstd: Vec<f32>,
+    /// `(N, H)`: layer-norm LSTM: normalised cell state.
+    pub cell_hat: Vec<f32>,
+    /// `(N)`: layer-norm LSTM: reciprocal standard deviation of the cell LayerNorm.
+    pub cell_rstd: Vec<f32>,
+}
+
+fn resized(v: &mut Vec<f32>, len: usize) {
+    v.clear();
+    v.resize(len, 0.0);
+}
+
+impl DirTape {
+    fn prepare(&mut self, p: &DirectionParams, n: usize) {
+        let h = p.hidden_size;
+        let g = p.mode.gates();
+        let h_out = p.output_size();
+        let lstm = p.mode == Mode::Lstm;
+        let ln = p.layer_norm.is_some();
+        resized(&mut self.out, n * h_out);
+        resized(&mut self.gates, n * g * h);
+        resized(&mut self.h_prev, n * h_out);
+        resized(&mut self.c, if lstm { n * h } else { 0 });
+        resized(&mut self.c_prev, if lstm { n * h } else { 0 });
+        resized(&mut self.r, if p.weight_hr.is_some() { n * h } else { 0 });
+        resized(&mut self.gh_n, if p.mode == Mode::Gru { n * h } else { 0 });
+        resized(&mut self.ln_hat, if ln { n * g * h } else { 0 });
+        resized(&mut self.ln_rstd, if ln { n * g } else { 0 });
+        resized(&mut self.cell_hat, if ln { n * h } else { 0 });
+        resized(&mut self.cell_rstd, if ln { n } else { 0 });
+    }
+}
+
+/// Order in which steps are visited: forward, or reversed for the second direction.
+fn step_index(step: usize, steps: usize, reverse: bool) -> usize {
+    if reverse {
+        steps - 1 - step
+    } else {
+        step
+    }
+}
+
+/// Adds `bias` to every `bias.len()`-wide row of `rows`.
+fn add_bias_rows(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(r, b)| *r += b);
+    }
+}
+
+/// Adds the column sums of `rows` (`width` wide) to `acc`.
+fn add_column_sums(acc: &mut [f32], rows: &[f32]) {
+    for row in rows.chunks_exact(acc.len()) {
+        acc.iter_mut().zip(row).for_each(|(a, r)| *a += r);
+    }
+}
+
+/// Runs one direction over the packed input.
+///
+/// - `x`: `(N, I)` packed input rows.
+/// - `h`: `(B, H_out)`, in: the initial state (sorted batch order), out: `h_n`.
+/// - `c`: `(B, H)` for LSTM (empty otherwise), in: `c0`, out: `c_n`.
+/// - `tape`: receives the output and what backward needs.
+pub fn forward(
+    p: &DirectionParams,
+    x: &[f32],
+    layout: &SeqLayout,
+    reverse: bool,
+    h: &mut [f32],
+    c: &mut [f32],
+    tape: &mut DirTape,
+) {
+    let n = layout.rows();
+    let hs = p.hidden_size;
+    let gh = p.mode.gates() * hs;
+    let h_out = p.output_size();
+    let input_size = p.input_size();
+    tape.prepare(p, n);
+
+    // Input projection for all steps at once.
+    gemm(
+        n,
+        gh,
+        input_size,
+        Mat::new(x, input_size),
+        Mat::t(&p.weight_ih.value, input_size),
+        0.0,
+        MatMut::new(&mut tape.gates, gh),
+    );
+    if let Some(b) = &p.bias_ih {
+        add_bias_rows(&mut tape.gates, &b.value);
+    }
+    if let (Some(b), false) = (&p.bias_hh, p.mode == Mode::Gru) {
+        add_bias_rows(&mut tape.gates, &b.value);
+    }
+
+    let batch = layout.batch();
+    let mut gru_hh = vec![0.0; if p.mode == Mode::Gru { batch * gh } else { 0 }];
+    let mut cell_out = vec![0.0; hs];
+    let steps = layout.steps();
+    for step in 0..steps {
+        let t = step_index(step, steps, reverse);
+        let b = layout.batch_sizes[t];
+        let r0 = layout.offsets[t];
+        if b == 0 {
+            continue;
+        }
+        tape.h_prev[r0 * h_out..(r0 + b) * h_out].copy_from_slice(&h[..b * h_out]);
+        let g = &mut tape.gates[r0 * gh..(r0 + b) * gh];
+        match p.mode {
+            Mode::Lstm => {
+                gemm(
+                    b,
+                    gh,
+                    h_out,
+                    Mat::new(&h[..b * h_out], h_out),
+                    Mat::t(&p.weight_hh.value, h_out),
+                    1.0,
+                    MatMut::new(g, gh),
+                );
+                tape.c_prev[r0 * hs..(r0 + b) * hs].copy_from_slice(&c[..b * hs]);
+                for j in 0..b {
+                    let row = r0 + j;
+                    let gj = &mut g[j * gh..(j + 1) * gh];
+                    if let Some(ln) = &p.layer_norm {
+                        for q in 0..4 {
+                            let span = q * hs..(q + 1) * hs;
+                            tape.ln_rstd[row * 4 + q] = norm::forward(
+                                &mut gj[span.clone()],
+                                &ln.gates_weight.value[span.clone()],
+                                &ln.gates_bias.value[span.clone()],
+                                &mut tape.ln_hat[row * gh + q * hs..row * gh + (q + 1) * hs],
+                            );
+                        }
+                    }
+                    let cj = &mut c[j * hs..(j + 1) * hs];
+                    for k in 0..hs {
+                        let i = sigmoid(gj[k]);
+                        let f = sigmoid(gj[hs + k]);
+                        let gg = tanh(gj[2 * hs + k]);
+                        let o = sigmoid(gj[3 * hs + k]);
+                        gj[k] = i;
+                        gj[hs + k] = f;
+                        gj[2 * hs + k] = gg;
+                        gj[3 * hs + k] = o;
+                        cj[k] = f * cj[k] + i * gg;
+                    }
+                    tape.c[row * hs..(row + 1) * hs].copy_from_slice(cj);
+                    cell_out.copy_from_slice(cj);
+                    if let Some(ln) = &p.layer_norm {
+                        tape.cell_rstd[row] = norm::forward(
+                            &mut cell_out,
+                            &ln.cell_weight.value,
+                            &ln.cell_bias.value,
+                            &mut tape.cell_hat[row * hs..(row + 1) * hs],
+                        );
+                    }
+                    let target = if p.weight_hr.is_some() {
+                        &mut tape.r[row * hs..(row + 1) * hs]
+                    } else {
+                        &mut h[j * hs..(j + 1) * hs]
+                    };
+                    for k in 0..hs {
+                        target[k] = gj[3 * hs + k] * tanh(cell_out[k]);
+                    }
+                }
+                if let Some(w_hr) = &p.weight_hr {
+                    gemm(
+                        b,
+                        h_out,
+                        hs,
+                        Mat::new(&tape.r[r0 * hs..(r0 + b) * hs], hs),
+                        Mat::t(&w_hr.value, hs),
+                        0.0,
+                        MatMut::new(&mut h[..b * h_out], h_out),
+                    );
+                }
+            }
+            Mode::Gru => {
+                let hh = &mut gru_hh[..b * gh];
+                gemm(
+                    b,
+                    gh,
+                    h_out,
+                    Mat::new(&h[..b * h_out], h_out),
+                    Mat::t(&p.weight_hh.value, h_out),
+                    0.0,
+                    MatMut::new(hh, gh),
+                );
+                if let Some(bh) = &p.bias_hh {
+                    add_bias_rows(hh, &bh.value);
+                }
+                for j in 0..b {
+                    let row = r0 + j;
+                    let gj = &mut g[j * gh..(j + 1) * gh];
+                    let hj = &hh[j * gh..(j + 1) * gh];
+                    for k in 0..hs {
+                        let r = sigmoid(gj[k] + hj[k]);
+                        let z = sigmoid(gj[hs + k] + hj[hs + k]);
+                        let ghn = hj[2 * hs + k];
+                        let nn = tanh(gj[2 * hs + k] + r * ghn);
+                        gj[k] = r;
+                        gj[hs + k] = z;
+                        gj[2 * hs + k] = nn;
+                        tape.gh_n[row * hs + k] = ghn;
+                        let hp = h[j * hs + k];
+                        h[j * hs + k] = (1.0 - z) * nn + z * hp;
+                    }
+                }
+            }
+            Mode::RnnTanh | Mode::RnnRelu => {
+                gemm(
+                    b,
+                    gh,
+                    h_out,
+                    Mat::new(&h[..b * h_out], h_out),
+                    Mat::t(&p.weight_hh.value, h_out),
+                    1.0,
+                    MatMut::new(g, gh),
+                );
+                let act = if p.mode == Mode::RnnTanh { tanh } else { relu };
+                for (gv, hv) in g.iter_mut().zip(&mut h[..b * hs]) {
+                    *gv = act(*gv);
+                    *hv = *gv;
+                }
+            }
+        }
+        tape.out[r0 * h_out..(r0 + b) * h_out].copy_from_slice(&h[..b * h_out]);
+    }
+}
+
+/// Backward through time of one direction; accumulates parameter gradients into `p`.
+///
+/// - `x`: `(N, I)` the input the forward pass saw; `tape`: what it kept.
+/// - `d_out`: `(N, H_out)` gradient of the direction's output rows.
+/// - `dh`: `(B, H_out)`, in: gradient of `h_n`, out: gradient of `h0`.
+/// - `dc`: `(B, H)` (LSTM), in: gradient of `c_n`, out: gradient of `c0`.
+/// - `dx`: `(N, I)`, the input gradient is added to it.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    p: &mut DirectionParams,
+    x: &[f32],
+    layout: &SeqLayout,
+    reverse: bool,
+    tape: &DirTape,
+    d_out: &[f32],
+    dh: &mut [f32],
+    dc: &mut [f32],
+    dx: &mut [f32],
+) {
+    let n = layout.rows();
+    let hs = p.hidden_size;
+    let gh = p.mode.gates() * hs;
+    let h_out = p.output_size();
+    let input_size = p.input_size();
+    let batch = layout.batch();
+    let gru = p.mode == Mode::Gru;
+    let proj = p.weight_hr.is_some();
+
+    let mut dg = vec![0.0; n * gh];
+    let mut dg_hh = vec![0.0; if gru { n * gh } else { 0 }];
+    let mut dh_rows = vec![0.0; if proj { n * h_out } else { 0 }];
+    let mut dr = vec![0.0; if p.mode == Mode::Lstm { batch * hs } else { 0 }];
+    let mut dy = vec![0.0; hs];
+    let steps = layout.steps();
+    for step in (0..steps).rev() {
+        let t = step_index(step, steps, reverse);
+        let b = layout.batch_sizes[t];
+        let r0 = layout.offsets[t];
+        if b == 0 {
+            continue;
+        }
+        dh[..b * h_out]
+            .iter_mut()
+            .zip(&d_out[r0 * h_out..(r0 + b) * h_out])
+            .for_each(|(a, d)| *a += d);
+        let dgt = &mut dg[r0 * gh..(r0 + b) * gh];
+        match p.mode {
+            Mode::Lstm => {
+                let drb = &mut dr[..b * hs];
+                if let Some(w_hr) = &p.weight_hr {
+                    dh_rows[r0 * h_out..(r0 + b) * h_out].copy_from_slice(&dh[..b * h_out]);
+                    gemm(
+                        b,
+                        hs,
+                        h_out,
+                        Mat::new(&dh[..b * h_out], h_out),
+                        Mat::new(&w_hr.value, hs),
+                        0.0,
+                        MatMut::new(drb, hs),
+                    );
+                } else {
+                    drb.copy_from_slice(&dh[..b * hs]);
+                }
+                for j in 0..b {
+                    let row = r0 + j;
+                    let gates = &tape.gates[row * gh..(row + 1) * gh];
+                    let c_new = &tape.c[row * hs..(row + 1) * hs];
+                    let c_prev = &tape.c_prev[row * hs..(row + 1) * hs];
+                    let dcj = &mut dc[j * hs..(j + 1) * hs];
+                    let drj = &drb[j * hs..(j + 1) * hs];
+                    let dgj = &mut dgt[j * gh..(j + 1) * gh];
+                    // Through h = o * tanh(y), y = c or LayerNorm(c).
+                    match &mut p.layer_norm {
+                        Some(ln) => {
+                            let hat = &tape.cell_hat[row * hs..(row + 1) * hs];
+                            for k in 0..hs {
+                                let y = hat[k] * ln.cell_weight.value[k] + ln.cell_bias.value[k];
+                                let ty = tanh(y);
+                                let o = gates[3 * hs + k];
+                                dgj[3 * hs + k] = drj[k] * ty * o * (1.0 - o);
+                                dy[k] = drj[k] * o * (1.0 - ty * ty);
+                            }
+                            norm::backward(
+                                &mut dy,
+                                hat,
+                                tape.cell_rstd[row],
+                                &ln.cell_weight.value,
+                                &mut ln.cell_weight.grad,
+                                &mut ln.cell_bias.grad,
+                            );
+                            dcj.iter_mut().zip(&dy).for_each(|(a, d)| *a += d);
+                        }
+                        None => {
+                            for k in 0..hs {
+                                let tc = tanh(c_new[k]);
+                                let o = gates[3 * hs + k];
+                                dgj[3 * hs + k] = drj[k] * tc * o * (1.0 - o);
+                                dcj[k] += drj[k] * o * (1.0 - tc * tc);
+                            }
+                        }
+                    }
+                    for k in 0..hs {
+                        let (i, f, gg) = (gates[k], gates[hs + k], gates[2 * hs + k]);
+                        let d = dcj[k];
+                        dgj[k] = d * gg * i * (1.0 - i);
+                        dgj[hs + k] = d * c_prev[k] * f * (1.0 - f);
+                        dgj[2 * hs + k] = d * i * (1.0 - gg * gg);
+                        dcj[k] = d * f;
+                    }
+                    if let Some(ln) = &mut p.layer_norm {
+                        for q in 0..4 {
+                            let span = q * hs..(q + 1) * hs;
+                            norm::backward(
+                                &mut dgj[span.clone()],
+                                &tape.ln_hat[row * gh + q * hs..row * gh + (q + 1) * hs],
+                                tape.ln_rstd[row * 4 + q],
+                                &ln.gates_weight.value[span.clone()],
+                                &mut ln.gates_weight.grad[span.clone()],
+                                &mut ln.gates_bias.grad[span],
+                            );
+                        }
+                    }
+                }
+                gemm(
+                    b,
+                    h_out,
+                    gh,
+                    Mat::new(dgt, gh),
+                    Mat::new(&p.weight_hh.value, h_out),
+                    0.0,
+                    MatMut::new(&mut dh[..b * h_out], h_out),
+                );
+            }
+            Mode::Gru => {
+                let dght = &mut dg_hh[r0 * gh..(r0 + b) * gh];
+                for j in 0..b {
+                    let row = r0 + j;
+                    let gates = &tape.gates[row * gh..(row + 1) * gh];
+                    for k in 0..hs {
+                        let (r, z, nn) = (gates[k], gates[hs + k], gates[2 * hs + k]);
+                        let hp = tape.h_prev[row * hs + k];
+                        let ghn = tape.gh_n[row * hs + k];
+                        let d = dh[j * hs + k];
+                        let dn_pre = d * (1.0 - z) * (1.0 - nn * nn);
+                        let dz_pre = d * (hp - nn) * z * (1.0 - z);
+                        let dr_pre = dn_pre * ghn * r * (1.0 - r);
+                        let o = j * gh;
+                        dgt[o + k] = dr_pre;
+                        dgt[o + hs + k] = dz_pre;
+                        dgt[o + 2 * hs + k] = dn_pre;
+                        dght[o + k] = dr_pre;
+                        dght[o + hs + k] = dz_pre;
+                        dght[o + 2 * hs + k] = dn_pre * r;
+                        dh[j * hs + k] = d * z;
+                    }
+                }
+                gemm(
+                    b,
+                    h_out,
+                    gh,
+                    Mat::new(dght, gh),
+                    Mat::new(&p.weight_hh.value, h_out),
+                    1.0,
+                    MatMut::new(&mut dh[..b * h_out], h_out),
+                );
+            }
+            Mode::RnnTanh | Mode::RnnRelu => {
+                let acts = &tape.gates[r0 * gh..(r0 + b) * gh];
+                let tanh_mode = p.mode == Mode::RnnTanh;
+                for ((dgv, &a), &d) in dgt.iter_mut().zip(acts).zip(&dh[..b * hs]) {
+                    *dgv = if tanh_mode {
+                        d * (1.0 - a * a)
+                    } else if a > 0.0 {
+                        d
+                    } else {
+                        0.0
+                    };
+                }
+                gemm(
+                    b,
+                    h_out,
+                    gh,
+                    Mat::new(dgt, gh),
+                    Mat::new(&p.weight_hh.value, h_out),
+                    0.0,
+                    MatMut::new(&mut dh[..b * h_out], h_out),
+                );
+            }
+        }
+    }
+
+    // Weight gradients and the input gradient: one product each over all rows.
+    let w_ih = &mut p.weight_ih;
+    gemm(
+        gh,
+        input_size,
+        n,
+        Mat::t(&dg, gh),
+        Mat::new(x, input_size),
+        1.0,
+        MatMut::new(&mut w_ih.grad, input_size),
+    );
+    gemm(
+        n,
+        input_size,
+        gh,
+        Mat::new(&dg, gh),
+        Mat::new(&w_ih.value, input_size),
+        1.0,
+        MatMut::new(dx, input_size),
+    );
+    let dg_hh = if gru { &dg_hh } else { &dg };
+    gemm(
+        gh,
+        h_out,
+        n,
+        Mat::t(dg_hh, gh),
+        Mat::new(&tape.h_prev, h_out),
+        1.0,
+        MatMut::new(&mut p.weight_hh.grad, h_out),
+    );
+    if let Some(b) = &mut p.bias_ih {
+        add_column_sums(&mut b.grad, &dg);
+    }
+    if let Some(b) = &mut p.bias_hh {
+        add_column_sums(&mut b.grad, dg_hh);
+    }
+    if let Some(w_hr) = &mut p.weight_hr {
+        gemm(
+            h_out,
+            hs,
+            n,
+            Mat::t(&dh_rows, h_out),
+            Mat::new(&tape.r, hs),
+            1.0,
+            MatMut::new(&mut w_hr.grad, hs),
+        );
+    }
+}

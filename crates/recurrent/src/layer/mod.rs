@@ -1,0 +1,9 @@
+//! One direction of one layer: parameters, packed layout, forward and backward through time.
+
+pub mod direction;
+pub mod layout;
+pub mod norm;
+pub mod params;
+
+pub use layout::{BatchOrder, SeqLayout};
+pub use params::{DirectionParams, DirectionShape, LayerNormParams};

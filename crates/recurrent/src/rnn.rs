@@ -1,0 +1,710 @@
+//! [`Rnn`]: the multi-layer, optionally bidirectional recurrent stack (`torch.nn.RNNBase`),
+//! for every mode: `nn.RNN`, `nn.LSTM`, `nn.GRU`, and the layer-norm LSTM.
+
+use crate::config::{Mode, RnnConfig};
+use crate::error::{check_finite, Error, Result};
+use crate::layer::direction::{self, DirTape};
+use crate::layer::{BatchOrder, DirectionParams, DirectionShape};
+use crate::param::{Param, Parameters};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use rand::Rng;
+
+/// A recurrent stack with PyTorch's semantics, parameters and shapes.
+///
+/// Shapes (`T` steps, `B` batch, `I` input size, `D` directions, `L` layers,
+/// `H_out` = `proj_size` or `hidden_size`):
+/// - input `(T, B, I)`, `(B, T, I)` with `batch_first`, or unbatched `(T, I)`;
+/// - output `(T, B, D*H_out)` (batch-first likewise), unbatched `(T, D*H_out)`;
+/// - `h0` / `h_n` `(D*L, B, H_out)` (never batch-first), unbatched `(D*L, H_out)`;
+/// - `c0` / `c_n` `(D*L, B, H)` (LSTM).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rnn {
+    config: RnnConfig,
+    /// Parameters of layer `l`, direction `d` at index `l * D + d`.
+    params: Vec<DirectionParams>,
+    training: bool,
+}
+
+/// Initial state for [`Rnn::forward`]: `h0` and, for LSTM, `c0`.
+#[derive(Debug, Clone)]
+pub struct InitialState<'a> {
+    /// `(D*L, B, H_out)` or unbatched `(D*L, H_out)`.
+    pub h0: ArrayViewD<'a, f32>,
+    /// LSTM only: `(D*L, B, H)` or unbatched `(D*L, H)`.
+    pub c0: Option<ArrayViewD<'a, f32>>,
+}
+
+/// Result of [`Rnn::forward`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RnnOutput {
+    /// Last layer's hidden state at every step, both directions concatenated.
+    pub output: ArrayD<f32>,
+    /// Final hidden state of every layer and direction.
+    pub h_n: ArrayD<f32>,
+    /// LSTM only: final cell state of every layer and direction.
+    pub c_n: Option<ArrayD<f32>>,
+}
+
+/// Gradients of a loss with respect to what [`Rnn::forward`] returned; `None` means zeros.
+#[derive(Debug, Clone, Default)]
+pub struct OutputGrads<'a> {
+    /// Same shape as `output`.
+    pub grad_output: Option<ArrayViewD<'a, f32>>,
+    /// Same shape as `h_n`.
+    pub grad_h_n: Option<ArrayViewD<'a, f32>>,
+    /// Same shape as `c_n`.
+    pub grad_c_n: Option<ArrayViewD<'a, f32>>,
+}
+
+/// Gradients [`Rnn::backward`] returns (parameter gradients accumulate in the model).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputGrads {
+    /// Same shape as the input.
+    pub grad_input: ArrayD<f32>,
+    /// Same shape as `h0` (present even when `h0` defaulted to zeros).
+    pub grad_h0: ArrayD<f32>,
+    /// LSTM only: same shape as `c0`.
+    pub grad_c0: Option<ArrayD<f32>>,
+}
+
+/// What a forward pass keeps for [`Rnn::backward`].
+#[derive(Debug, Clone)]
+pub struct Tape {
+    geometry: Geometry,
+    layers: Vec<LayerTape>,
+}
+
+#[derive(Debug, Clone)]
+struct LayerTape {
+    /// `(N, I_layer)` packed input of the layer.
+    input: Vec<f32>,
+    dirs: Vec<DirTape>,
+    /// `(N, D*H_out)` dropout mask applied to this layer's output, already scaled.
+    dropout_mask: Option<Vec<f32>>,
+}
+
+/// Shapes and batch order of one call.
+#[derive(Debug, Clone)]
+struct Geometry {
+    batched: bool,
+    steps: usize,
+    batch: usize,
+    order: BatchOrder,
+}
+
+impl Rnn {
+    /// Builds a stack with PyTorch's default initialisation (uniform in `±1/sqrt(H)`),
+    /// drawing from `rng`. The model starts in training mode, as `nn.Module`.
+    pub fn new(config: RnnConfig, rng: &mut impl Rng) -> Result<Self> {
+        config.validate()?;
+        let mut params = Vec::new();
+        for layer in 0..config.num_layers {
+            for _ in 0..config.num_directions() {
+                params.push(DirectionParams::init(
+                    DirectionShape {
+                        mode: config.mode,
+                        input_size: config.layer_input_size(layer),
+                        hidden_size: config.hidden_size,
+                        proj_size: config.proj_size,
+                        bias: config.bias,
+                        layer_norm: config.layer_norm,
+                    },
+                    rng,
+                ));
+            }
+        }
+        Ok(Rnn {
+            config,
+            params,
+            training: true,
+        })
+    }
+
+    /// `nn.LSTM(input_size, hidden_size)` with every other argument at its default.
+    pub fn lstm(input_size: usize, hidden_size: usize, rng: &mut impl Rng) -> Result<Self> {
+        Self::new(RnnConfig::new(Mode::Lstm, input_size, hidden_size), rng)
+    }
+
+    /// `nn.GRU(input_size, hidden_size)` with every other argument at its default.
+    pub fn gru(input_size: usize, hidden_size: usize, rng: &mut impl Rng) -> Result<Self> {
+        Self::new(RnnConfig::new(Mode::Gru, input_size, hidden_size), rng)
+    }
+
+    /// `nn.RNN(input_size, hidden_size)` (tanh) with every other argument at its default.
+    pub fn rnn(input_size: usize, hidden_size: usize, rng: &mut impl Rng) -> Result<Self> {
+        Self::new(RnnConfig::new(Mode::RnnTanh, input_size, hidden_size), rng)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RnnConfig {
+        &self.config
+    }
+
+    /// Parameters of layer `layer`, direction `direction` (0 forward, 1 reverse).
+    pub fn direction_params(&self, layer: usize, direction: usize) -> &DirectionParams {
+        &self.params[layer * self.config.num_directions() + direction]
+    }
+
+    /// Switches training mode on (dropout active in [`Rnn::forward_train`]) or off.
+    pub fn train(&mut self, on: bool) {
+        self.training = on;
+    }
+
+    /// Inference mode, as `module.eval()`.
+    pub fn eval(&mut self) {
+        self.training = false;
+    }
+
+    /// Whether the model is in training mode.
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// Replaces the parameters from a `state_dict`-like lookup (`name -> (shape, values)`).
+    /// Every expected tensor must be present with its exact shape; unknown names are an error.
+    pub fn load_tensors(
+        &mut self,
+        tensors: &[(String, Vec<usize>, Vec<f32>)],
+        place: &str,
+    ) -> Result<()> {
+        let known: Vec<String> = self
+            .named_parameters()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        if let Some((name, _, _)) = tensors.iter().find(|(n, _, _)| !known.contains(n)) {
+            return Err(Error::Config(format!(
+                "{place}: unexpected tensor `{name}` for this configuration (expected: {})",
+                known.join(", ")
+            )));
+        }
+        for (name, param) in self.named_parameters_mut() {
+            let (_, shape, data) =
+                tensors
+                    .iter()
+                    .find(|(n, _, _)| *n == name)
+                    .ok_or_else(|| Error::Missing {
+                        name: name.clone(),
+                        place: place.to_string(),
+                    })?;
+            param.assign(&name, shape, data)?;
+            check_finite(&name, data)?;
+        }
+        Ok(())
+    }
+
+    /// Forward pass, as `module(input, h0 / (h0, c0))`. Dropout is never applied here
+    /// (inference); use [`Rnn::forward_train`] for training.
+    ///
+    /// `lengths` (batched input only) gives each sequence's length, as PyTorch's
+    /// `pack_padded_sequence(.., enforce_sorted=False)` → module → `pad_packed_sequence`:
+    /// outputs past a sequence's end are zero and `h_n` holds its state at its own last step.
+    pub fn forward(
+        &self,
+        input: ArrayViewD<f32>,
+        state: Option<InitialState>,
+        lengths: Option<&[usize]>,
+    ) -> Result<RnnOutput> {
+        self.run(input, state, lengths, None, false)
+            .map(|(out, _)| out)
+    }
+
+    /// Forward pass that keeps what [`Rnn::backward`] needs. In training mode, dropout
+    /// (probability `config.dropout`) is applied to every layer's output but the last,
+    /// with masks drawn from `rng`.
+    pub fn forward_train(
+        &self,
+        input: ArrayViewD<f32>,
+        state: Option<InitialState>,
+        lengths: Option<&[usize]>,
+        rng: &mut impl Rng,
+    ) -> Result<(RnnOutput, Tape)> {
+        let rng: &mut dyn rand::RngCore = rng;
+        self.run(input, state, lengths, Some(rng), true)
+            .map(|(out, tape)| (out, tape.expect("tape kept")))
+    }
+
+    fn run(
+        &self,
+        input: ArrayViewD<f32>,
+        state: Option<InitialState>,
+        lengths: Option<&[usize]>,
+        mut rng: Option<&mut dyn rand::RngCore>,
+        keep_tape: bool,
+    ) -> Result<(RnnOutput, Option<Tape>)> {
+        let cfg = &self.config;
+        let geo = self.geometry(&input, lengths)?;
+        let (d, l, h, h_out) = (
+            cfg.num_directions(),
+            cfg.num_layers,
+            cfg.hidden_size,
+            cfg.output_size(),
+        );
+        let b = geo.batch;
+        let lstm = cfg.mode == Mode::Lstm;
+        let (mut h_state, mut c_state) = self.initial_state(&geo, state)?;
+        let input = input.as_standard_layout();
+        let input = input.as_slice().expect("standard layout");
+        check_finite("input", input)?;
+        let mut x = pack(input, &geo, cfg.input_size, cfg.batch_first);
+        let layout = &geo.order.layout;
+        let n = layout.rows();
+
+        let mut tapes = Vec::new();
+        for layer in 0..l {
+            let mut dirs = vec![DirTape::default(); d];
+            let params = &self.params[layer * d..(layer + 1) * d];
+            let hs = &mut h_state[layer * d * b * h_out..(layer + 1) * d * b * h_out];
+            let cs = if lstm {
+                &mut c_state[layer * d * b * h..(layer + 1) * d * b * h]
+            } else {
+                &mut c_state[..0]
+            };
+            run_directions(params, &x, layout, hs, cs, &mut dirs, b);
+            let mut out = interleave(&dirs, n, h_out);
+            let dropout_mask = match rng.as_deref_mut() {
+                Some(rng) if self.training && cfg.dropout > 0.0 && layer + 1 < l => {
+                    let mask = dropout_mask(out.len(), cfg.dropout, rng);
+                    out.iter_mut().zip(&mask).for_each(|(o, m)| *o *= m);
+                    Some(mask)
+                }
+                _ => None,
+            };
+            let input = std::mem::replace(&mut x, out);
+            if keep_tape {
+                tapes.push(LayerTape {
+                    input,
+                    dirs,
+                    dropout_mask,
+                });
+            }
+        }
+        let output = unpack(&x, &geo, d * h_out, cfg.batch_first);
+        let h_n = unsort_state(&h_state, &geo, d * l, h_out);
+        let c_n = lstm.then(|| unsort_state(&c_state, &geo, d * l, h));
+        let tape = keep_tape.then(|| Tape {
+            geometry: geo,
+            layers: tapes,
+        });
+        Ok((RnnOutput { output, h_n, c_n }, tape))
+    }
+
+    /// Backward through the whole stack for a tape from [`Rnn::forward_train`]. Parameter
+    /// gradients are added to each parameter's `grad` (zero them with
+    /// [`Parameters::zero_grad`]); input and initial-state gradients are returned.
+    pub fn backward(&mut self, tape: &Tape, grads: OutputGrads) -> Result<InputGrads> {
+        let cfg = self.config.clone();
+        let geo = &tape.geometry;
+        let (d, l, h, h_out) = (
+            cfg.num_directions(),
+            cfg.num_layers,
+            cfg.hidden_size,
+            cfg.output_size(),
+        );
+        let b = geo.batch;
+        let lstm = cfg.mode == Mode::Lstm;
+        let layout = &geo.order.layout;
+        let n = layout.rows();
+
+        let out_shape = self.output_shape(geo);
+        let mut d_top = match grads.grad_output {
+            Some(g) => {
+                expect_shape("grad_output", &g, &out_shape)?;
+                let g = g.as_standard_layout();
+                let g = g.as_slice().expect("standard layout");
+                check_finite("grad_output", g)?;
+                pack(g, geo, d * h_out, cfg.batch_first)
+            }
+            None => vec![0.0; n * d * h_out],
+        };
+        let mut dh = self.sorted_state("grad_h_n", grads.grad_h_n, geo, h_out)?;
+        let mut dc = if lstm {
+            self.sorted_state("grad_c_n", grads.grad_c_n, geo, h)?
+        } else {
+            if grads.grad_c_n.is_some() {
+                return Err(Error::Invalid(format!(
+                    "grad_c_n given for mode {}",
+                    cfg.mode
+                )));
+            }
+            Vec::new()
+        };
+
+        for layer in (0..l).rev() {
+            let lt = &tape.layers[layer];
+            if let Some(mask) = &lt.dropout_mask {
+                d_top.iter_mut().zip(mask).for_each(|(g, m)| *g *= m);
+            }
+            let in_size = cfg.layer_input_size(layer);
+            let params = &mut self.params[layer * d..(layer + 1) * d];
+            let dhs = &mut dh[layer * d * b * h_out..(layer + 1) * d * b * h_out];
+            let dcs = if lstm {
+                &mut dc[layer * d * b * h..(layer + 1) * d * b * h]
+            } else {
+                &mut dc[..0]
+            };
+            d_top = backward_directions(params, lt, layout, &d_top, dhs, dcs, b, n, in_size);
+        }
+        let grad_input = unpack(&d_top, geo, cfg.input_size, cfg.batch_first);
+        let grad_h0 = unsort_state(&dh, geo, d * l, h_out);
+        let grad_c0 = lstm.then(|| unsort_state(&dc, geo, d * l, h));
+        Ok(InputGrads {
+            grad_input,
+            grad_h0,
+            grad_c0,
+        })
+    }
+
+    fn geometry(&self, input: &ArrayViewD<f32>, lengths: Option<&[usize]>) -> Result<Geometry> {
+        let cfg = &self.config;
+        let shape = input.shape();
+        let expected = if cfg.batch_first {
+            format!(
+                "(B, T, {}) or unbatched (T, {})",
+                cfg.input_size, cfg.input_size
+            )
+        } else {
+            format!(
+                "(T, B, {}) or unbatched (T, {})",
+                cfg.input_size, cfg.input_size
+            )
+        };
+        let (batched, steps, batch) = match *shape {
+            [t, b, i] if i == cfg.input_size => {
+                if cfg.batch_first {
+                    (true, b, t)
+                } else {
+                    (true, t, b)
+                }
+            }
+            [t, i] if i == cfg.input_size => (false, t, 1),
+            _ => return Err(Error::shape("input", expected, shape)),
+        };
+        if steps == 0 || batch == 0 {
+            return Err(Error::shape(
+                "input",
+                format!("{expected} with T >= 1 and B >= 1"),
+                shape,
+            ));
+        }
+        let order = match lengths {
+            None => BatchOrder::full(steps, batch),
+            Some(_) if !batched => {
+                return Err(Error::Lengths(
+                    "lengths need a batched input (3 dimensions); found an unbatched one".into(),
+                ))
+            }
+            Some(ls) => BatchOrder::from_lengths(ls, steps, batch)?,
+        };
+        Ok(Geometry {
+            batched,
+            steps,
+            batch,
+            order,
+        })
+    }
+
+    fn output_shape(&self, geo: &Geometry) -> Vec<usize> {
+        let width = self.config.num_directions() * self.config.output_size();
+        match (geo.batched, self.config.batch_first) {
+            (false, _) => vec![geo.steps, width],
+            (true, false) => vec![geo.steps, geo.batch, width],
+            (true, true) => vec![geo.batch, geo.steps, width],
+        }
+    }
+
+    /// `(D*L, B, width)` state tensor (or zeros) in sorted batch order, flat.
+    fn sorted_state(
+        &self,
+        name: &str,
+        t: Option<ArrayViewD<f32>>,
+        geo: &Geometry,
+        width: usize,
+    ) -> Result<Vec<f32>> {
+        let dl = self.config.num_directions() * self.config.num_layers;
+        let b = geo.batch;
+        let Some(t) = t else {
+            return Ok(vec![0.0; dl * b * width]);
+        };
+        let shape: Vec<usize> = if geo.batched {
+            vec![dl, b, width]
+        } else {
+            vec![dl, width]
+        };
+        expect_shape(name, &t, &shape)?;
+        let t = t.as_standard_layout();
+        let src = t.as_slice().expect("standard layout");
+        check_finite(name, src)?;
+        let mut out = vec![0.0; dl * b * width];
+        for k in 0..dl {
+            for (j, &orig) in geo.order.sorted.iter().enumerate() {
+                let from = (k * b + orig) * width;
+                out[(k * b + j) * width..(k * b + j + 1) * width]
+                    .copy_from_slice(&src[from..from + width]);
+            }
+        }
+        Ok(out)
+    }
+
+    fn initial_state(
+        &self,
+        geo: &Geometry,
+        state: Option<InitialState>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let cfg = &self.config;
+        let lstm = cfg.mode == Mode::Lstm;
+        let (h0, c0) = match state {
+            None => (None, None),
+            Some(s) => (Some(s.h0), s.c0),
+        };
+        match (lstm, h0.is_some(), c0.is_some()) {
+            (true, true, false) => {
+                return Err(Error::Missing {
+                    name: "c0".into(),
+                    place: "the initial state (LSTM needs both h0 and c0)".into(),
+                })
+            }
+            (false, _, true) => {
+                return Err(Error::Invalid(format!(
+                    "c0 is only used by LSTM, found it with mode {}",
+                    cfg.mode
+                )))
+            }
+            _ => {}
+        }
+        let h = self.sorted_state("h0", h0, geo, cfg.output_size())?;
+        let c = if lstm {
+            self.sorted_state("c0", c0, geo, cfg.hidden_size)?
+        } else {
+            Vec::new()
+        };
+        Ok((h, c))
+    }
+}
+
+fn expect_shape(name: &str, t: &ArrayViewD<f32>, shape: &[usize]) -> Result<()> {
+    if t.shape() != shape {
+        return Err(Error::shape(name, format!("{shape:?}"), t.shape()));
+    }
+    Ok(())
+}
+
+/// Runs the directions of one layer (in parallel when bidirectional).
+fn run_directions(
+    params: &[DirectionParams],
+    x: &[f32],
+    layout: &crate::layer::SeqLayout,
+    h: &mut [f32],
+    c: &mut [f32],
+    tapes: &mut [DirTape],
+    batch: usize,
+) {
+    let h_chunk = h.len() / params.len();
+    let c_chunk = c.len() / params.len();
+    if params.len() == 2 {
+        let (hf, hb) = h.split_at_mut(h_chunk);
+        let (cf, cb) = c.split_at_mut(c_chunk);
+        let (tf, tb) = tapes.split_at_mut(1);
+        rayon::join(
+            || direction::forward(&params[0], x, layout, false, hf, cf, &mut tf[0]),
+            || direction::forward(&params[1], x, layout, true, hb, cb, &mut tb[0]),
+        );
+    } else {
+        debug_assert_eq!(h_chunk, batch * params[0].output_size());
+        direction::forward(&params[0], x, layout, false, h, c, &mut tapes[0]);
+    }
+}
+
+/// Backward through the directions of one layer; returns the gradient of the layer input.
+#[allow(clippy::too_many_arguments)]
+fn backward_directions(
+    params: &mut [DirectionParams],
+    lt: &LayerTape,
+    layout: &crate::layer::SeqLayout,
+    d_out: &[f32],
+    dh: &mut [f32],
+    dc: &mut [f32],
+    _batch: usize,
+    n: usize,
+    in_size: usize,
+) -> Vec<f32> {
+    let d = params.len();
+    let h_out = params[0].output_size();
+    let d_dir = |k: usize| deinterleave(d_out, n, d, h_out, k);
+    let mut dx = vec![0.0; n * in_size];
+    if d == 2 {
+        let (pf, pb) = params.split_at_mut(1);
+        let (dhf, dhb) = dh.split_at_mut(dh.len() / 2);
+        let (dcf, dcb) = dc.split_at_mut(dc.len() / 2);
+        let mut dx_b = vec![0.0; n * in_size];
+        let (gf, gb) = (d_dir(0), d_dir(1));
+        rayon::join(
+            || {
+                direction::backward(
+                    &mut pf[0],
+                    &lt.input,
+                    layout,
+                    false,
+                    &lt.dirs[0],
+                    &gf,
+                    dhf,
+                    dcf,
+                    &mut dx,
+                )
+            },
+            || {
+                direction::backward(
+                    &mut pb[0],
+                    &lt.input,
+                    layout,
+                    true,
+                    &lt.dirs[1],
+                    &gb,
+                    dhb,
+                    dcb,
+                    &mut dx_b,
+                )
+            },
+        );
+        dx.iter_mut().zip(&dx_b).for_each(|(a, b)| *a += b);
+    } else {
+        direction::backward(
+            &mut params[0],
+            &lt.input,
+            layout,
+            false,
+            &lt.dirs[0],
+            &d_dir(0),
+            dh,
+            dc,
+            &mut dx,
+        );
+    }
+    dx
+}
+
+/// Concatenates the directions' outputs row by row: `(N, D*H_out)`.
+fn interleave(dirs: &[DirTape], n: usize, h_out: usize) -> Vec<f32> {
+    if dirs.len() == 1 {
+        return dirs[0].out.clone();
+    }
+    let width = dirs.len() * h_out;
+    let mut out = vec![0.0; n * width];
+    for (k, dt) in dirs.iter().enumerate() {
+        for (row, src) in out.chunks_exact_mut(width).zip(dt.out.chunks_exact(h_out)) {
+            row[k * h_out..(k + 1) * h_out].copy_from_slice(src);
+        }
+    }
+    out
+}
+
+/// Column block `k` (of `d` blocks of `h_out`) of an `(N, d*h_out)` matrix.
+fn deinterleave(m: &[f32], n: usize, d: usize, h_out: usize, k: usize) -> Vec<f32> {
+    if d == 1 {
+        return m.to_vec();
+    }
+    let mut out = Vec::with_capacity(n * h_out);
+    for row in m.chunks_exact(d * h_out) {
+        out.extend_from_slice(&row[k * h_out..(k + 1) * h_out]);
+    }
+    out
+}
+
+/// Inverted dropout mask: 0 with probability `p`, else `1 / (1 - p)`.
+fn dropout_mask(len: usize, p: f32, rng: &mut dyn rand::RngCore) -> Vec<f32> {
+    let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+    (0..len)
+        .map(|_| if rng.gen::<f32>() < p { 0.0 } else { scale })
+        .collect()
+}
+
+/// Gathers a padded `(T, B, F)` (or `(B, T, F)`) tensor into packed rows.
+fn pack(src: &[f32], geo: &Geometry, width: usize, batch_first: bool) -> Vec<f32> {
+    let layout = &geo.order.layout;
+    let mut out = vec![0.0; layout.rows() * width];
+    for t in 0..geo.steps {
+        for j in 0..layout.batch_sizes[t] {
+            let orig = geo.order.sorted[j];
+            let from = padded_index(t, orig, geo, batch_first) * width;
+            let to = (layout.offsets[t] + j) * width;
+            out[to..to + width].copy_from_slice(&src[from..from + width]);
+        }
+    }
+    out
+}
+
+/// Scatters packed rows back to the caller's padded layout, zeros past each length.
+fn unpack(rows: &[f32], geo: &Geometry, width: usize, batch_first: bool) -> ArrayD<f32> {
+    let layout = &geo.order.layout;
+    let mut out = vec![0.0; geo.steps * geo.batch * width];
+    for t in 0..geo.steps {
+        for j in 0..layout.batch_sizes[t] {
+            let orig = geo.order.sorted[j];
+            let to = padded_index(t, orig, geo, batch_first) * width;
+            let from = (layout.offsets[t] + j) * width;
+            out[to..to + width].copy_from_slice(&rows[from..from + width]);
+        }
+    }
+    let shape: Vec<usize> = match (geo.batched, batch_first) {
+        (false, _) => vec![geo.steps, width],
+        (true, false) => vec![geo.steps, geo.batch, width],
+        (true, true) => vec![geo.batch, geo.steps, width],
+    };
+    ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape matches")
+}
+
+fn padded_index(t: usize, b: usize, geo: &Geometry, batch_first: bool) -> usize {
+    if batch_first && geo.batched {
+        b * geo.steps + t
+    } else {
+        t * geo.batch + b
+    }
+}
+
+/// `(K, B, width)` sorted-order state back to caller order (`(K, width)` when unbatched).
+fn unsort_state(state: &[f32], geo: &Geometry, k: usize, width: usize) -> ArrayD<f32> {
+    let b = geo.batch;
+    let mut out = vec![0.0; k * b * width];
+    for kk in 0..k {
+        for (j, &orig) in geo.order.sorted.iter().enumerate() {
+            let from = (kk * b + j) * width;
+            out[(kk * b + orig) * width..(kk * b + orig + 1) * width]
+                .copy_from_slice(&state[from..from + width]);
+        }
+    }
+    let shape: Vec<usize> = if geo.batched {
+        vec![k, b, width]
+    } else {
+        vec![k, width]
+    };
+    ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape matches")
+}
+
+impl Parameters for Rnn {
+    fn named_parameters(&self) -> Vec<(String, &Param)> {
+        let d = self.config.num_directions();
+        self.params
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.named(&suffix(i / d, i % d)))
+            .collect()
+    }
+
+    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let d = self.config.num_directions();
+        self.params
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(i, p)| p.named_mut(&suffix(i / d, i % d)))
+            .collect()
+    }
+}
+
+/// PyTorch's parameter-name suffix: `_l{layer}` plus `_reverse` for direction 1.
+pub fn suffix(layer: usize, direction: usize) -> String {
+    if direction == 1 {
+        format!("_l{layer}_reverse")
+    } else {
+        format!("_l{layer}")
+    }
+}
