@@ -1,0 +1,289 @@
+//! Property tests: the fast f32 stack against the plain f64 reference on random
+//! configurations (every mode and option, sizes down to 1), forward and backward.
+
+mod common;
+
+use common::reference::{self, RefInputs, RefParams};
+use common::*;
+use ndarray::{ArrayD, IxDyn};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use recurrent::{InitialState, Mode, OutputGrads, Parameters, Rnn, RnnConfig};
+
+#[derive(Debug, Clone)]
+struct Case {
+    cfg: RnnConfig,
+    steps: usize,
+    batch: usize,
+    batched: bool,
+    with_state: bool,
+    with_lengths: bool,
+    seed: u64,
+}
+
+fn case_strategy(max_layers: usize, max_size: usize) -> impl Strategy<Value = Case> {
+    (
+        prop_oneof![
+            Just(Mode::RnnTanh),
+            Just(Mode::RnnRelu),
+            Just(Mode::Lstm),
+            Just(Mode::Gru)
+        ],
+        1..=max_size,
+        1..=max_size,
+        1..=max_layers,
+        any::<(bool, bool, bool, bool, bool, bool)>(),
+        (
+            1usize..=5,
+            1usize..=4,
+            any::<bool>(),
+            0usize..3,
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |(
+                mode,
+                input_size,
+                hidden_size,
+                num_layers,
+                (bias, batch_first, bidir, ln, with_state, batched),
+                (steps, batch, lengths, proj_pick, seed),
+            )| {
+                let lstm = mode == Mode::Lstm;
+                let proj_size = if lstm && hidden_size > 1 && proj_pick > 0 {
+                    1 + (seed as usize % (hidden_size - 1))
+                } else {
+                    0
+                };
+                let cfg = RnnConfig::new(mode, input_size, hidden_size)
+                    .with_num_layers(num_layers)
+                    .with_bias(bias)
+                    .with_batch_first(batch_first)
+                    .with_bidirectional(bidir)
+                    .with_proj_size(proj_size)
+                    .with_layer_norm(lstm && ln)
+                    .with_dropout(0.25);
+                Case {
+                    cfg,
+                    steps,
+                    batch: if batched { batch } else { 1 },
+                    batched,
+                    with_state,
+                    with_lengths: lengths && batched,
+                    seed,
+                }
+            },
+        )
+}
+
+/// Everything one case needs: the model, its f64 parameters and canonical inputs.
+struct Setup {
+    rnn: Rnn,
+    params: RefParams,
+    inputs: RefInputs,
+    /// Upstream gradients (canonical layout) for the backward checks.
+    go: Vec<f32>,
+    gh: Vec<f32>,
+    gc: Vec<f32>,
+}
+
+fn randn(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+fn setup(case: &Case) -> Setup {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(case.seed);
+    let mut rnn = Rnn::new(case.cfg.clone(), &mut rng).unwrap();
+    rnn.eval();
+    // Give layer-norm parameters non-trivial values.
+    for (name, p) in rnn.named_parameters_mut() {
+        if name.starts_with("ln_") {
+            let base = if name.contains("weight") { 1.0 } else { 0.0 };
+            p.value
+                .iter_mut()
+                .for_each(|v| *v = base + rng.gen_range(-0.3..0.3));
+        }
+    }
+    let params = rnn
+        .named_parameters()
+        .into_iter()
+        .map(|(n, p)| (n, to_f64(&p.value)))
+        .collect();
+    let cfg = &case.cfg;
+    let (t, b) = (case.steps, case.batch);
+    let dl = cfg.num_directions() * cfg.num_layers;
+    let input = randn(&mut rng, t * b * cfg.input_size);
+    let h0 = case
+        .with_state
+        .then(|| to_f64(&randn(&mut rng, dl * b * cfg.output_size())));
+    let c0 = (case.with_state && cfg.mode == Mode::Lstm)
+        .then(|| to_f64(&randn(&mut rng, dl * b * cfg.hidden_size)));
+    let lengths = case
+        .with_lengths
+        .then(|| (0..b).map(|_| rng.gen_range(1..=t)).collect());
+    let go = randn(&mut rng, t * b * cfg.num_directions() * cfg.output_size());
+    let gh = randn(&mut rng, dl * b * cfg.output_size());
+    let gc = if cfg.mode == Mode::Lstm {
+        randn(&mut rng, dl * b * cfg.hidden_size)
+    } else {
+        vec![]
+    };
+    Setup {
+        rnn,
+        params,
+        inputs: RefInputs {
+            steps: t,
+            batch: b,
+            input: to_f64(&input),
+            h0,
+            c0,
+            lengths,
+        },
+        go,
+        gh,
+        gc,
+    }
+}
+
+/// Converts a canonical `(T, B, F)` tensor to the layout the case's model expects.
+fn user_layout(case: &Case, x: &[f32], f: usize) -> ArrayD<f32> {
+    let (t, b) = (case.steps, case.batch);
+    if !case.batched {
+        ArrayD::from_shape_vec(IxDyn(&[t, f]), x.to_vec()).unwrap()
+    } else if case.cfg.batch_first {
+        ArrayD::from_shape_vec(IxDyn(&[b, t, f]), time_to_batch_major(x, t, b, f)).unwrap()
+    } else {
+        ArrayD::from_shape_vec(IxDyn(&[t, b, f]), x.to_vec()).unwrap()
+    }
+}
+
+fn canonical(case: &Case, a: &ArrayD<f32>, f: usize) -> Vec<f32> {
+    if case.batched && case.cfg.batch_first {
+        batch_to_time_major(&flat(a), case.steps, case.batch, f)
+    } else {
+        flat(a)
+    }
+}
+
+fn state_array(case: &Case, v: &[f32], f: usize) -> ArrayD<f32> {
+    let dl = case.cfg.num_directions() * case.cfg.num_layers;
+    let shape: Vec<usize> = if case.batched {
+        vec![dl, case.batch, f]
+    } else {
+        vec![dl, f]
+    };
+    ArrayD::from_shape_vec(IxDyn(&shape), v.to_vec()).unwrap()
+}
+
+fn as_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+
+    #[test]
+    fn forward_matches_reference(case in case_strategy(3, 6)) {
+        let s = setup(&case);
+        let cfg = &case.cfg;
+        let input = user_layout(&case, &as_f32(&s.inputs.input), cfg.input_size);
+        let h0 = s.inputs.h0.as_ref().map(|h| state_array(&case, &as_f32(h), cfg.output_size()));
+        let c0 = s.inputs.c0.as_ref().map(|c| state_array(&case, &as_f32(c), cfg.hidden_size));
+        let state = h0.as_ref().map(|h| InitialState { h0: h.view(), c0: c0.as_ref().map(|c| c.view()) });
+        let out = s.rnn.forward(input.view(), state, s.inputs.lengths.as_deref()).unwrap();
+        let r = reference::forward(cfg, &s.params, &s.inputs);
+        let width = cfg.num_directions() * cfg.output_size();
+        assert_close("output", &canonical(&case, &out.output, width), &as_f32(&r.output), REF_ATOL, REF_RTOL);
+        assert_close("h_n", &flat(&out.h_n), &as_f32(&r.h_n), REF_ATOL, REF_RTOL);
+        if let Some(c_n) = &out.c_n {
+            assert_close("c_n", &flat(c_n), &as_f32(&r.c_n), REF_ATOL, REF_RTOL);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn backward_matches_finite_differences(case in case_strategy(2, 4)) {
+        let mut s = setup(&case);
+        let cfg = case.cfg.clone();
+        let input = user_layout(&case, &as_f32(&s.inputs.input), cfg.input_size);
+        let h0 = s.inputs.h0.as_ref().map(|h| state_array(&case, &as_f32(h), cfg.output_size()));
+        let c0 = s.inputs.c0.as_ref().map(|c| state_array(&case, &as_f32(c), cfg.hidden_size));
+        let state = h0.as_ref().map(|h| InitialState { h0: h.view(), c0: c0.as_ref().map(|c| c.view()) });
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let (_, tape) = s.rnn.forward_train(input.view(), state, s.inputs.lengths.as_deref(), &mut rng).unwrap();
+        let width = cfg.num_directions() * cfg.output_size();
+        let go = user_layout(&case, &s.go, width);
+        let gh = state_array(&case, &s.gh, cfg.output_size());
+        let gc = (cfg.mode == Mode::Lstm).then(|| state_array(&case, &s.gc, cfg.hidden_size));
+        s.rnn.zero_grad();
+        let grads = s.rnn.backward(&tape, OutputGrads {
+            grad_output: Some(go.view()),
+            grad_h_n: Some(gh.view()),
+            grad_c_n: gc.as_ref().map(|g| g.view()),
+        }).unwrap();
+
+        let (go64, gh64, gc64) = (to_f64(&s.go), to_f64(&s.gh), to_f64(&s.gc));
+        let loss = |params: &RefParams, inputs: &RefInputs| {
+            reference::weighted_sum(&reference::forward(&cfg, params, inputs), &go64, &gh64, &gc64)
+        };
+        const EPS: f64 = 1e-6;
+        let numeric = |perturb: &dyn Fn(f64) -> f64| ((perturb(EPS) - perturb(-EPS)) / (2.0 * EPS)) as f32;
+
+        // Input.
+        let mut fd = Vec::new();
+        for i in 0..s.inputs.input.len() {
+            fd.push(numeric(&|e| {
+                let mut inp = s.inputs.clone();
+                inp.input[i] += e;
+                loss(&s.params, &inp)
+            }));
+        }
+        assert_close("grad_input", &canonical(&case, &grads.grad_input, cfg.input_size), &fd, GRAD_ATOL, GRAD_RTOL);
+
+        // Initial state (gradient exists even when h0 defaulted to zeros).
+        let dl = cfg.num_directions() * cfg.num_layers;
+        let zeros_h = vec![0.0; dl * case.batch * cfg.output_size()];
+        let mut fd = Vec::new();
+        for i in 0..zeros_h.len() {
+            fd.push(numeric(&|e| {
+                let mut inp = s.inputs.clone();
+                let mut h = inp.h0.clone().unwrap_or_else(|| zeros_h.clone());
+                h[i] += e;
+                inp.h0 = Some(h);
+                loss(&s.params, &inp)
+            }));
+        }
+        assert_close("grad_h0", &flat(&grads.grad_h0), &fd, GRAD_ATOL, GRAD_RTOL);
+        if let Some(gc0) = &grads.grad_c0 {
+            let zeros_c = vec![0.0; dl * case.batch * cfg.hidden_size];
+            let mut fd = Vec::new();
+            for i in 0..zeros_c.len() {
+                fd.push(numeric(&|e| {
+                    let mut inp = s.inputs.clone();
+                    let mut c = inp.c0.clone().unwrap_or_else(|| zeros_c.clone());
+                    c[i] += e;
+                    inp.c0 = Some(c);
+                    loss(&s.params, &inp)
+                }));
+            }
+            assert_close("grad_c0", &flat(gc0), &fd, GRAD_ATOL, GRAD_RTOL);
+        }
+
+        // Every parameter.
+        for (name, p) in s.rnn.named_parameters() {
+            let mut fd = Vec::new();
+            for i in 0..p.len() {
+                fd.push(numeric(&|e| {
+                    let mut params = s.params.clone();
+                    params.get_mut(&name).unwrap()[i] += e;
+                    loss(&params, &s.inputs)
+                }));
+            }
+            assert_close(&format!("grad.{name}"), &p.grad, &fd, GRAD_ATOL, GRAD_RTOL);
+        }
+    }
+}
