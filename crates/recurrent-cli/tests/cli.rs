@@ -14,7 +14,10 @@ fn fixtures() -> PathBuf {
 }
 
 fn recurrent(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_recurrent")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_recurrent"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn s(p: &Path) -> &str {
@@ -43,7 +46,11 @@ fn split_fixture(fx: &TensorFile, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         }
     }
     model.metadata("config", fx.metadata("config").unwrap());
-    let paths = (dir.join("model.safetensors"), dir.join("in.safetensors"), dir.join("grad.safetensors"));
+    let paths = (
+        dir.join("model.safetensors"),
+        dir.join("in.safetensors"),
+        dir.join("grad.safetensors"),
+    );
     model.write(&paths.0).unwrap();
     input.write(&paths.1).unwrap();
     grad.write(&paths.2).unwrap();
@@ -51,13 +58,18 @@ fn split_fixture(fx: &TensorFile, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 fn compare(case: &str, got: &TensorFile, expected: &TensorFile, name: &str, scaled: bool) {
-    let g = got.require_f32(name).unwrap_or_else(|e| panic!("{case}: {e}"));
+    let g = got
+        .require_f32(name)
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
     let e = expected.require_f32(name).unwrap();
     assert_eq!(g.shape(), e.shape(), "{case}: {name} shape");
     let max = e.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let atol = if scaled { ATOL + RTOL * max } else { ATOL };
     for (i, (a, b)) in g.iter().zip(e.iter()).enumerate() {
-        assert!((a - b).abs() <= atol + RTOL * b.abs(), "{case}: {name}[{i}] = {a}, PyTorch {b}");
+        assert!(
+            (a - b).abs() <= atol + RTOL * b.abs(),
+            "{case}: {name}[{i}] = {a}, PyTorch {b}"
+        );
     }
 }
 
@@ -71,8 +83,20 @@ fn every_layer_fixture_through_the_cli() {
         let fx = TensorFile::read(&path).unwrap();
         let (model, input, grad) = split_fixture(&fx, dir.path());
         let out = dir.path().join("out.safetensors");
-        let o = recurrent(&["forward", "--model", s(&model), "--input", s(&input), "--output", s(&out)]);
-        assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = recurrent(&[
+            "forward",
+            "--model",
+            s(&model),
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+        ]);
+        assert!(
+            o.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let got = TensorFile::read(&out).unwrap();
         for name in ["output", "h_n", "c_n"] {
             if fx.contains(name) {
@@ -82,18 +106,42 @@ fn every_layer_fixture_through_the_cli() {
             }
         }
         let o = recurrent(&[
-            "backward", "--model", s(&model), "--input", s(&input), "--grad", s(&grad), "--output", s(&out),
+            "backward",
+            "--model",
+            s(&model),
+            "--input",
+            s(&input),
+            "--grad",
+            s(&grad),
+            "--output",
+            s(&out),
         ]);
-        assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let got = TensorFile::read(&out).unwrap();
-        let scaled = fx.metadata("config").unwrap().contains("\"layer_norm\": true");
+        let scaled = fx
+            .metadata("config")
+            .unwrap()
+            .contains("\"layer_norm\": true");
         for name in fx.names() {
             if name.starts_with("grad.") || ["grad_input", "grad_h0", "grad_c0"].contains(&name) {
                 compare(&case, &got, &fx, name, scaled);
             }
         }
-        let expected_count = fx.names().iter().filter(|n| n.starts_with("grad.") || ["grad_input", "grad_h0", "grad_c0"].contains(n)).count();
-        assert_eq!(got.names().len(), expected_count, "{case}: backward output tensors {:?}", got.names());
+        let expected_count = fx
+            .names()
+            .iter()
+            .filter(|n| n.starts_with("grad.") || ["grad_input", "grad_h0", "grad_c0"].contains(n))
+            .count();
+        assert_eq!(
+            got.names().len(),
+            expected_count,
+            "{case}: backward output tensors {:?}",
+            got.names()
+        );
         count += 1;
     }
     assert!(count > 100, "only {count} fixtures");
@@ -112,7 +160,10 @@ impl Valid {
             .add("weight_hh_l0", &[8, 2], &[0.1; 16])
             .add("bias_ih_l0", &[8], &[0.0; 8])
             .add("bias_hh_l0", &[8], &[0.0; 8])
-            .metadata("config", r#"{"mode":"LSTM","input_size":3,"hidden_size":2}"#);
+            .metadata(
+                "config",
+                r#"{"mode":"LSTM","input_size":3,"hidden_size":2}"#,
+            );
         m.write(dir.path().join("model.safetensors")).unwrap();
         let mut i = TensorWriter::new();
         i.add("input", &[4, 2, 3], &[0.5; 24]);
@@ -125,8 +176,19 @@ impl Valid {
     /// Runs `forward` and returns (success, stderr).
     fn forward(&self, model: &Path, input: &Path) -> (bool, String) {
         let out = self.path("out.safetensors");
-        let o = recurrent(&["forward", "--model", s(model), "--input", s(input), "--output", s(&out)]);
-        (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
+        let o = recurrent(&[
+            "forward",
+            "--model",
+            s(model),
+            "--input",
+            s(input),
+            "--output",
+            s(&out),
+        ]);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
     }
     fn write_model(&self, config: &str, tensors: &[(&str, Vec<usize>)]) -> PathBuf {
         let mut m = TensorWriter::new();
@@ -155,11 +217,18 @@ impl Valid {
 /// output file was written.
 fn assert_fails(v: &Valid, (ok, err): (bool, String), needles: &[&str]) {
     assert!(!ok, "expected failure, stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
     for n in needles {
         assert!(err.contains(n), "stderr {err:?} should mention {n:?}");
     }
-    assert!(!v.path("out.safetensors").exists(), "no output file on failure");
+    assert!(
+        !v.path("out.safetensors").exists(),
+        "no output file on failure"
+    );
 }
 
 #[test]
@@ -180,7 +249,11 @@ fn input_shape_errors_name_the_tensor() {
     assert_fails(&v, v.forward(&m, &i), &["input", "[4, 2, 5]", "3)"]);
     let i = v.write_input(&[("input", vec![4, 2, 3, 1], 0.0)]);
     assert_fails(&v, v.forward(&m, &i), &["input"]);
-    let i = v.write_input(&[("input", vec![4, 2, 3], 0.0), ("h0", vec![1, 3, 2], 0.0), ("c0", vec![1, 2, 2], 0.0)]);
+    let i = v.write_input(&[
+        ("input", vec![4, 2, 3], 0.0),
+        ("h0", vec![1, 3, 2], 0.0),
+        ("c0", vec![1, 2, 2], 0.0),
+    ]);
     assert_fails(&v, v.forward(&m, &i), &["h0", "[1, 2, 2]", "[1, 3, 2]"]);
     let i = v.write_input(&[("input", vec![4, 2, 3], 0.0), ("h0", vec![1, 2, 2], 0.0)]);
     assert_fails(&v, v.forward(&m, &i), &["c0"]);
@@ -194,9 +267,14 @@ fn input_shape_errors_name_the_tensor() {
 fn bad_lengths_are_clear_errors() {
     let v = Valid::new();
     let m = v.path("model.safetensors");
-    for (lengths, needle) in [(vec![0i64, 4], "lengths[0] = 0"), (vec![5, 4], "lengths[0] = 5"), (vec![4], "expected 2 lengths")] {
+    for (lengths, needle) in [
+        (vec![0i64, 4], "lengths[0] = 0"),
+        (vec![5, 4], "lengths[0] = 5"),
+        (vec![4], "expected 2 lengths"),
+    ] {
         let mut w = TensorWriter::new();
-        w.add("input", &[4, 2, 3], &[0.5; 24]).add_i64("lengths", &[lengths.len()], &lengths);
+        w.add("input", &[4, 2, 3], &[0.5; 24])
+            .add_i64("lengths", &[lengths.len()], &lengths);
         let p = v.path("len_in.safetensors");
         w.write(&p).unwrap();
         assert_fails(&v, v.forward(&m, &p), &[needle]);
@@ -208,21 +286,48 @@ fn model_errors_are_clear() {
     let v = Valid::new();
     let i = v.path("in.safetensors");
     let lstm = |h: usize| -> Vec<(&'static str, Vec<usize>)> {
-        vec![("weight_ih_l0", vec![4 * h, 3]), ("weight_hh_l0", vec![4 * h, h]), ("bias_ih_l0", vec![4 * h]), ("bias_hh_l0", vec![4 * h])]
+        vec![
+            ("weight_ih_l0", vec![4 * h, 3]),
+            ("weight_hh_l0", vec![4 * h, h]),
+            ("bias_ih_l0", vec![4 * h]),
+            ("bias_hh_l0", vec![4 * h]),
+        ]
     };
-    let m = v.write_model(r#"{"mode":"LSTM","input_size":3,"hidden_size":3}"#, &lstm(2));
-    assert_fails(&v, v.forward(&m, &i), &["weight_ih_l0", "[12, 3]", "[8, 3]"]);
-    let m = v.write_model(r#"{"mode":"LSTM","input_size":3,"hidden_size":2}"#, &lstm(2)[..3]);
+    let m = v.write_model(
+        r#"{"mode":"LSTM","input_size":3,"hidden_size":3}"#,
+        &lstm(2),
+    );
+    assert_fails(
+        &v,
+        v.forward(&m, &i),
+        &["weight_ih_l0", "[12, 3]", "[8, 3]"],
+    );
+    let m = v.write_model(
+        r#"{"mode":"LSTM","input_size":3,"hidden_size":2}"#,
+        &lstm(2)[..3],
+    );
     assert_fails(&v, v.forward(&m, &i), &["missing", "bias_hh_l0"]);
-    let m = v.write_model(r#"{"mode":"LSTMX","input_size":3,"hidden_size":2}"#, &lstm(2));
+    let m = v.write_model(
+        r#"{"mode":"LSTMX","input_size":3,"hidden_size":2}"#,
+        &lstm(2),
+    );
     assert_fails(&v, v.forward(&m, &i), &["mode", "LSTMX"]);
-    let m = v.write_model(r#"{"mode":"LSTM","input_size":3,"hidden_size":2,"proj_size":2}"#, &lstm(2));
+    let m = v.write_model(
+        r#"{"mode":"LSTM","input_size":3,"hidden_size":2,"proj_size":2}"#,
+        &lstm(2),
+    );
     assert_fails(&v, v.forward(&m, &i), &["proj_size", "hidden_size"]);
-    let m = v.write_model(r#"{"mode":"GRU","input_size":3,"hidden_size":2,"proj_size":1}"#, &lstm(2));
+    let m = v.write_model(
+        r#"{"mode":"GRU","input_size":3,"hidden_size":2,"proj_size":1}"#,
+        &lstm(2),
+    );
     assert_fails(&v, v.forward(&m, &i), &["proj_size", "GRU"]);
     let mut tensors = lstm(2);
     tensors.push(("weight_ih_l1", vec![8, 2]));
-    let m = v.write_model(r#"{"mode":"LSTM","input_size":3,"hidden_size":2}"#, &tensors);
+    let m = v.write_model(
+        r#"{"mode":"LSTM","input_size":3,"hidden_size":2}"#,
+        &tensors,
+    );
     assert_fails(&v, v.forward(&m, &i), &["unexpected", "weight_ih_l1"]);
 }
 
@@ -231,9 +336,16 @@ fn nan_weights_and_broken_files_are_clear_errors() {
     let v = Valid::new();
     let i = v.path("in.safetensors");
     let mut m = TensorWriter::new();
-    m.add("weight_ih_l0", &[2, 3], &[0.1, f32::NAN, 0.0, 0.0, 0.0, 0.0])
-        .add("weight_hh_l0", &[2, 2], &[0.0; 4])
-        .metadata("config", r#"{"mode":"RNN_TANH","input_size":3,"hidden_size":2,"bias":false}"#);
+    m.add(
+        "weight_ih_l0",
+        &[2, 3],
+        &[0.1, f32::NAN, 0.0, 0.0, 0.0, 0.0],
+    )
+    .add("weight_hh_l0", &[2, 2], &[0.0; 4])
+    .metadata(
+        "config",
+        r#"{"mode":"RNN_TANH","input_size":3,"hidden_size":2,"bias":false}"#,
+    );
     let p = v.path("nan.safetensors");
     m.write(&p).unwrap();
     assert_fails(&v, v.forward(&p, &i), &["weight_ih_l0", "NaN"]);
@@ -244,7 +356,11 @@ fn nan_weights_and_broken_files_are_clear_errors() {
     assert_fails(&v, v.forward(&p, &i), &["trunc.safetensors"]);
     std::fs::write(&p, b"hello, not a tensor file").unwrap();
     assert_fails(&v, v.forward(&p, &i), &["safetensors"]);
-    assert_fails(&v, v.forward(&v.path("nope.safetensors"), &i), &["nope.safetensors"]);
+    assert_fails(
+        &v,
+        v.forward(&v.path("nope.safetensors"), &i),
+        &["nope.safetensors"],
+    );
 }
 
 #[test]
@@ -253,7 +369,15 @@ fn failed_run_keeps_previous_output() {
     let out = v.path("out.safetensors");
     std::fs::write(&out, b"previous").unwrap();
     let bad = v.write_input(&[("input", vec![4, 2, 7], 0.0)]);
-    let o = recurrent(&["forward", "--model", s(&v.path("model.safetensors")), "--input", s(&bad), "--output", s(&out)]);
+    let o = recurrent(&[
+        "forward",
+        "--model",
+        s(&v.path("model.safetensors")),
+        "--input",
+        s(&bad),
+        "--output",
+        s(&out),
+    ]);
     assert!(!o.status.success());
     assert_eq!(std::fs::read(&out).unwrap(), b"previous");
 }

@@ -38,6 +38,9 @@ pub mod error;
 pub mod io;
 pub mod kernels;
 pub mod layer;
+pub mod loss;
+pub mod nn;
+pub mod optim;
 pub mod param;
 pub mod rnn;
 

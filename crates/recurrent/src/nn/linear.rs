@@ -1,0 +1,137 @@
+//! `nn.Linear`: `y = x W^T + b` over the last dimension.
+
+use super::{no_tape, Module};
+use crate::error::{Error, Result};
+use crate::kernels::{gemm, Mat, MatMut};
+use crate::param::{Param, Parameters};
+use ndarray::{ArrayD, IxDyn};
+use rand::Rng;
+
+/// `nn.Linear(in_features, out_features, bias)`: input `(*, in)`, output `(*, out)`;
+/// `weight (out, in)`, `bias (out)`, both initialised uniform in `±1/sqrt(in)` as PyTorch.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `(out_features, in_features)`.
+    pub weight: Param,
+    /// `(out_features)`.
+    pub bias: Option<Param>,
+    input: Option<ArrayD<f32>>,
+    training: bool,
+}
+
+impl Linear {
+    /// A new layer with PyTorch's default initialisation.
+    pub fn new(in_features: usize, out_features: usize, bias: bool, rng: &mut impl Rng) -> Self {
+        let bound = 1.0 / (in_features as f32).sqrt();
+        Linear {
+            weight: Param::uniform(&[out_features, in_features], bound, rng),
+            bias: bias.then(|| Param::uniform(&[out_features], bound, rng)),
+            input: None,
+            training: true,
+        }
+    }
+
+    fn sizes(&self) -> (usize, usize) {
+        (self.weight.shape[1], self.weight.shape[0])
+    }
+}
+
+impl Module for Linear {
+    fn forward(&mut self, input: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let (fin, fout) = self.sizes();
+        if input.ndim() == 0 || input.shape()[input.ndim() - 1] != fin {
+            return Err(Error::shape(
+                "Linear input",
+                format!("(*, {fin})"),
+                input.shape(),
+            ));
+        }
+        let x = input.as_standard_layout();
+        let rows = x.len() / fin;
+        let mut out = vec![0.0; rows * fout];
+        gemm(
+            rows,
+            fout,
+            fin,
+            Mat::new(x.as_slice().expect("standard"), fin),
+            Mat::t(&self.weight.value, fin),
+            0.0,
+            MatMut::new(&mut out, fout),
+        );
+        if let Some(b) = &self.bias {
+            for row in out.chunks_exact_mut(fout) {
+                row.iter_mut().zip(&b.value).for_each(|(o, b)| *o += b);
+            }
+        }
+        if self.training {
+            self.input = Some(x.into_owned());
+        }
+        let mut shape = input.shape().to_vec();
+        *shape.last_mut().unwrap() = fout;
+        Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape"))
+    }
+
+    fn backward(&mut self, grad_output: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let (fin, fout) = self.sizes();
+        let x = self.input.take().ok_or_else(|| no_tape("Linear"))?;
+        let mut expected = x.shape().to_vec();
+        *expected.last_mut().unwrap() = fout;
+        if grad_output.shape() != expected.as_slice() {
+            return Err(Error::shape(
+                "Linear grad_output",
+                format!("{expected:?}"),
+                grad_output.shape(),
+            ));
+        }
+        let g = grad_output.as_standard_layout();
+        let g = g.as_slice().expect("standard");
+        let xs = x.as_slice().expect("standard");
+        let rows = g.len() / fout;
+        gemm(
+            fout,
+            fin,
+            rows,
+            Mat::t(g, fout),
+            Mat::new(xs, fin),
+            1.0,
+            MatMut::new(&mut self.weight.grad, fin),
+        );
+        if let Some(b) = &mut self.bias {
+            for row in g.chunks_exact(fout) {
+                b.grad.iter_mut().zip(row).for_each(|(a, r)| *a += r);
+            }
+        }
+        let mut dx = vec![0.0; rows * fin];
+        gemm(
+            rows,
+            fin,
+            fout,
+            Mat::new(g, fout),
+            Mat::new(&self.weight.value, fin),
+            0.0,
+            MatMut::new(&mut dx, fin),
+        );
+        Ok(ArrayD::from_shape_vec(IxDyn(x.shape()), dx).expect("shape"))
+    }
+
+    fn set_training(&mut self, on: bool) {
+        self.training = on;
+    }
+}
+
+impl Parameters for Linear {
+    fn named_parameters(&self) -> Vec<(String, &Param)> {
+        let mut v = vec![("weight".to_string(), &self.weight)];
+        if let Some(b) = &self.bias {
+            v.push(("bias".to_string(), b));
+        }
+        v
+    }
+    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut v = vec![("weight".to_string(), &mut self.weight)];
+        if let Some(b) = &mut self.bias {
+            v.push(("bias".to_string(), b));
+        }
+        v
+    }
+}
