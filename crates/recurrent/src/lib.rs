@@ -41,11 +41,13 @@ pub mod layer;
 pub mod loss;
 pub mod nn;
 pub mod optim;
+pub mod packed;
 pub mod param;
 pub mod rnn;
 
 pub use cell::{Cell, CellKind};
 pub use config::{Mode, RnnConfig};
 pub use error::{Error, Result};
+pub use packed::{pack_padded_sequence, pad_packed_sequence, PackedSequence};
 pub use param::{Param, Parameters};
 pub use rnn::{InitialState, InputGrads, OutputGrads, Rnn, RnnOutput, Tape};

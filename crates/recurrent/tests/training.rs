@@ -688,3 +688,44 @@ fn initial_state_gradient_flows_in_recurrent_block_state() {
     let fd = ((f(&hp) - f(&hm)) / 2e-2) as f32;
     assert_close("grad_h0[0]", &flat(&g.grad_h0)[..1], &[fd], 1e-3, 1e-3);
 }
+
+/// The packed-sequence helpers round-trip and the packed forward equals the lengths path.
+#[test]
+fn packed_sequences_round_trip_and_match_lengths() {
+    use recurrent::{pack_padded_sequence, pad_packed_sequence};
+    let x = random_array(&[3, 5, 2], 8); // batch-first (B=3, T=5, F=2)
+    let lengths = [2usize, 5, 3];
+    let p = pack_padded_sequence(x.view(), &lengths, true, false).unwrap();
+    assert_eq!(p.batch_sizes, vec![3, 3, 2, 1, 1]);
+    assert_eq!(p.sorted_indices, vec![1, 2, 0]);
+    assert_eq!(p.unsorted_indices, vec![2, 0, 1]);
+    assert_eq!(p.data.nrows(), 10);
+    let (back, ls) = pad_packed_sequence(&p, true, 0.0, Some(5)).unwrap();
+    assert_eq!(ls, lengths);
+    for b in 0..3 {
+        for t in 0..5 {
+            for f in 0..2 {
+                let want = if t < lengths[b] { x[[b, t, f]] } else { 0.0 };
+                assert_eq!(back[[b, t, f]], want);
+            }
+        }
+    }
+    assert!(
+        pack_padded_sequence(x.view(), &lengths, true, true).is_err(),
+        "enforce_sorted"
+    );
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let rnn = Rnn::new(
+        RnnConfig::new(Mode::Gru, 2, 3)
+            .with_batch_first(true)
+            .with_bidirectional(true),
+        &mut rng,
+    )
+    .unwrap();
+    let (packed_out, h_n, _) = rnn.forward_packed(&p, None).unwrap();
+    let direct = rnn.forward(x.view(), None, Some(&lengths)).unwrap();
+    let (padded_out, _) = pad_packed_sequence(&packed_out, true, 0.0, Some(5)).unwrap();
+    assert_eq!(padded_out, direct.output);
+    assert_eq!(h_n, direct.h_n);
+}
