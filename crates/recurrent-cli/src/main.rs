@@ -1,6 +1,11 @@
 //! The `recurrent` command-line tool: a thin layer over the `recurrent` library.
 
+mod alloc;
+mod bench;
 mod tensor_commands;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -43,6 +48,8 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+    /// Times one configuration (inference or a training step) and reports ms and GFLOP/s.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +66,7 @@ fn main() -> ExitCode {
             grad,
             output,
         } => tensor_commands::backward(&model, &input, &grad, &output),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,10 @@
-//! Scalar activation functions and their derivatives expressed through the outputs.
+//! Activation functions: scalar versions and vectorised slice versions.
+//!
+//! The slice versions use a branch-free `exp` (range reduction to `[-ln2/2, ln2/2]` and a
+//! degree-6 polynomial, relative error below 3e-7 over the clamped range) so the compiler
+//! vectorises them; they are dispatched by CPU level (see [`super::cpu`]).
+
+use super::cpu::multiversion;
 
 /// Logistic sigmoid, `1 / (1 + e^-x)`, accurate for large `|x|`.
 #[inline]
@@ -27,10 +33,80 @@ pub fn relu(x: f32) -> f32 {
     }
 }
 
-/// Applies `f` in place to every element.
-#[inline]
-pub fn apply(xs: &mut [f32], f: impl Fn(f32) -> f32) {
+/// Branch-free `e^x` for `x` clamped to `[-87, 88]`.
+#[inline(always)]
+pub fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E).round();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Taylor/minimax coefficients of e^r on [-ln2/2, ln2/2].
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67
+                    + r * (0.041_666_45
+                        + r * (0.008_333_45 + r * (0.001_390_6 + r * 0.000_198_4))))));
+    let bits = ((n as i32 + 127) as u32) << 23;
+    p * f32::from_bits(bits)
+}
+
+/// Vectorisable sigmoid.
+#[inline(always)]
+pub fn fast_sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + fast_exp(-x))
+}
+
+/// Vectorisable tanh: `1 - 2 / (1 + e^(2x))` (absolute error below 4e-7).
+#[inline(always)]
+pub fn fast_tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (1.0 + fast_exp(2.0 * x))
+}
+
+#[inline(always)]
+fn sigmoid_slice_generic(xs: &mut [f32]) {
     for x in xs {
-        *x = f(*x);
+        *x = fast_sigmoid(*x);
+    }
+}
+
+#[inline(always)]
+fn tanh_slice_generic(xs: &mut [f32]) {
+    for x in xs {
+        *x = fast_tanh(*x);
+    }
+}
+
+multiversion!(
+    /// Sigmoid of every element, in place.
+    pub fn sigmoid_slice(xs: &mut [f32]) => sigmoid_slice_generic
+);
+multiversion!(
+    /// Tanh of every element, in place.
+    pub fn tanh_slice(xs: &mut [f32]) => tanh_slice_generic
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast functions stay within 5e-7 absolute of the libm versions (1e-6 for tanh's
+    /// derivative-sized values) over the whole useful range, including saturation.
+    #[test]
+    fn fast_activations_match_libm() {
+        let mut x = -30.0f32;
+        while x <= 30.0 {
+            assert!((fast_sigmoid(x) - sigmoid(x)).abs() < 5e-7, "sigmoid({x})");
+            assert!((fast_tanh(x) - x.tanh()).abs() < 5e-7, "tanh({x})");
+            let rel = (fast_exp(x) - x.exp()).abs() / x.exp();
+            assert!(rel < 5e-7, "exp({x}) rel err {rel}");
+            x += 0.001;
+        }
+        assert!(fast_sigmoid(-200.0) < 1e-30);
+        assert_eq!(fast_sigmoid(200.0), 1.0);
+        assert_eq!(fast_tanh(200.0), 1.0);
+        assert_eq!(fast_tanh(-200.0), -1.0);
     }
 }

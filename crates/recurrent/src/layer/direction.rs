@@ -11,7 +11,8 @@ use super::norm;
 use super::params::DirectionParams;
 use crate::config::Mode;
 use crate::kernels::activation::{relu, sigmoid, tanh};
-use crate::kernels::{gemm, Mat, MatMut};
+use crate::kernels::{cells, gemm, matmul_packed, Mat, MatMut, PackedMatrix};
+use rayon::prelude::*;
 
 /// What the forward pass of one direction keeps for its backward pass (`N` = packed rows).
 #[derive(Debug, Default, Clone)]
@@ -75,6 +76,19 @@ fn step_index(step: usize, steps: usize, reverse: bool) -> usize {
     }
 }
 
+/// Elements of epilogue work below which a step's rows are not split across threads.
+const PARALLEL_MIN_ELEMS: usize = 1 << 14;
+
+/// Rows per parallel task for an epilogue over `rows` rows of `width` elements.
+fn rows_per_task(rows: usize, width: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    if threads == 1 || rows * width < PARALLEL_MIN_ELEMS {
+        rows.max(1)
+    } else {
+        rows.div_ceil(threads).max(1)
+    }
+}
+
 /// Adds `bias` to every `bias.len()`-wide row of `rows`.
 fn add_bias_rows(rows: &mut [f32], bias: &[f32]) {
     for row in rows.chunks_exact_mut(bias.len()) {
@@ -129,6 +143,11 @@ pub fn forward(
     }
 
     let batch = layout.batch();
+    let w_hh = PackedMatrix::pack(Mat::t(&p.weight_hh.value, h_out), h_out, gh);
+    let w_hr = p
+        .weight_hr
+        .as_ref()
+        .map(|w| PackedMatrix::pack(Mat::t(&w.value, hs), hs, h_out));
     let mut gru_hh = vec![0.0; if p.mode == Mode::Gru { batch * gh } else { 0 }];
     let mut cell_out = vec![0.0; hs];
     let steps = layout.steps();
@@ -143,119 +162,100 @@ pub fn forward(
         let g = &mut tape.gates[r0 * gh..(r0 + b) * gh];
         match p.mode {
             Mode::Lstm => {
-                gemm(
-                    b,
-                    gh,
-                    h_out,
-                    Mat::new(&h[..b * h_out], h_out),
-                    Mat::t(&p.weight_hh.value, h_out),
-                    1.0,
-                    MatMut::new(g, gh),
-                );
+                matmul_packed(b, &h[..b * h_out], h_out, &w_hh, g, gh, 1.0);
                 tape.c_prev[r0 * hs..(r0 + b) * hs].copy_from_slice(&c[..b * hs]);
-                for j in 0..b {
-                    let row = r0 + j;
-                    let gj = &mut g[j * gh..(j + 1) * gh];
-                    if let Some(ln) = &p.layer_norm {
-                        for q in 0..4 {
-                            let span = q * hs..(q + 1) * hs;
-                            tape.ln_rstd[row * 4 + q] = norm::forward(
-                                &mut gj[span.clone()],
-                                &ln.gates_weight.value[span.clone()],
-                                &ln.gates_bias.value[span.clone()],
-                                &mut tape.ln_hat[row * gh + q * hs..row * gh + (q + 1) * hs],
+                match &p.layer_norm {
+                    None => {
+                        let target = if w_hr.is_some() {
+                            &mut tape.r[r0 * hs..(r0 + b) * hs]
+                        } else {
+                            &mut h[..b * hs]
+                        };
+                        let rpt = rows_per_task(b, gh);
+                        g.par_chunks_mut(rpt * gh)
+                            .zip(c[..b * hs].par_chunks_mut(rpt * hs))
+                            .zip(target.par_chunks_mut(rpt * hs))
+                            .for_each(|((g, c), r)| cells::lstm_forward(g, c, r, hs));
+                        tape.c[r0 * hs..(r0 + b) * hs].copy_from_slice(&c[..b * hs]);
+                    }
+                    Some(ln) => {
+                        for j in 0..b {
+                            let row = r0 + j;
+                            let gj = &mut g[j * gh..(j + 1) * gh];
+                            for q in 0..4 {
+                                let span = q * hs..(q + 1) * hs;
+                                tape.ln_rstd[row * 4 + q] = norm::forward(
+                                    &mut gj[span.clone()],
+                                    &ln.gates_weight.value[span.clone()],
+                                    &ln.gates_bias.value[span.clone()],
+                                    &mut tape.ln_hat[row * gh + q * hs..row * gh + (q + 1) * hs],
+                                );
+                            }
+                            let cj = &mut c[j * hs..(j + 1) * hs];
+                            for k in 0..hs {
+                                let i = sigmoid(gj[k]);
+                                let f = sigmoid(gj[hs + k]);
+                                let gg = tanh(gj[2 * hs + k]);
+                                let o = sigmoid(gj[3 * hs + k]);
+                                gj[k] = i;
+                                gj[hs + k] = f;
+                                gj[2 * hs + k] = gg;
+                                gj[3 * hs + k] = o;
+                                cj[k] = f * cj[k] + i * gg;
+                            }
+                            tape.c[row * hs..(row + 1) * hs].copy_from_slice(cj);
+                            cell_out.copy_from_slice(cj);
+                            tape.cell_rstd[row] = norm::forward(
+                                &mut cell_out,
+                                &ln.cell_weight.value,
+                                &ln.cell_bias.value,
+                                &mut tape.cell_hat[row * hs..(row + 1) * hs],
                             );
+                            let target = if w_hr.is_some() {
+                                &mut tape.r[row * hs..(row + 1) * hs]
+                            } else {
+                                &mut h[j * hs..(j + 1) * hs]
+                            };
+                            for k in 0..hs {
+                                target[k] = gj[3 * hs + k] * tanh(cell_out[k]);
+                            }
                         }
                     }
-                    let cj = &mut c[j * hs..(j + 1) * hs];
-                    for k in 0..hs {
-                        let i = sigmoid(gj[k]);
-                        let f = sigmoid(gj[hs + k]);
-                        let gg = tanh(gj[2 * hs + k]);
-                        let o = sigmoid(gj[3 * hs + k]);
-                        gj[k] = i;
-                        gj[hs + k] = f;
-                        gj[2 * hs + k] = gg;
-                        gj[3 * hs + k] = o;
-                        cj[k] = f * cj[k] + i * gg;
-                    }
-                    tape.c[row * hs..(row + 1) * hs].copy_from_slice(cj);
-                    cell_out.copy_from_slice(cj);
-                    if let Some(ln) = &p.layer_norm {
-                        tape.cell_rstd[row] = norm::forward(
-                            &mut cell_out,
-                            &ln.cell_weight.value,
-                            &ln.cell_bias.value,
-                            &mut tape.cell_hat[row * hs..(row + 1) * hs],
-                        );
-                    }
-                    let target = if p.weight_hr.is_some() {
-                        &mut tape.r[row * hs..(row + 1) * hs]
-                    } else {
-                        &mut h[j * hs..(j + 1) * hs]
-                    };
-                    for k in 0..hs {
-                        target[k] = gj[3 * hs + k] * tanh(cell_out[k]);
-                    }
                 }
-                if let Some(w_hr) = &p.weight_hr {
-                    gemm(
+                if let Some(w_hr) = &w_hr {
+                    matmul_packed(
                         b,
-                        h_out,
+                        &tape.r[r0 * hs..(r0 + b) * hs],
                         hs,
-                        Mat::new(&tape.r[r0 * hs..(r0 + b) * hs], hs),
-                        Mat::t(&w_hr.value, hs),
+                        w_hr,
+                        &mut h[..b * h_out],
+                        h_out,
                         0.0,
-                        MatMut::new(&mut h[..b * h_out], h_out),
                     );
                 }
             }
             Mode::Gru => {
                 let hh = &mut gru_hh[..b * gh];
-                gemm(
-                    b,
-                    gh,
-                    h_out,
-                    Mat::new(&h[..b * h_out], h_out),
-                    Mat::t(&p.weight_hh.value, h_out),
-                    0.0,
-                    MatMut::new(hh, gh),
-                );
+                matmul_packed(b, &h[..b * h_out], h_out, &w_hh, hh, gh, 0.0);
                 if let Some(bh) = &p.bias_hh {
                     add_bias_rows(hh, &bh.value);
                 }
-                for j in 0..b {
-                    let row = r0 + j;
-                    let gj = &mut g[j * gh..(j + 1) * gh];
-                    let hj = &hh[j * gh..(j + 1) * gh];
-                    for k in 0..hs {
-                        let r = sigmoid(gj[k] + hj[k]);
-                        let z = sigmoid(gj[hs + k] + hj[hs + k]);
-                        let ghn = hj[2 * hs + k];
-                        let nn = tanh(gj[2 * hs + k] + r * ghn);
-                        gj[k] = r;
-                        gj[hs + k] = z;
-                        gj[2 * hs + k] = nn;
-                        tape.gh_n[row * hs + k] = ghn;
-                        let hp = h[j * hs + k];
-                        h[j * hs + k] = (1.0 - z) * nn + z * hp;
-                    }
-                }
+                let rpt = rows_per_task(b, gh);
+                g.par_chunks_mut(rpt * gh)
+                    .zip(hh.par_chunks(rpt * gh))
+                    .zip(h[..b * hs].par_chunks_mut(rpt * hs))
+                    .zip(tape.gh_n[r0 * hs..(r0 + b) * hs].par_chunks_mut(rpt * hs))
+                    .for_each(|(((g, hh), h), n)| cells::gru_forward(g, hh, h, n, hs));
             }
             Mode::RnnTanh | Mode::RnnRelu => {
-                gemm(
-                    b,
-                    gh,
-                    h_out,
-                    Mat::new(&h[..b * h_out], h_out),
-                    Mat::t(&p.weight_hh.value, h_out),
-                    1.0,
-                    MatMut::new(g, gh),
-                );
-                let act = if p.mode == Mode::RnnTanh { tanh } else { relu };
-                for (gv, hv) in g.iter_mut().zip(&mut h[..b * hs]) {
-                    *gv = act(*gv);
-                    *hv = *gv;
+                matmul_packed(b, &h[..b * h_out], h_out, &w_hh, g, gh, 1.0);
+                if p.mode == Mode::RnnTanh {
+                    cells::tanh_forward(g, &mut h[..b * hs]);
+                } else {
+                    for (gv, hv) in g.iter_mut().zip(&mut h[..b * hs]) {
+                        *gv = relu(*gv);
+                        *hv = *gv;
+                    }
                 }
             }
         }
@@ -296,6 +296,11 @@ pub fn backward(
     let mut dh_rows = vec![0.0; if proj { n * h_out } else { 0 }];
     let mut dr = vec![0.0; if p.mode == Mode::Lstm { batch * hs } else { 0 }];
     let mut dy = vec![0.0; hs];
+    let w_hh = PackedMatrix::pack(Mat::new(&p.weight_hh.value, h_out), gh, h_out);
+    let w_hr = p
+        .weight_hr
+        .as_ref()
+        .map(|w| PackedMatrix::pack(Mat::new(&w.value, hs), h_out, hs));
     let steps = layout.steps();
     for step in (0..steps).rev() {
         let t = step_index(step, steps, reverse);
@@ -312,122 +317,55 @@ pub fn backward(
         match p.mode {
             Mode::Lstm => {
                 let drb = &mut dr[..b * hs];
-                if let Some(w_hr) = &p.weight_hr {
+                if let Some(w_hr) = &w_hr {
                     dh_rows[r0 * h_out..(r0 + b) * h_out].copy_from_slice(&dh[..b * h_out]);
-                    gemm(
-                        b,
-                        hs,
-                        h_out,
-                        Mat::new(&dh[..b * h_out], h_out),
-                        Mat::new(&w_hr.value, hs),
-                        0.0,
-                        MatMut::new(drb, hs),
-                    );
+                    matmul_packed(b, &dh[..b * h_out], h_out, w_hr, drb, hs, 0.0);
                 } else {
                     drb.copy_from_slice(&dh[..b * hs]);
                 }
-                for j in 0..b {
-                    let row = r0 + j;
-                    let gates = &tape.gates[row * gh..(row + 1) * gh];
-                    let c_new = &tape.c[row * hs..(row + 1) * hs];
-                    let c_prev = &tape.c_prev[row * hs..(row + 1) * hs];
-                    let dcj = &mut dc[j * hs..(j + 1) * hs];
-                    let drj = &drb[j * hs..(j + 1) * hs];
-                    let dgj = &mut dgt[j * gh..(j + 1) * gh];
-                    // Through h = o * tanh(y), y = c or LayerNorm(c).
-                    match &mut p.layer_norm {
-                        Some(ln) => {
-                            let hat = &tape.cell_hat[row * hs..(row + 1) * hs];
-                            for k in 0..hs {
-                                let y = hat[k] * ln.cell_weight.value[k] + ln.cell_bias.value[k];
-                                let ty = tanh(y);
-                                let o = gates[3 * hs + k];
-                                dgj[3 * hs + k] = drj[k] * ty * o * (1.0 - o);
-                                dy[k] = drj[k] * o * (1.0 - ty * ty);
-                            }
-                            norm::backward(
-                                &mut dy,
-                                hat,
-                                tape.cell_rstd[row],
-                                &ln.cell_weight.value,
-                                &mut ln.cell_weight.grad,
-                                &mut ln.cell_bias.grad,
-                            );
-                            dcj.iter_mut().zip(&dy).for_each(|(a, d)| *a += d);
-                        }
-                        None => {
-                            for k in 0..hs {
-                                let tc = tanh(c_new[k]);
-                                let o = gates[3 * hs + k];
-                                dgj[3 * hs + k] = drj[k] * tc * o * (1.0 - o);
-                                dcj[k] += drj[k] * o * (1.0 - tc * tc);
-                            }
-                        }
-                    }
-                    for k in 0..hs {
-                        let (i, f, gg) = (gates[k], gates[hs + k], gates[2 * hs + k]);
-                        let d = dcj[k];
-                        dgj[k] = d * gg * i * (1.0 - i);
-                        dgj[hs + k] = d * c_prev[k] * f * (1.0 - f);
-                        dgj[2 * hs + k] = d * i * (1.0 - gg * gg);
-                        dcj[k] = d * f;
-                    }
-                    if let Some(ln) = &mut p.layer_norm {
-                        for q in 0..4 {
-                            let span = q * hs..(q + 1) * hs;
-                            norm::backward(
-                                &mut dgj[span.clone()],
-                                &tape.ln_hat[row * gh + q * hs..row * gh + (q + 1) * hs],
-                                tape.ln_rstd[row * 4 + q],
-                                &ln.gates_weight.value[span.clone()],
-                                &mut ln.gates_weight.grad[span.clone()],
-                                &mut ln.gates_bias.grad[span],
-                            );
-                        }
-                    }
+                if let Some(ln) = &mut p.layer_norm {
+                    lstm_layer_norm_backward(
+                        ln,
+                        tape,
+                        r0,
+                        b,
+                        hs,
+                        drb,
+                        &mut dc[..b * hs],
+                        dgt,
+                        &mut dy,
+                    );
+                } else {
+                    let rows = r0 * hs..(r0 + b) * hs;
+                    let rpt = rows_per_task(b, gh);
+                    tape.gates[r0 * gh..(r0 + b) * gh]
+                        .par_chunks(rpt * gh)
+                        .zip(tape.c[rows.clone()].par_chunks(rpt * hs))
+                        .zip(tape.c_prev[rows].par_chunks(rpt * hs))
+                        .zip(drb.par_chunks(rpt * hs))
+                        .zip(dc[..b * hs].par_chunks_mut(rpt * hs))
+                        .zip(dgt.par_chunks_mut(rpt * gh))
+                        .for_each(|(((((gates, cn), cp), dr), dc), dg)| {
+                            cells::lstm_backward(gates, cn, cp, dr, dc, dg, hs)
+                        });
                 }
-                gemm(
-                    b,
-                    h_out,
-                    gh,
-                    Mat::new(dgt, gh),
-                    Mat::new(&p.weight_hh.value, h_out),
-                    0.0,
-                    MatMut::new(&mut dh[..b * h_out], h_out),
-                );
+                matmul_packed(b, dgt, gh, &w_hh, &mut dh[..b * h_out], h_out, 0.0);
             }
             Mode::Gru => {
                 let dght = &mut dg_hh[r0 * gh..(r0 + b) * gh];
-                for j in 0..b {
-                    let row = r0 + j;
-                    let gates = &tape.gates[row * gh..(row + 1) * gh];
-                    for k in 0..hs {
-                        let (r, z, nn) = (gates[k], gates[hs + k], gates[2 * hs + k]);
-                        let hp = tape.h_prev[row * hs + k];
-                        let ghn = tape.gh_n[row * hs + k];
-                        let d = dh[j * hs + k];
-                        let dn_pre = d * (1.0 - z) * (1.0 - nn * nn);
-                        let dz_pre = d * (hp - nn) * z * (1.0 - z);
-                        let dr_pre = dn_pre * ghn * r * (1.0 - r);
-                        let o = j * gh;
-                        dgt[o + k] = dr_pre;
-                        dgt[o + hs + k] = dz_pre;
-                        dgt[o + 2 * hs + k] = dn_pre;
-                        dght[o + k] = dr_pre;
-                        dght[o + hs + k] = dz_pre;
-                        dght[o + 2 * hs + k] = dn_pre * r;
-                        dh[j * hs + k] = d * z;
-                    }
-                }
-                gemm(
-                    b,
-                    h_out,
-                    gh,
-                    Mat::new(dght, gh),
-                    Mat::new(&p.weight_hh.value, h_out),
-                    1.0,
-                    MatMut::new(&mut dh[..b * h_out], h_out),
-                );
+                let rows = r0 * hs..(r0 + b) * hs;
+                let rpt = rows_per_task(b, gh);
+                tape.gates[r0 * gh..(r0 + b) * gh]
+                    .par_chunks(rpt * gh)
+                    .zip(tape.h_prev[rows.clone()].par_chunks(rpt * hs))
+                    .zip(tape.gh_n[rows].par_chunks(rpt * hs))
+                    .zip(dh[..b * hs].par_chunks_mut(rpt * hs))
+                    .zip(dgt.par_chunks_mut(rpt * gh))
+                    .zip(dght.par_chunks_mut(rpt * gh))
+                    .for_each(|(((((gates, hp), ghn), dh), dg), dgh)| {
+                        cells::gru_backward(gates, hp, ghn, dh, dg, dgh, hs)
+                    });
+                matmul_packed(b, dght, gh, &w_hh, &mut dh[..b * h_out], h_out, 1.0);
             }
             Mode::RnnTanh | Mode::RnnRelu => {
                 let acts = &tape.gates[r0 * gh..(r0 + b) * gh];
@@ -441,15 +379,7 @@ pub fn backward(
                         0.0
                     };
                 }
-                gemm(
-                    b,
-                    h_out,
-                    gh,
-                    Mat::new(dgt, gh),
-                    Mat::new(&p.weight_hh.value, h_out),
-                    0.0,
-                    MatMut::new(&mut dh[..b * h_out], h_out),
-                );
+                matmul_packed(b, dgt, gh, &w_hh, &mut dh[..b * h_out], h_out, 0.0);
             }
         }
     }
@@ -500,5 +430,68 @@ pub fn backward(
             1.0,
             MatMut::new(&mut w_hr.grad, hs),
         );
+    }
+}
+
+/// Layer-norm LSTM step backward for rows `r0 .. r0 + b` (see [`backward`]): from `dr`
+/// (gradient of `o tanh(LN(c'))`) and `dc`, writes `dg` and accumulates the LayerNorm
+/// parameter gradients.
+#[allow(clippy::too_many_arguments)]
+fn lstm_layer_norm_backward(
+    ln: &mut super::LayerNormParams,
+    tape: &DirTape,
+    r0: usize,
+    b: usize,
+    hs: usize,
+    drb: &[f32],
+    dc: &mut [f32],
+    dgt: &mut [f32],
+    dy: &mut [f32],
+) {
+    let gh = 4 * hs;
+    for j in 0..b {
+        let row = r0 + j;
+        let gates = &tape.gates[row * gh..(row + 1) * gh];
+        let c_prev = &tape.c_prev[row * hs..(row + 1) * hs];
+        let dcj = &mut dc[j * hs..(j + 1) * hs];
+        let drj = &drb[j * hs..(j + 1) * hs];
+        let dgj = &mut dgt[j * gh..(j + 1) * gh];
+        // Through h = o * tanh(y), y = LayerNorm(c).
+        let hat = &tape.cell_hat[row * hs..(row + 1) * hs];
+        for k in 0..hs {
+            let y = hat[k] * ln.cell_weight.value[k] + ln.cell_bias.value[k];
+            let ty = tanh(y);
+            let o = gates[3 * hs + k];
+            dgj[3 * hs + k] = drj[k] * ty * o * (1.0 - o);
+            dy[k] = drj[k] * o * (1.0 - ty * ty);
+        }
+        norm::backward(
+            dy,
+            hat,
+            tape.cell_rstd[row],
+            &ln.cell_weight.value,
+            &mut ln.cell_weight.grad,
+            &mut ln.cell_bias.grad,
+        );
+        dcj.iter_mut().zip(dy.iter()).for_each(|(a, d)| *a += d);
+        for k in 0..hs {
+            let (i, f, gg) = (gates[k], gates[hs + k], gates[2 * hs + k]);
+            let d = dcj[k];
+            dgj[k] = d * gg * i * (1.0 - i);
+            dgj[hs + k] = d * c_prev[k] * f * (1.0 - f);
+            dgj[2 * hs + k] = d * i * (1.0 - gg * gg);
+            dcj[k] = d * f;
+        }
+        for q in 0..4 {
+            let span = q * hs..(q + 1) * hs;
+            norm::backward(
+                &mut dgj[span.clone()],
+                &tape.ln_hat[row * gh + q * hs..row * gh + (q + 1) * hs],
+                tape.ln_rstd[row * 4 + q],
+                &ln.gates_weight.value[span.clone()],
+                &mut ln.gates_weight.grad[span.clone()],
+                &mut ln.gates_bias.grad[span],
+            );
+        }
     }
 }

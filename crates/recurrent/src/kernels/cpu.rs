@@ -1,0 +1,104 @@
+//! Runtime CPU-feature detection and kernel selection.
+//!
+//! Hot kernels are written once as plain, vectorisable Rust and compiled three times:
+//! for AVX-512, for AVX2+FMA and for the baseline target (the portable fallback, always
+//! compiled and tested). The best level the CPU supports is used, unless the environment
+//! variable `RECURRENT_KERNEL` (`portable`, `avx2` or `avx512`) forces a lower one, which
+//! is how the tests cover every path.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// An instruction-set level kernels are compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Baseline target features only.
+    Portable = 1,
+    /// x86-64 AVX2 and FMA.
+    Avx2 = 2,
+    /// x86-64 AVX-512F.
+    Avx512 = 3,
+}
+
+static FORCED: AtomicU8 = AtomicU8::new(0);
+static DETECTED: AtomicU8 = AtomicU8::new(0);
+
+fn detect() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            return Level::Avx512;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Level::Avx2;
+        }
+    }
+    Level::Portable
+}
+
+fn from_u8(v: u8) -> Level {
+    match v {
+        3 => Level::Avx512,
+        2 => Level::Avx2,
+        _ => Level::Portable,
+    }
+}
+
+/// The best level this CPU supports, capped by `RECURRENT_KERNEL` if set.
+pub fn detected() -> Level {
+    let v = DETECTED.load(Ordering::Relaxed);
+    if v != 0 {
+        return from_u8(v);
+    }
+    let mut level = detect();
+    if let Ok(s) = std::env::var("RECURRENT_KERNEL") {
+        let wanted = match s.as_str() {
+            "portable" => Level::Portable,
+            "avx2" => Level::Avx2,
+            _ => Level::Avx512,
+        };
+        level = level.min(wanted);
+    }
+    DETECTED.store(level as u8, Ordering::Relaxed);
+    level
+}
+
+/// The level kernels run at now: [`detected`], or a lower one set by [`force_level`].
+#[inline]
+pub fn level() -> Level {
+    let f = FORCED.load(Ordering::Relaxed);
+    if f != 0 {
+        return from_u8(f).min(detected());
+    }
+    detected()
+}
+
+/// Forces kernels to a level (capped at what the CPU supports); `None` restores detection.
+/// Meant for tests and benchmarks comparing kernel paths.
+pub fn force_level(level: Option<Level>) {
+    FORCED.store(level.map_or(0, |l| l as u8), Ordering::Relaxed);
+}
+
+/// Defines `$name` that dispatches to `$generic` compiled for the current [`level`].
+/// `$generic` must be `#[inline(always)]` so it is compiled inside each variant.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)? => $generic:path) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
+                match $crate::kernels::cpu::level() {
+                    // SAFETY: `level()` never exceeds what the running CPU supports.
+                    $crate::kernels::cpu::Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::kernels::cpu::Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::kernels::cpu::Level::Portable => {}
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
