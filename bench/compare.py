@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: PyTorch and `recurrent bench` on the same configurations, in
+one run, on this machine. Prints one row per configuration with the ratio
+PyTorch time / recurrent time (higher is better for recurrent).
+
+Usage:
+    python bench/compare.py [--threads 2] [--binary target/release/recurrent] [--rows latency,gru_train]
+        [--markdown]
+
+Needs `torch` in the running interpreter (e.g. a virtualenv outside the repository) and a
+release build (`cargo build --release`). Each PyTorch row runs in a fresh subprocess, so its
+peak-memory figure (growth of the resident set during the timed loop) is not polluted by
+the other rows.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+# name, mode, I, H, layers, bidirectional, proj, B, T, train, lengths, target ratio
+ROWS = [
+    ("latency", "LSTM", 256, 256, 1, False, 0, 1, 100, False, None, 3.0),
+    ("lstm_throughput", "LSTM", 512, 512, 2, False, 0, 64, 100, False, None, 1.0),
+    ("gru_throughput", "GRU", 512, 512, 2, False, 0, 64, 100, False, None, 1.4),
+    ("bilstm", "LSTM", 256, 256, 1, True, 0, 32, 100, False, None, 1.0),
+    ("lstm_train", "LSTM", 256, 256, 2, False, 0, 32, 50, True, None, 1.3),
+    ("gru_train", "GRU", 256, 256, 2, False, 0, 32, 50, True, None, 1.5),
+    ("rnn_train", "RNN_TANH", 256, 256, 2, False, 0, 32, 50, True, None, 1.5),
+    ("projections", "LSTM", 512, 512, 2, False, 128, 64, 100, False, None, 1.5),
+    ("variable_length", "LSTM", 256, 256, 2, False, 0, 64, 100, True, "uniform", 3.0),
+    ("variable_length_padded", "LSTM", 256, 256, 2, False, 0, 64, 100, True, None, None),
+]
+
+TORCH_CHILD = r'''
+import json, resource, sys, time
+import torch
+import torch.nn as nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+a = json.loads(sys.argv[1])
+torch.set_num_threads(a["threads"])
+torch.manual_seed(0)
+mode, I, H, L, bi, P, B, T = a["mode"], a["I"], a["H"], a["L"], a["bi"], a["P"], a["B"], a["T"]
+kw = dict(num_layers=L, bidirectional=bi)
+if mode == "LSTM":
+    rnn = nn.LSTM(I, H, proj_size=P, **kw)
+elif mode == "GRU":
+    rnn = nn.GRU(I, H, **kw)
+else:
+    rnn = nn.RNN(I, H, nonlinearity="tanh" if mode == "RNN_TANH" else "relu", **kw)
+width = (2 if bi else 1) * (P or H)
+x = torch.rand(T, B, I) * 2 - 1
+lengths = None
+if a["lengths"] == "uniform":
+    lengths = torch.tensor([T] if B == 1 else [1 + b * (T - 1) // (B - 1) for b in range(B)])
+def run_rnn(x):
+    if lengths is None:
+        out, _ = rnn(x)
+        return out, out[-1]
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    out, _ = rnn(packed)
+    out, _ = pad_packed_sequence(out, total_length=T)
+    last = out[lengths - 1, torch.arange(B)]
+    return out, last
+if a["train"]:
+    head = nn.Linear(width, 1)
+    params = list(rnn.parameters()) + list(head.parameters())
+    opt = torch.optim.SGD(params, lr=1e-3)
+    y = torch.zeros(B, 1)
+    def step():
+        _, last = run_rnn(x)
+        loss = nn.functional.mse_loss(head(last), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+else:
+    rnn.eval()
+    def step():
+        with torch.no_grad():
+            run_rnn(x)
+for _ in range(a["warmup"]):
+    step()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+times = []
+for _ in range(a["iters"]):
+    t0 = time.perf_counter()
+    step()
+    times.append((time.perf_counter() - t0) * 1e3)
+peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024.0
+times.sort()
+print(json.dumps({"median_ms": times[len(times) // 2], "min_ms": times[0], "max_ms": times[-1],
+                  "rss_growth_mib": peak, "torch": torch.__version__}))
+'''
+
+
+def iters_for(row):
+    _, _, i, h, layers, _, _, b, t, train, _, _ = row
+    work = i * h * layers * b * t * (3 if train else 1)
+    return 5 if work > 5e8 else 20
+
+
+def torch_row(row, threads):
+    name, mode, i, h, layers, bi, proj, b, t, train, lengths, _ = row
+    args = dict(mode=mode, I=i, H=h, L=layers, bi=bi, P=proj, B=b, T=t, train=train,
+                lengths=lengths, threads=threads, warmup=3, iters=iters_for(row))
+    out = subprocess.run([sys.executable, "-c", TORCH_CHILD, json.dumps(args)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def ours_row(row, threads, binary):
+    name, mode, i, h, layers, bi, proj, b, t, train, lengths, _ = row
+    cmd = [binary, "bench", "--json", "--mode", mode, "--input-size", str(i), "--hidden-size", str(h),
+           "--num-layers", str(layers), "--proj-size", str(proj), "--batch", str(b), "--seq-len", str(t),
+           "--threads", str(threads), "--iters", str(iters_for(row)), "--warmup", "3"]
+    if bi:
+        cmd.append("--bidirectional")
+    if train:
+        cmd.append("--train")
+    if lengths:
+        cmd += ["--lengths", lengths]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "recurrent"))
+    ap.add_argument("--rows", default="")
+    ap.add_argument("--markdown", action="store_true")
+    a = ap.parse_args()
+    wanted = set(filter(None, a.rows.split(",")))
+    rows = [r for r in ROWS if not wanted or r[0] in wanted]
+    header = ["row", "config", "PyTorch ms", "recurrent ms", "ratio", "target", "recurrent GFLOP/s",
+              "PyTorch RSS growth MiB", "recurrent peak MiB"]
+    lines = []
+    for row in rows:
+        name, mode, i, h, layers, bi, proj, b, t, train, lengths, target = row
+        ours = ours_row(row, a.threads, a.binary)
+        pt = torch_row(row, a.threads)
+        ratio = pt["median_ms"] / ours["median_ms"]
+        cfg = f"{mode} I={i} H={h} L={layers}{' bi' if bi else ''}{f' proj={proj}' if proj else ''} B={b} T={t}" \
+              f"{' train' if train else ''}{' lengths=' + lengths if lengths else ''}"
+        cells = [name, cfg, f"{pt['median_ms']:.2f}", f"{ours['median_ms']:.2f}", f"{ratio:.2f}x",
+                 f">= {target}x" if target else "-", f"{ours['gflops']:.0f}", f"{pt['rss_growth_mib']:.1f}",
+                 f"{ours['peak_mib']:.1f}"]
+        lines.append(cells)
+        if not a.markdown:
+            print("  ".join(cells), flush=True)
+    if a.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for cells in lines:
+            print("| " + " | ".join(cells) + " |")
+    print(f"threads={a.threads}; torch {pt.get('torch', '?')}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
