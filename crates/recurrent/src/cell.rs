@@ -4,7 +4,7 @@
 
 use crate::config::Mode;
 use crate::error::{check_finite, Error, Result};
-use crate::layer::direction::{self, DirTape};
+use crate::layer::direction::{self, DirScratch, DirTape};
 use crate::layer::{DirectionParams, DirectionShape, SeqLayout};
 use crate::param::{Param, Parameters};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
@@ -233,6 +233,7 @@ impl Cell {
             &mut dh,
             &mut dc,
             &mut dx,
+            &mut DirScratch::default(),
         );
         let arr = |shape: Vec<usize>, v: Vec<f32>| {
             ArrayD::from_shape_vec(IxDyn(&shape), v).expect("shape matches")

@@ -3,7 +3,7 @@
 
 use crate::config::{Mode, RnnConfig};
 use crate::error::{check_finite, Error, Result};
-use crate::layer::direction::{self, DirTape};
+use crate::layer::direction::{self, DirScratch, DirTape};
 use crate::layer::{BatchOrder, DirectionParams, DirectionShape};
 use crate::param::{Param, Parameters};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
@@ -23,6 +23,29 @@ pub struct Rnn {
     /// Parameters of layer `l`, direction `d` at index `l * D + d`.
     params: Vec<DirectionParams>,
     training: bool,
+    scratch: Scratch,
+}
+
+/// Backward work buffers, kept between calls (not part of the model's value).
+#[derive(Debug, Default)]
+struct Scratch {
+    dirs: [DirScratch; 2],
+    dx: [Vec<f32>; 2],
+    d_dir: [Vec<f32>; 2],
+    d_top: Vec<f32>,
+    d_next: Vec<f32>,
+}
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Scratch::default()
+    }
+}
+
+impl PartialEq for Scratch {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Initial state for [`Rnn::forward`]: `h0` and, for LSTM, `c0`.
@@ -67,14 +90,15 @@ pub struct InputGrads {
     pub grad_c0: Option<ArrayD<f32>>,
 }
 
-/// What a forward pass keeps for [`Rnn::backward`].
-#[derive(Debug, Clone)]
+/// What a forward pass keeps for [`Rnn::backward`]. A tape can be passed again to
+/// [`Rnn::forward_train_into`] so its buffers are reused instead of reallocated.
+#[derive(Debug, Clone, Default)]
 pub struct Tape {
-    geometry: Geometry,
+    geometry: Option<Geometry>,
     layers: Vec<LayerTape>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct LayerTape {
     /// `(N, I_layer)` packed input of the layer.
     input: Vec<f32>,
@@ -117,6 +141,7 @@ impl Rnn {
             config,
             params,
             training: true,
+            scratch: Scratch::default(),
         })
     }
 
@@ -205,8 +230,7 @@ impl Rnn {
         state: Option<InitialState>,
         lengths: Option<&[usize]>,
     ) -> Result<RnnOutput> {
-        self.run(input, state, lengths, None, false)
-            .map(|(out, _)| out)
+        self.run(input, state, lengths, None, &mut Tape::default(), false)
     }
 
     /// Forward pass that keeps what [`Rnn::backward`] needs. In training mode, dropout
@@ -219,19 +243,35 @@ impl Rnn {
         lengths: Option<&[usize]>,
         rng: &mut impl Rng,
     ) -> Result<(RnnOutput, Tape)> {
-        let rng: &mut dyn rand::RngCore = rng;
-        self.run(input, state, lengths, Some(rng), true)
-            .map(|(out, tape)| (out, tape.expect("tape kept")))
+        let mut tape = Tape::default();
+        let out = self.forward_train_into(input, state, lengths, rng, &mut tape)?;
+        Ok((out, tape))
     }
 
+    /// [`Rnn::forward_train`] writing into an existing tape, reusing its buffers.
+    pub fn forward_train_into(
+        &self,
+        input: ArrayViewD<f32>,
+        state: Option<InitialState>,
+        lengths: Option<&[usize]>,
+        rng: &mut impl Rng,
+        tape: &mut Tape,
+    ) -> Result<RnnOutput> {
+        let rng: &mut dyn rand::RngCore = rng;
+        self.run(input, state, lengths, Some(rng), tape, true)
+    }
+
+    /// The forward pass. With `keep`, every layer's tape stays in `tape`; without it one
+    /// slot is reused layer after layer.
     fn run(
         &self,
         input: ArrayViewD<f32>,
         state: Option<InitialState>,
         lengths: Option<&[usize]>,
         mut rng: Option<&mut dyn rand::RngCore>,
-        keep_tape: bool,
-    ) -> Result<(RnnOutput, Option<Tape>)> {
+        tape: &mut Tape,
+        keep: bool,
+    ) -> Result<RnnOutput> {
         let cfg = &self.config;
         let geo = self.geometry(&input, lengths)?;
         let (d, l, h, h_out) = (
@@ -246,13 +286,26 @@ impl Rnn {
         let input = input.as_standard_layout();
         let input = input.as_slice().expect("standard layout");
         check_finite("input", input)?;
-        let mut x = pack(input, &geo, cfg.input_size, cfg.batch_first);
         let layout = &geo.order.layout;
         let n = layout.rows();
 
-        let mut tapes = Vec::new();
+        let slots = if keep { l } else { 1 };
+        tape.layers.truncate(slots);
+        tape.layers.resize_with(slots, LayerTape::default);
+        pack_into(
+            input,
+            &geo,
+            cfg.input_size,
+            cfg.batch_first,
+            &mut tape.layers[0].input,
+        );
+        let mut spare = Vec::new();
+        let mut output_rows = Vec::new();
         for layer in 0..l {
-            let mut dirs = vec![DirTape::default(); d];
+            let slot = if keep { layer } else { 0 };
+            let (done, rest) = tape.layers.split_at_mut(slot + 1);
+            let lt = &mut done[slot];
+            lt.dirs.resize_with(d, DirTape::default);
             let params = &self.params[layer * d..(layer + 1) * d];
             let hs = &mut h_state[layer * d * b * h_out..(layer + 1) * d * b * h_out];
             let cs = if lstm {
@@ -260,33 +313,34 @@ impl Rnn {
             } else {
                 &mut c_state[..0]
             };
-            run_directions(params, &x, layout, hs, cs, &mut dirs, b);
-            let mut out = interleave(&dirs, n, h_out);
-            let dropout_mask = match rng.as_deref_mut() {
-                Some(rng) if self.training && cfg.dropout > 0.0 && layer + 1 < l => {
-                    let mask = dropout_mask(out.len(), cfg.dropout, rng);
-                    out.iter_mut().zip(&mask).for_each(|(o, m)| *o *= m);
+            run_directions(params, &lt.input, layout, hs, cs, &mut lt.dirs);
+            let last = layer + 1 == l;
+            let next = if last {
+                &mut output_rows
+            } else if keep {
+                &mut rest[0].input
+            } else {
+                &mut spare
+            };
+            interleave_into(&lt.dirs, n, h_out, next);
+            lt.dropout_mask = match rng.as_deref_mut() {
+                Some(rng) if self.training && cfg.dropout > 0.0 && !last => {
+                    let mut mask = lt.dropout_mask.take().unwrap_or_default();
+                    fill_dropout_mask(&mut mask, next.len(), cfg.dropout, rng);
+                    next.iter_mut().zip(&mask).for_each(|(o, m)| *o *= m);
                     Some(mask)
                 }
                 _ => None,
             };
-            let input = std::mem::replace(&mut x, out);
-            if keep_tape {
-                tapes.push(LayerTape {
-                    input,
-                    dirs,
-                    dropout_mask,
-                });
+            if !keep && !last {
+                std::mem::swap(&mut lt.input, &mut spare);
             }
         }
-        let output = unpack(&x, &geo, d * h_out, cfg.batch_first);
+        let output = unpack(&output_rows, &geo, d * h_out, cfg.batch_first);
         let h_n = unsort_state(&h_state, &geo, d * l, h_out);
         let c_n = lstm.then(|| unsort_state(&c_state, &geo, d * l, h));
-        let tape = keep_tape.then(|| Tape {
-            geometry: geo,
-            layers: tapes,
-        });
-        Ok((RnnOutput { output, h_n, c_n }, tape))
+        tape.geometry = Some(geo);
+        Ok(RnnOutput { output, h_n, c_n })
     }
 
     /// Backward through the whole stack for a tape from [`Rnn::forward_train`]. Parameter
@@ -294,7 +348,13 @@ impl Rnn {
     /// [`Parameters::zero_grad`]); input and initial-state gradients are returned.
     pub fn backward(&mut self, tape: &Tape, grads: OutputGrads) -> Result<InputGrads> {
         let cfg = self.config.clone();
-        let geo = &tape.geometry;
+        let geo = tape
+            .geometry
+            .as_ref()
+            .filter(|_| tape.layers.len() == cfg.num_layers)
+            .ok_or_else(|| {
+                Error::Invalid("backward needs a tape from forward_train of this model".into())
+            })?;
         let (d, l, h, h_out) = (
             cfg.num_directions(),
             cfg.num_layers,
@@ -306,17 +366,21 @@ impl Rnn {
         let layout = &geo.order.layout;
         let n = layout.rows();
 
+        let mut scratch = std::mem::take(&mut self.scratch);
         let out_shape = self.output_shape(geo);
-        let mut d_top = match grads.grad_output {
+        match grads.grad_output {
             Some(g) => {
                 expect_shape("grad_output", &g, &out_shape)?;
                 let g = g.as_standard_layout();
                 let g = g.as_slice().expect("standard layout");
                 check_finite("grad_output", g)?;
-                pack(g, geo, d * h_out, cfg.batch_first)
+                pack_into(g, geo, d * h_out, cfg.batch_first, &mut scratch.d_top);
             }
-            None => vec![0.0; n * d * h_out],
-        };
+            None => {
+                scratch.d_top.clear();
+                scratch.d_top.resize(n * d * h_out, 0.0);
+            }
+        }
         let mut dh = self.sorted_state("grad_h_n", grads.grad_h_n, geo, h_out)?;
         let mut dc = if lstm {
             self.sorted_state("grad_c_n", grads.grad_c_n, geo, h)?
@@ -333,9 +397,12 @@ impl Rnn {
         for layer in (0..l).rev() {
             let lt = &tape.layers[layer];
             if let Some(mask) = &lt.dropout_mask {
-                d_top.iter_mut().zip(mask).for_each(|(g, m)| *g *= m);
+                scratch
+                    .d_top
+                    .iter_mut()
+                    .zip(mask)
+                    .for_each(|(g, m)| *g *= m);
             }
-            let in_size = cfg.layer_input_size(layer);
             let params = &mut self.params[layer * d..(layer + 1) * d];
             let dhs = &mut dh[layer * d * b * h_out..(layer + 1) * d * b * h_out];
             let dcs = if lstm {
@@ -343,11 +410,21 @@ impl Rnn {
             } else {
                 &mut dc[..0]
             };
-            d_top = backward_directions(params, lt, layout, &d_top, dhs, dcs, b, n, in_size);
+            backward_directions(
+                params,
+                lt,
+                layout,
+                dhs,
+                dcs,
+                cfg.layer_input_size(layer),
+                &mut scratch,
+            );
+            std::mem::swap(&mut scratch.d_top, &mut scratch.d_next);
         }
-        let grad_input = unpack(&d_top, geo, cfg.input_size, cfg.batch_first);
+        let grad_input = unpack(&scratch.d_top, geo, cfg.input_size, cfg.batch_first);
         let grad_h0 = unsort_state(&dh, geo, d * l, h_out);
         let grad_c0 = lstm.then(|| unsort_state(&dc, geo, d * l, h));
+        self.scratch = scratch;
         Ok(InputGrads {
             grad_input,
             grad_h0,
@@ -497,47 +574,46 @@ fn run_directions(
     h: &mut [f32],
     c: &mut [f32],
     tapes: &mut [DirTape],
-    batch: usize,
 ) {
-    let h_chunk = h.len() / params.len();
-    let c_chunk = c.len() / params.len();
     if params.len() == 2 {
-        let (hf, hb) = h.split_at_mut(h_chunk);
-        let (cf, cb) = c.split_at_mut(c_chunk);
+        let (hf, hb) = h.split_at_mut(h.len() / 2);
+        let (cf, cb) = c.split_at_mut(c.len() / 2);
         let (tf, tb) = tapes.split_at_mut(1);
         rayon::join(
             || direction::forward(&params[0], x, layout, false, hf, cf, &mut tf[0]),
             || direction::forward(&params[1], x, layout, true, hb, cb, &mut tb[0]),
         );
     } else {
-        debug_assert_eq!(h_chunk, batch * params[0].output_size());
         direction::forward(&params[0], x, layout, false, h, c, &mut tapes[0]);
     }
 }
 
-/// Backward through the directions of one layer; returns the gradient of the layer input.
-#[allow(clippy::too_many_arguments)]
+/// Backward through the directions of one layer: reads `s.d_top` (gradient of the layer
+/// output) and writes the gradient of the layer input to `s.d_next`.
 fn backward_directions(
     params: &mut [DirectionParams],
     lt: &LayerTape,
     layout: &crate::layer::SeqLayout,
-    d_out: &[f32],
     dh: &mut [f32],
     dc: &mut [f32],
-    _batch: usize,
-    n: usize,
     in_size: usize,
-) -> Vec<f32> {
-    let d = params.len();
+    s: &mut Scratch,
+) {
+    let n = layout.rows();
     let h_out = params[0].output_size();
-    let d_dir = |k: usize| deinterleave(d_out, n, d, h_out, k);
-    let mut dx = vec![0.0; n * in_size];
-    if d == 2 {
+    for dx in &mut s.dx[..params.len()] {
+        dx.resize(n * in_size, 0.0);
+    }
+    if params.len() == 2 {
+        for k in 0..2 {
+            deinterleave_into(&s.d_top, 2, h_out, k, &mut s.d_dir[k]);
+        }
         let (pf, pb) = params.split_at_mut(1);
         let (dhf, dhb) = dh.split_at_mut(dh.len() / 2);
         let (dcf, dcb) = dc.split_at_mut(dc.len() / 2);
-        let mut dx_b = vec![0.0; n * in_size];
-        let (gf, gb) = (d_dir(0), d_dir(1));
+        let [sf, sb] = &mut s.dirs;
+        let [xf, xb] = &mut s.dx;
+        let (gf, gb) = (&s.d_dir[0], &s.d_dir[1]);
         rayon::join(
             || {
                 direction::backward(
@@ -546,10 +622,11 @@ fn backward_directions(
                     layout,
                     false,
                     &lt.dirs[0],
-                    &gf,
+                    gf,
                     dhf,
                     dcf,
-                    &mut dx,
+                    xf,
+                    sf,
                 )
             },
             || {
@@ -559,69 +636,69 @@ fn backward_directions(
                     layout,
                     true,
                     &lt.dirs[1],
-                    &gb,
+                    gb,
                     dhb,
                     dcb,
-                    &mut dx_b,
+                    xb,
+                    sb,
                 )
             },
         );
-        dx.iter_mut().zip(&dx_b).for_each(|(a, b)| *a += b);
+        s.d_next.clear();
+        s.d_next
+            .extend(xf.iter().zip(xb.iter()).map(|(a, b)| a + b));
     } else {
+        let dx = &mut s.dx[0];
         direction::backward(
             &mut params[0],
             &lt.input,
             layout,
             false,
             &lt.dirs[0],
-            &d_dir(0),
+            &s.d_top,
             dh,
             dc,
-            &mut dx,
+            dx,
+            &mut s.dirs[0],
         );
+        std::mem::swap(&mut s.d_next, dx);
     }
-    dx
 }
 
-/// Concatenates the directions' outputs row by row: `(N, D*H_out)`.
-fn interleave(dirs: &[DirTape], n: usize, h_out: usize) -> Vec<f32> {
+/// Concatenates the directions' outputs row by row into `out`: `(N, D*H_out)`.
+fn interleave_into(dirs: &[DirTape], n: usize, h_out: usize, out: &mut Vec<f32>) {
+    out.clear();
     if dirs.len() == 1 {
-        return dirs[0].out.clone();
+        out.extend_from_slice(&dirs[0].out);
+        return;
     }
-    let width = dirs.len() * h_out;
-    let mut out = vec![0.0; n * width];
-    for (k, dt) in dirs.iter().enumerate() {
-        for (row, src) in out.chunks_exact_mut(width).zip(dt.out.chunks_exact(h_out)) {
-            row[k * h_out..(k + 1) * h_out].copy_from_slice(src);
+    out.reserve(n * dirs.len() * h_out);
+    for row in 0..n {
+        for dt in dirs {
+            out.extend_from_slice(&dt.out[row * h_out..(row + 1) * h_out]);
         }
     }
-    out
 }
 
-/// Column block `k` (of `d` blocks of `h_out`) of an `(N, d*h_out)` matrix.
-fn deinterleave(m: &[f32], n: usize, d: usize, h_out: usize, k: usize) -> Vec<f32> {
-    if d == 1 {
-        return m.to_vec();
-    }
-    let mut out = Vec::with_capacity(n * h_out);
+/// Column block `k` (of `d` blocks of `h_out`) of an `(N, d*h_out)` matrix, into `out`.
+fn deinterleave_into(m: &[f32], d: usize, h_out: usize, k: usize, out: &mut Vec<f32>) {
+    out.clear();
     for row in m.chunks_exact(d * h_out) {
         out.extend_from_slice(&row[k * h_out..(k + 1) * h_out]);
     }
-    out
 }
 
-/// Inverted dropout mask: 0 with probability `p`, else `1 / (1 - p)`.
-fn dropout_mask(len: usize, p: f32, rng: &mut dyn rand::RngCore) -> Vec<f32> {
+/// Inverted dropout mask of `len` values: 0 with probability `p`, else `1 / (1 - p)`.
+fn fill_dropout_mask(mask: &mut Vec<f32>, len: usize, p: f32, rng: &mut dyn rand::RngCore) {
     let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-    (0..len)
-        .map(|_| if rng.gen::<f32>() < p { 0.0 } else { scale })
-        .collect()
+    mask.clear();
+    mask.extend((0..len).map(|_| if rng.gen::<f32>() < p { 0.0 } else { scale }));
 }
 
-/// Gathers a padded `(T, B, F)` (or `(B, T, F)`) tensor into packed rows.
-fn pack(src: &[f32], geo: &Geometry, width: usize, batch_first: bool) -> Vec<f32> {
+/// Gathers a padded `(T, B, F)` (or `(B, T, F)`) tensor into packed rows in `out`.
+fn pack_into(src: &[f32], geo: &Geometry, width: usize, batch_first: bool, out: &mut Vec<f32>) {
     let layout = &geo.order.layout;
-    let mut out = vec![0.0; layout.rows() * width];
+    out.resize(layout.rows() * width, 0.0);
     for t in 0..geo.steps {
         for j in 0..layout.batch_sizes[t] {
             let orig = geo.order.sorted[j];
@@ -630,7 +707,6 @@ fn pack(src: &[f32], geo: &Geometry, width: usize, batch_first: bool) -> Vec<f32
             out[to..to + width].copy_from_slice(&src[from..from + width]);
         }
     }
-    out
 }
 
 /// Scatters packed rows back to the caller's padded layout, zeros past each length.

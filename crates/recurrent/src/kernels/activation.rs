@@ -34,23 +34,29 @@ pub fn relu(x: f32) -> f32 {
 }
 
 /// Branch-free `e^x` for `x` clamped to `[-87, 88]`.
+///
+/// `x = n ln2 + r`: `n` is rounded to nearest by adding `1.5 * 2^23` (the integer then sits
+/// in the low mantissa bits, read back with integer operations only, so the loop vectorises),
+/// `r` is reduced in two steps (Cody-Waite) and `e^r` is a degree-7 polynomial.
 #[inline(always)]
 pub fn fast_exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E).round();
+    let t = x * LOG2E + SHIFT;
+    let n = t - SHIFT;
     let r = x - n * LN2_HI - n * LN2_LO;
-    // Taylor/minimax coefficients of e^r on [-ln2/2, ln2/2].
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (0.166_666_67
                     + r * (0.041_666_45
                         + r * (0.008_333_45 + r * (0.001_390_6 + r * 0.000_198_4))))));
-    let bits = ((n as i32 + 127) as u32) << 23;
-    p * f32::from_bits(bits)
+    // t's bit pattern is 0x4B40_0000 + n; 2^n has exponent bits n + 127.
+    let pow2 = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23);
+    p * pow2
 }
 
 /// Vectorisable sigmoid.

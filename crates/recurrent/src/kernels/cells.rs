@@ -8,22 +8,40 @@ use super::activation::{fast_sigmoid, fast_tanh};
 use super::cpu::multiversion;
 
 #[inline(always)]
+fn sigmoid_in_place(xs: &mut [f32]) {
+    for x in xs {
+        *x = fast_sigmoid(*x);
+    }
+}
+
+#[inline(always)]
+fn tanh_in_place(xs: &mut [f32]) {
+    for x in xs {
+        *x = fast_tanh(*x);
+    }
+}
+
+#[inline(always)]
 fn lstm_forward_generic(g: &mut [f32], c: &mut [f32], r: &mut [f32], h: usize) {
     for ((gj, cj), rj) in g
         .chunks_exact_mut(4 * h)
         .zip(c.chunks_exact_mut(h))
         .zip(r.chunks_exact_mut(h))
     {
-        let (ifg, o) = gj.split_at_mut(3 * h);
-        let (i_f, gg) = ifg.split_at_mut(2 * h);
-        let (i, f) = i_f.split_at_mut(h);
-        for k in 0..h {
-            i[k] = fast_sigmoid(i[k]);
-            f[k] = fast_sigmoid(f[k]);
-            gg[k] = fast_tanh(gg[k]);
-            o[k] = fast_sigmoid(o[k]);
-            cj[k] = f[k] * cj[k] + i[k] * gg[k];
-            rj[k] = o[k] * fast_tanh(cj[k]);
+        sigmoid_in_place(&mut gj[..2 * h]);
+        tanh_in_place(&mut gj[2 * h..3 * h]);
+        sigmoid_in_place(&mut gj[3 * h..]);
+        let (i, rest) = gj.split_at(h);
+        let (f, rest) = rest.split_at(h);
+        let (gg, o) = rest.split_at(h);
+        for ((((cv, &iv), &fv), &gv), rv) in cj.iter_mut().zip(i).zip(f).zip(gg).zip(rj.iter_mut())
+        {
+            *cv = fv * *cv + iv * gv;
+            *rv = *cv;
+        }
+        tanh_in_place(rj);
+        for (rv, &ov) in rj.iter_mut().zip(o) {
+            *rv *= ov;
         }
     }
 }
@@ -47,18 +65,33 @@ fn lstm_backward_generic(
     let rows = dc.len() / h;
     for j in 0..rows {
         let gj = &gates[j * 4 * h..(j + 1) * 4 * h];
-        let dgj = &mut dg[j * 4 * h..(j + 1) * 4 * h];
+        let (i, rest) = gj.split_at(h);
+        let (f, rest) = rest.split_at(h);
+        let (gg, o) = rest.split_at(h);
+        let (dgi, rest) = dg[j * 4 * h..(j + 1) * 4 * h].split_at_mut(h);
+        let (dgf, rest) = rest.split_at_mut(h);
+        let (dgg, dgo) = rest.split_at_mut(h);
         let (cn, cp) = (&c_new[j * h..(j + 1) * h], &c_prev[j * h..(j + 1) * h]);
         let (drj, dcj) = (&dr[j * h..(j + 1) * h], &mut dc[j * h..(j + 1) * h]);
+        // tanh(c') recomputed into the output-gate slot, then overwritten below.
+        dgo.copy_from_slice(cn);
+        tanh_in_place(dgo);
+        let (i, f, gg, o, cp, drj) = (&i[..h], &f[..h], &gg[..h], &o[..h], &cp[..h], &drj[..h]);
+        let (dgi, dgf, dgg, dgo, dcj) = (
+            &mut dgi[..h],
+            &mut dgf[..h],
+            &mut dgg[..h],
+            &mut dgo[..h],
+            &mut dcj[..h],
+        );
         for k in 0..h {
-            let (i, f, gg, o) = (gj[k], gj[h + k], gj[2 * h + k], gj[3 * h + k]);
-            let tc = fast_tanh(cn[k]);
-            dgj[3 * h + k] = drj[k] * tc * o * (1.0 - o);
-            let d = dcj[k] + drj[k] * o * (1.0 - tc * tc);
-            dgj[k] = d * gg * i * (1.0 - i);
-            dgj[h + k] = d * cp[k] * f * (1.0 - f);
-            dgj[2 * h + k] = d * i * (1.0 - gg * gg);
-            dcj[k] = d * f;
+            let tc = dgo[k];
+            let d = dcj[k] + drj[k] * o[k] * (1.0 - tc * tc);
+            dgo[k] = drj[k] * tc * o[k] * (1.0 - o[k]);
+            dgi[k] = d * gg[k] * i[k] * (1.0 - i[k]);
+            dgf[k] = d * cp[k] * f[k] * (1.0 - f[k]);
+            dgg[k] = d * i[k] * (1.0 - gg[k] * gg[k]);
+            dcj[k] = d * f[k];
         }
     }
 }
@@ -77,16 +110,18 @@ fn gru_forward_generic(g: &mut [f32], hh: &[f32], state: &mut [f32], gh_n: &mut 
         .zip(state.chunks_exact_mut(h))
         .zip(gh_n.chunks_exact_mut(h))
     {
-        for k in 0..2 * h {
-            gj[k] = fast_sigmoid(gj[k] + hj[k]);
+        let (rz, n) = gj.split_at_mut(2 * h);
+        for (x, &y) in rz.iter_mut().zip(&hj[..2 * h]) {
+            *x += y;
         }
-        for k in 0..h {
-            let ghn = hj[2 * h + k];
-            nj[k] = ghn;
-            let n = fast_tanh(gj[2 * h + k] + gj[k] * ghn);
-            gj[2 * h + k] = n;
-            let z = gj[h + k];
-            sj[k] = (1.0 - z) * n + z * sj[k];
+        sigmoid_in_place(rz);
+        nj.copy_from_slice(&hj[2 * h..]);
+        for ((nv, &rv), &hn) in n.iter_mut().zip(&rz[..h]).zip(nj.iter()) {
+            *nv += rv * hn;
+        }
+        tanh_in_place(n);
+        for ((sv, &zv), &nv) in sj.iter_mut().zip(&rz[h..]).zip(n.iter()) {
+            *sv = (1.0 - zv) * nv + zv * *sv;
         }
     }
 }
@@ -111,25 +146,26 @@ fn gru_backward_generic(
     let rows = dh.len() / h;
     for j in 0..rows {
         let gj = &gates[j * 3 * h..(j + 1) * 3 * h];
-        let (dgj, dghj) = (
-            &mut dg[j * 3 * h..(j + 1) * 3 * h],
-            &mut dg_hh[j * 3 * h..(j + 1) * 3 * h],
-        );
+        let (r, z, n) = (&gj[..h], &gj[h..2 * h], &gj[2 * h..3 * h]);
+        let (dgr, rest) = dg[j * 3 * h..(j + 1) * 3 * h].split_at_mut(h);
+        let (dgz, dgn) = rest.split_at_mut(h);
+        let (dhr, rest) = dg_hh[j * 3 * h..(j + 1) * 3 * h].split_at_mut(h);
+        let (dhz, dhn) = rest.split_at_mut(h);
         let (hp, ghn) = (&h_prev[j * h..(j + 1) * h], &gh_n[j * h..(j + 1) * h]);
         let dhj = &mut dh[j * h..(j + 1) * h];
+        let (dgz, dgn, dhz, dhn) = (&mut dgz[..h], &mut dgn[..h], &mut dhz[..h], &mut dhn[..h]);
         for k in 0..h {
-            let (r, z, n) = (gj[k], gj[h + k], gj[2 * h + k]);
             let d = dhj[k];
-            let dn = d * (1.0 - z) * (1.0 - n * n);
-            let dz = d * (hp[k] - n) * z * (1.0 - z);
-            let dr = dn * ghn[k] * r * (1.0 - r);
-            dgj[k] = dr;
-            dgj[h + k] = dz;
-            dgj[2 * h + k] = dn;
-            dghj[k] = dr;
-            dghj[h + k] = dz;
-            dghj[2 * h + k] = dn * r;
-            dhj[k] = d * z;
+            let dn = d * (1.0 - z[k]) * (1.0 - n[k] * n[k]);
+            let dz = d * (hp[k] - n[k]) * z[k] * (1.0 - z[k]);
+            let dr = dn * ghn[k] * r[k] * (1.0 - r[k]);
+            dgr[k] = dr;
+            dgz[k] = dz;
+            dgn[k] = dn;
+            dhr[k] = dr;
+            dhz[k] = dz;
+            dhn[k] = dn * r[k];
+            dhj[k] = d * z[k];
         }
     }
 }

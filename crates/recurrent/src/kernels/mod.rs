@@ -6,7 +6,5 @@ pub mod activation;
 pub mod cells;
 pub mod cpu;
 pub mod gemm;
-pub mod packed;
 
-pub use gemm::{gemm, Mat, MatMut};
-pub use packed::{matmul_packed, PackedMatrix};
+pub use gemm::{gemm, matmul_packed, Mat, MatMut, PackedMatrix};

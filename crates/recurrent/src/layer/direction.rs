@@ -41,8 +41,9 @@ pub struct DirTape {
     pub cell_rstd: Vec<f32>,
 }
 
+/// Sets the length of a buffer that is about to be overwritten completely: keeps its
+/// allocation and contents (no zero fill) when it is reused with the same or a larger size.
 fn resized(v: &mut Vec<f32>, len: usize) {
-    v.clear();
     v.resize(len, 0.0);
 }
 
@@ -65,6 +66,16 @@ impl DirTape {
         resized(&mut self.cell_hat, if ln { n * h } else { 0 });
         resized(&mut self.cell_rstd, if ln { n } else { 0 });
     }
+}
+
+/// Work buffers of [`backward`], kept between calls so training steps do not allocate.
+#[derive(Debug, Default, Clone)]
+pub struct DirScratch {
+    dg: Vec<f32>,
+    dg_hh: Vec<f32>,
+    dh_rows: Vec<f32>,
+    dr: Vec<f32>,
+    dy: Vec<f32>,
 }
 
 /// Order in which steps are visited: forward, or reversed for the second direction.
@@ -162,7 +173,13 @@ pub fn forward(
         let g = &mut tape.gates[r0 * gh..(r0 + b) * gh];
         match p.mode {
             Mode::Lstm => {
-                matmul_packed(b, &h[..b * h_out], h_out, &w_hh, g, gh, 1.0);
+                matmul_packed(
+                    b,
+                    Mat::new(&h[..b * h_out], h_out),
+                    &w_hh,
+                    1.0,
+                    MatMut::new(g, gh),
+                );
                 tape.c_prev[r0 * hs..(r0 + b) * hs].copy_from_slice(&c[..b * hs]);
                 match &p.layer_norm {
                     None => {
@@ -223,20 +240,19 @@ pub fn forward(
                     }
                 }
                 if let Some(w_hr) = &w_hr {
-                    matmul_packed(
-                        b,
-                        &tape.r[r0 * hs..(r0 + b) * hs],
-                        hs,
-                        w_hr,
-                        &mut h[..b * h_out],
-                        h_out,
-                        0.0,
-                    );
+                    let r = Mat::new(&tape.r[r0 * hs..(r0 + b) * hs], hs);
+                    matmul_packed(b, r, w_hr, 0.0, MatMut::new(&mut h[..b * h_out], h_out));
                 }
             }
             Mode::Gru => {
                 let hh = &mut gru_hh[..b * gh];
-                matmul_packed(b, &h[..b * h_out], h_out, &w_hh, hh, gh, 0.0);
+                matmul_packed(
+                    b,
+                    Mat::new(&h[..b * h_out], h_out),
+                    &w_hh,
+                    0.0,
+                    MatMut::new(hh, gh),
+                );
                 if let Some(bh) = &p.bias_hh {
                     add_bias_rows(hh, &bh.value);
                 }
@@ -248,7 +264,13 @@ pub fn forward(
                     .for_each(|(((g, hh), h), n)| cells::gru_forward(g, hh, h, n, hs));
             }
             Mode::RnnTanh | Mode::RnnRelu => {
-                matmul_packed(b, &h[..b * h_out], h_out, &w_hh, g, gh, 1.0);
+                matmul_packed(
+                    b,
+                    Mat::new(&h[..b * h_out], h_out),
+                    &w_hh,
+                    1.0,
+                    MatMut::new(g, gh),
+                );
                 if p.mode == Mode::RnnTanh {
                     cells::tanh_forward(g, &mut h[..b * hs]);
                 } else {
@@ -269,7 +291,8 @@ pub fn forward(
 /// - `d_out`: `(N, H_out)` gradient of the direction's output rows.
 /// - `dh`: `(B, H_out)`, in: gradient of `h_n`, out: gradient of `h0`.
 /// - `dc`: `(B, H)` (LSTM), in: gradient of `c_n`, out: gradient of `c0`.
-/// - `dx`: `(N, I)`, the input gradient is added to it.
+/// - `dx`: `(N, I)`, receives the input gradient (overwritten).
+/// - `scratch`: work buffers, reused between calls.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     p: &mut DirectionParams,
@@ -281,6 +304,7 @@ pub fn backward(
     dh: &mut [f32],
     dc: &mut [f32],
     dx: &mut [f32],
+    scratch: &mut DirScratch,
 ) {
     let n = layout.rows();
     let hs = p.hidden_size;
@@ -291,11 +315,19 @@ pub fn backward(
     let gru = p.mode == Mode::Gru;
     let proj = p.weight_hr.is_some();
 
-    let mut dg = vec![0.0; n * gh];
-    let mut dg_hh = vec![0.0; if gru { n * gh } else { 0 }];
-    let mut dh_rows = vec![0.0; if proj { n * h_out } else { 0 }];
-    let mut dr = vec![0.0; if p.mode == Mode::Lstm { batch * hs } else { 0 }];
-    let mut dy = vec![0.0; hs];
+    let DirScratch {
+        dg,
+        dg_hh,
+        dh_rows,
+        dr,
+        dy,
+    } = scratch;
+    // Every row of `dg`, `dg_hh` and `dh_rows` is written before it is read.
+    resized(dg, n * gh);
+    resized(dg_hh, if gru { n * gh } else { 0 });
+    resized(dh_rows, if proj { n * h_out } else { 0 });
+    resized(dr, if p.mode == Mode::Lstm { batch * hs } else { 0 });
+    resized(dy, hs);
     let w_hh = PackedMatrix::pack(Mat::new(&p.weight_hh.value, h_out), gh, h_out);
     let w_hr = p
         .weight_hr
@@ -319,22 +351,18 @@ pub fn backward(
                 let drb = &mut dr[..b * hs];
                 if let Some(w_hr) = &w_hr {
                     dh_rows[r0 * h_out..(r0 + b) * h_out].copy_from_slice(&dh[..b * h_out]);
-                    matmul_packed(b, &dh[..b * h_out], h_out, w_hr, drb, hs, 0.0);
+                    matmul_packed(
+                        b,
+                        Mat::new(&dh[..b * h_out], h_out),
+                        w_hr,
+                        0.0,
+                        MatMut::new(drb, hs),
+                    );
                 } else {
                     drb.copy_from_slice(&dh[..b * hs]);
                 }
                 if let Some(ln) = &mut p.layer_norm {
-                    lstm_layer_norm_backward(
-                        ln,
-                        tape,
-                        r0,
-                        b,
-                        hs,
-                        drb,
-                        &mut dc[..b * hs],
-                        dgt,
-                        &mut dy,
-                    );
+                    lstm_layer_norm_backward(ln, tape, r0, b, hs, drb, &mut dc[..b * hs], dgt, dy);
                 } else {
                     let rows = r0 * hs..(r0 + b) * hs;
                     let rpt = rows_per_task(b, gh);
@@ -349,7 +377,13 @@ pub fn backward(
                             cells::lstm_backward(gates, cn, cp, dr, dc, dg, hs)
                         });
                 }
-                matmul_packed(b, dgt, gh, &w_hh, &mut dh[..b * h_out], h_out, 0.0);
+                matmul_packed(
+                    b,
+                    Mat::new(dgt, gh),
+                    &w_hh,
+                    0.0,
+                    MatMut::new(&mut dh[..b * h_out], h_out),
+                );
             }
             Mode::Gru => {
                 let dght = &mut dg_hh[r0 * gh..(r0 + b) * gh];
@@ -365,7 +399,13 @@ pub fn backward(
                     .for_each(|(((((gates, hp), ghn), dh), dg), dgh)| {
                         cells::gru_backward(gates, hp, ghn, dh, dg, dgh, hs)
                     });
-                matmul_packed(b, dght, gh, &w_hh, &mut dh[..b * h_out], h_out, 1.0);
+                matmul_packed(
+                    b,
+                    Mat::new(dght, gh),
+                    &w_hh,
+                    1.0,
+                    MatMut::new(&mut dh[..b * h_out], h_out),
+                );
             }
             Mode::RnnTanh | Mode::RnnRelu => {
                 let acts = &tape.gates[r0 * gh..(r0 + b) * gh];
@@ -379,7 +419,13 @@ pub fn backward(
                         0.0
                     };
                 }
-                matmul_packed(b, dgt, gh, &w_hh, &mut dh[..b * h_out], h_out, 0.0);
+                matmul_packed(
+                    b,
+                    Mat::new(dgt, gh),
+                    &w_hh,
+                    0.0,
+                    MatMut::new(&mut dh[..b * h_out], h_out),
+                );
             }
         }
     }
@@ -390,7 +436,7 @@ pub fn backward(
         gh,
         input_size,
         n,
-        Mat::t(&dg, gh),
+        Mat::t(dg, gh),
         Mat::new(x, input_size),
         1.0,
         MatMut::new(&mut w_ih.grad, input_size),
@@ -399,12 +445,12 @@ pub fn backward(
         n,
         input_size,
         gh,
-        Mat::new(&dg, gh),
+        Mat::new(dg, gh),
         Mat::new(&w_ih.value, input_size),
-        1.0,
+        0.0,
         MatMut::new(dx, input_size),
     );
-    let dg_hh = if gru { &dg_hh } else { &dg };
+    let dg_hh: &[f32] = if gru { dg_hh } else { dg };
     gemm(
         gh,
         h_out,
@@ -415,7 +461,7 @@ pub fn backward(
         MatMut::new(&mut p.weight_hh.grad, h_out),
     );
     if let Some(b) = &mut p.bias_ih {
-        add_column_sums(&mut b.grad, &dg);
+        add_column_sums(&mut b.grad, dg);
     }
     if let Some(b) = &mut p.bias_hh {
         add_column_sums(&mut b.grad, dg_hh);
@@ -425,7 +471,7 @@ pub fn backward(
             h_out,
             hs,
             n,
-            Mat::t(&dh_rows, h_out),
+            Mat::t(dh_rows, h_out),
             Mat::new(&tape.r, hs),
             1.0,
             MatMut::new(&mut w_hr.grad, hs),

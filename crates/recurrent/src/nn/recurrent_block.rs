@@ -29,7 +29,9 @@ pub struct RecurrentBlock {
     lengths: Option<Vec<usize>>,
     state: Option<(ArrayD<f32>, Option<ArrayD<f32>>)>,
     last_state: Option<(ArrayD<f32>, Option<ArrayD<f32>>)>,
-    tape: Option<(Tape, Vec<usize>)>,
+    tape: Tape,
+    /// Output shape of the last training-mode forward, `None` once consumed by backward.
+    taped_shape: Option<Vec<usize>>,
     rng: rand::rngs::StdRng,
 }
 
@@ -52,7 +54,8 @@ impl RecurrentBlock {
             lengths: None,
             state: None,
             last_state: None,
-            tape: None,
+            tape: Tape::default(),
+            taped_shape: None,
             rng: rand::rngs::StdRng::seed_from_u64(0),
         }
     }
@@ -94,13 +97,14 @@ impl Module for RecurrentBlock {
             c0: c.as_ref().map(|c| c.view()),
         });
         let out = if self.rnn.is_training() {
-            let (out, tape) = self.rnn.forward_train(
+            let out = self.rnn.forward_train_into(
                 input.view(),
                 state,
                 self.lengths.as_deref(),
                 &mut self.rng,
+                &mut self.tape,
             )?;
-            self.tape = Some((tape, out.output.shape().to_vec()));
+            self.taped_shape = Some(out.output.shape().to_vec());
             out
         } else {
             self.rnn
@@ -137,7 +141,10 @@ impl Module for RecurrentBlock {
     }
 
     fn backward(&mut self, grad_output: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-        let (tape, out_shape) = self.tape.take().ok_or_else(|| no_tape("RecurrentBlock"))?;
+        let out_shape = self
+            .taped_shape
+            .take()
+            .ok_or_else(|| no_tape("RecurrentBlock"))?;
         let full = match self.output {
             RecurrentOutput::Sequence => grad_output.clone(),
             RecurrentOutput::LastStep => {
@@ -172,7 +179,7 @@ impl Module for RecurrentBlock {
             }
         };
         let grads = self.rnn.backward(
-            &tape,
+            &self.tape,
             OutputGrads {
                 grad_output: Some(full.view()),
                 ..Default::default()
