@@ -103,9 +103,18 @@ impl PackedMatrix {
             for p in 0..panels {
                 let panel = &mut block[p * kc * nr..(p + 1) * kc * nr];
                 let cols = nr.min(n - p * nr);
-                for kk in 0..kc {
+                if b.transposed {
+                    // Logical column j is stored row j: read it contiguously.
                     for j in 0..cols {
-                        panel[kk * nr + j] = b.at(k0 + kk, p * nr + j);
+                        let src = &b.data[(p * nr + j) * b.ld + k0..][..kc];
+                        for (kk, &v) in src.iter().enumerate() {
+                            panel[kk * nr + j] = v;
+                        }
+                    }
+                } else {
+                    for kk in 0..kc {
+                        let src = &b.data[(k0 + kk) * b.ld + p * nr..][..cols];
+                        panel[kk * nr..kk * nr + cols].copy_from_slice(src);
                     }
                 }
             }
