@@ -230,7 +230,17 @@ impl Rnn {
         state: Option<InitialState>,
         lengths: Option<&[usize]>,
     ) -> Result<RnnOutput> {
-        self.run(input, state, lengths, None, &mut Tape::default(), false)
+        // One layer's work buffers, kept per thread so repeated inference does not
+        // allocate (and fault in) fresh memory on every call.
+        thread_local! {
+            static INFERENCE_TAPE: std::cell::RefCell<Tape> = std::cell::RefCell::new(Tape::default());
+        }
+        INFERENCE_TAPE.with(|cell| {
+            let mut tape = cell.take();
+            let out = self.run(input, state, lengths, None, &mut tape, false);
+            cell.replace(tape);
+            out
+        })
     }
 
     /// Forward pass that keeps what [`Rnn::backward`] needs. In training mode, dropout
