@@ -73,8 +73,19 @@ fn check(case: &str, what: &str, actual: &ArrayD<f32>, f: &TensorFile, name: &st
     check_with(case, what, actual, f, name, Tolerance::Elementwise);
 }
 
+/// Every fixture, with the kernels of every CPU level this machine supports (the portable
+/// fallback always), so each dispatch path is checked against PyTorch.
 #[test]
 fn layers_match_pytorch() {
+    use recurrent::kernels::cpu::{force_level, Level};
+    for level in [Level::Portable, Level::Avx2, Level::Avx512] {
+        force_level(Some(level));
+        layers_match_pytorch_at_current_level();
+    }
+    force_level(None);
+}
+
+fn layers_match_pytorch_at_current_level() {
     let files = cases("layers");
     for path in &files {
         let case = path.file_name().unwrap().to_string_lossy().to_string();
