@@ -3,6 +3,7 @@
 mod alloc;
 mod bench;
 mod tensor_commands;
+mod train;
 
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
@@ -50,6 +51,9 @@ enum Command {
     },
     /// Times one configuration (inference or a training step) and reports ms and GFLOP/s.
     Bench(bench::BenchArgs),
+    /// Trains a model for a task on a data file (or the bundled data).
+    #[command(subcommand)]
+    Train(train::TrainTask),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
             output,
         } => tensor_commands::backward(&model, &input, &grad, &output),
         Command::Bench(args) => bench::run(&args),
+        Command::Train(task) => train::run(task),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

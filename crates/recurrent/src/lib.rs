@@ -34,11 +34,13 @@
 
 pub mod cell;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod io;
 pub mod kernels;
 pub mod layer;
 pub mod loss;
+pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod packed;

@@ -40,7 +40,7 @@ impl<'a> Mat<'a> {
             transposed: true,
         }
     }
-    #[inline(always)]
+    #[cfg(test)]
     fn at(&self, i: usize, j: usize) -> f32 {
         if self.transposed {
             self.data[j * self.ld + i]

@@ -1,0 +1,248 @@
+//! `recurrent train classify`.
+
+use super::{say, stratified_split, CliProgress, CommonArgs, Defaults};
+use clap::Args;
+use ndarray::Array2;
+use rand::SeedableRng;
+use recurrent::data::{parse_ts, read_sequences, LabelledSequences, Standardizer};
+use recurrent::models::{
+    fit, ClassificationTask, ClassifierEnsemble, ClassifierMeta, FitReport, SequenceClassifier,
+};
+use recurrent::{Error, Result};
+use std::path::PathBuf;
+
+const DEFAULTS: Defaults = Defaults {
+    hidden_size: 128,
+    num_layers: 1,
+    bidirectional: true,
+    dropout: 0.0,
+    epochs: 300,
+    batch_size: 16,
+    lr: 3e-3,
+    patience: 30,
+    out: "classifier.safetensors",
+};
+
+/// Options of `train classify`.
+#[derive(Args, Debug, Clone)]
+pub struct ClassifyArgs {
+    /// Training data: long CSV (`case,label,t,x0..`) or a UEA/UCR `.ts` file
+    /// (default: the bundled JapaneseVowels).
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Test data, same format (default: the bundled JapaneseVowels test set).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Share of the training data held out for validation and early stopping.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_fraction: f64,
+    /// Models trained from consecutive seeds whose probabilities are averaged.
+    #[arg(long, default_value_t = 5)]
+    pub ensemble: usize,
+    /// Steps grouped into one recurrent step (default: about 32 recurrent steps per sequence).
+    #[arg(long)]
+    pub patch: Option<usize>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+fn load(path: &Option<PathBuf>, bundled: &str, name: &str) -> Result<LabelledSequences> {
+    match path {
+        Some(p) => {
+            super::input_exists(p)?;
+            read_sequences(p)
+        }
+        None => parse_ts(bundled, name),
+    }
+}
+
+/// Sorts labels numerically when they are all numbers, else as text.
+fn sorted_classes(labels: &[String]) -> Vec<String> {
+    let mut c: Vec<String> = labels.to_vec();
+    c.sort();
+    c.dedup();
+    if c.iter().all(|l| l.parse::<f64>().is_ok()) {
+        c.sort_by(|a, b| {
+            a.parse::<f64>()
+                .unwrap()
+                .total_cmp(&b.parse::<f64>().unwrap())
+        });
+    }
+    c
+}
+
+/// Runs `train classify`.
+pub fn run(a: ClassifyArgs) -> Result<()> {
+    let c = &a.common;
+    c.check_paths(&DEFAULTS)?;
+    if a.train.is_some() != a.test.is_some() {
+        return Err(Error::Invalid(
+            "give both --train and --test, or neither for the bundled data".into(),
+        ));
+    }
+    let train = load(
+        &a.train,
+        include_str!("../../../../data/JapaneseVowels/JapaneseVowels_TRAIN.ts"),
+        "bundled JapaneseVowels_TRAIN.ts",
+    )?;
+    let test = load(
+        &a.test,
+        include_str!("../../../../data/JapaneseVowels/JapaneseVowels_TEST.ts"),
+        "bundled JapaneseVowels_TEST.ts",
+    )?;
+    if train.dims() != test.dims() {
+        return Err(Error::Invalid(format!(
+            "training data has {} features per step, test data {}",
+            train.dims(),
+            test.dims()
+        )));
+    }
+    let classes = sorted_classes(&train.labels);
+    if classes.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "training data has {} class; at least 2 are needed",
+            classes.len()
+        )));
+    }
+    let encode = |labels: &[String], what: &str| -> Result<Vec<usize>> {
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                classes.iter().position(|c| c == l).ok_or_else(|| {
+                    Error::Invalid(format!("{what} sequence {i} has label {l:?}, which never occurs in the training data"))
+                })
+            })
+            .collect()
+    };
+    let y_train = encode(&train.labels, "test")?;
+    let y_test = encode(&test.labels, "test")?;
+    let (tr, va) = stratified_split(&y_train, a.val_fraction, c.seed);
+    let pick = |idx: &[usize]| -> (Vec<Array2<f32>>, Vec<usize>) {
+        (
+            idx.iter().map(|&i| train.sequences[i].clone()).collect(),
+            idx.iter().map(|&i| y_train[i]).collect(),
+        )
+    };
+    let (train_part, val_part) = (pick(&tr), pick(&va));
+    let scaler = Standardizer::fit(
+        train_part.0.iter().flat_map(|s| {
+            s.rows()
+                .into_iter()
+                .map(|r| r.to_slice().expect("contiguous"))
+        }),
+        train.dims(),
+    );
+    let max_len = train.sequences.iter().map(|s| s.nrows()).max().unwrap_or(1);
+    let patch = a
+        .patch
+        .unwrap_or_else(|| ClassifierMeta::auto_patch(max_len))
+        .max(1);
+    let cfg = c.rnn_config(&DEFAULTS, patch * train.dims())?;
+    let settings = c.fit_settings(&DEFAULTS);
+    say(
+        c.quiet,
+        &format!(
+            "classify: {} training sequences ({} for validation), {} test, {} features, {} classes; {} H={} layers={} bidirectional={}",
+            train.len(),
+            val_part.0.len(),
+            test.len(),
+            train.dims(),
+            classes.len(),
+            cfg.mode,
+            cfg.hidden_size,
+            cfg.num_layers,
+            cfg.bidirectional
+        ),
+    );
+    let members = a.ensemble.max(1);
+    c.with_threads(|| {
+        let mut ensemble = ClassifierEnsemble { members: Vec::new() };
+        let mut reports: Vec<FitReport> = Vec::new();
+        for k in 0..members {
+            let seed = c.seed.wrapping_add(k as u64);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let meta = ClassifierMeta { classes: classes.clone(), scaler: scaler.clone(), patch };
+            let model = SequenceClassifier::new(cfg.clone(), meta, &mut rng)?;
+            let mut task = ClassificationTask {
+                model,
+                train: train_part.clone(),
+                val: val_part.clone(),
+                label_smoothing: 0.0,
+            };
+            let mut member_settings = settings.clone();
+            member_settings.seed = seed;
+            member_settings.checkpoint = settings.checkpoint.as_ref().map(|p| member_checkpoint(p, k));
+            // Members the stopped run never reached start fresh.
+            member_settings.resume = settings.resume && member_settings.checkpoint.as_ref().is_some_and(|p| p.exists());
+            member_settings.time_budget = settings.time_budget.map(|t| t / members as u32);
+            if members > 1 {
+                say(c.quiet, &format!("model {}/{members} (seed {seed})", k + 1));
+            }
+            let mut progress = CliProgress::new(c.quiet, Some(settings.epochs), "seq");
+            reports.push(fit(&mut task, &member_settings, &mut progress)?);
+            drop(progress);
+            task.model.rnn.eval();
+            ensemble.members.push(task.model);
+        }
+        let pred = ensemble.predict(&test.sequences, 64)?;
+        let correct = pred.iter().zip(&y_test).filter(|(p, y)| p == y).count();
+        let accuracy = correct as f64 / test.len() as f64;
+        let mut confusion = vec![vec![0usize; classes.len()]; classes.len()];
+        for (&p, &y) in pred.iter().zip(&y_test) {
+            confusion[y][p] += 1;
+        }
+        let out = c.out_path(&DEFAULTS);
+        ensemble.save(&out)?;
+        say(c.quiet, &format!("test_accuracy: {accuracy:.4} ({correct}/{})", test.len()));
+        say(c.quiet, &confusion_table(&classes, &confusion));
+        say(c.quiet, &format!("model written to {}", out.display()));
+        let metrics = serde_json::json!({
+            "task": "classify", "test_accuracy": accuracy, "test_correct": correct, "test_size": test.len(),
+            "classes": classes, "confusion_matrix": confusion,
+            "train_size": tr.len(), "val_size": va.len(), "patch": patch, "ensemble": members,
+            "member_best_epochs": reports.iter().map(|r| r.best_epoch).collect::<Vec<_>>(),
+        });
+        let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
+        settings_json["ensemble"] = members.into();
+        let checkpoints: Vec<PathBuf> = (0..members).filter_map(|k| settings.checkpoint.as_ref().map(|p| member_checkpoint(p, k))).collect();
+        c.finish(metrics, &merge_reports(&reports), settings_json, &checkpoints)
+    })
+}
+
+fn member_checkpoint(base: &std::path::Path, k: usize) -> PathBuf {
+    let mut s = base.as_os_str().to_owned();
+    s.push(format!(".m{k}"));
+    PathBuf::from(s)
+}
+
+/// One report for the whole ensemble: the first member's curves, summed time.
+fn merge_reports(reports: &[FitReport]) -> FitReport {
+    let mut r = reports[0].clone();
+    r.seconds = reports.iter().map(|x| x.seconds).sum();
+    let examples: f64 = reports
+        .iter()
+        .map(|x| x.examples_per_second * x.seconds)
+        .sum();
+    r.examples_per_second = examples / r.seconds.max(1e-9);
+    r
+}
+
+/// Rows: true class; columns: predicted class.
+fn confusion_table(classes: &[String], m: &[Vec<usize>]) -> String {
+    let w = classes.iter().map(|c| c.len()).max().unwrap_or(1).max(4);
+    let mut s = format!(
+        "confusion matrix (rows: true, columns: predicted)\n{:>w$}",
+        ""
+    );
+    for c in classes {
+        s += &format!(" {c:>w$}");
+    }
+    for (c, row) in classes.iter().zip(m) {
+        s += &format!("\n{c:>w$}");
+        for v in row {
+            s += &format!(" {v:>w$}");
+        }
+    }
+    s
+}

@@ -1,0 +1,28 @@
+//! Reading real data: labelled sequences (long CSV and the UEA/UCR `.ts` format), time
+//! series from CSV, and UTF-8 text; feature scaling fitted on training data only.
+
+mod scaling;
+mod sequences;
+mod series;
+mod text;
+
+pub use scaling::Standardizer;
+pub use sequences::{
+    parse_long_csv, parse_ts, read_long_csv, read_sequences, read_ts, LabelledSequences,
+};
+pub use series::{parse_series_csv, read_series_csv, MissingValues, SeriesTable};
+pub use text::{read_text, Vocabulary};
+
+use crate::error::Error;
+
+/// An error about a data file, with its path and (1-based) line.
+pub(crate) fn data_error(path: &str, line: usize, message: impl std::fmt::Display) -> Error {
+    Error::File {
+        path: if line > 0 {
+            format!("{path}:{line}")
+        } else {
+            path.to_string()
+        },
+        message: message.to_string(),
+    }
+}

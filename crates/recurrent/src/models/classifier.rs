@@ -1,0 +1,430 @@
+//! [`SequenceClassifier`]: N vs 1 models — a recurrent stack, mean and max pooling over each
+//! sequence's valid steps, and a linear layer giving class logits.
+
+use super::fit::Trainable;
+use crate::config::{Mode, RnnConfig};
+use crate::data::Standardizer;
+use crate::error::{Error, Result};
+use crate::io::{TensorFile, TensorWriter};
+use crate::loss::CrossEntropyLoss;
+use crate::nn::{Linear, Module};
+use crate::param::{Param, Parameters};
+use crate::rnn::{OutputGrads, Rnn, Tape};
+use ndarray::{Array2, ArrayD, IxDyn};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// What a classifier file stores besides its weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierMeta {
+    /// Class labels, by output index.
+    pub classes: Vec<String>,
+    /// Input scaling fitted on the training data.
+    pub scaler: Standardizer,
+    /// Consecutive steps grouped into one recurrent step (`(T, D)` is read as
+    /// `(ceil(T / patch), patch * D)`, zero-padded): long univariate series become short
+    /// multivariate ones, which recurrent layers learn far more easily.
+    #[serde(default = "one")]
+    pub patch: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl ClassifierMeta {
+    /// A patch length for sequences of up to `max_len` steps: about 32 recurrent steps.
+    pub fn auto_patch(max_len: usize) -> usize {
+        (max_len / 32).max(1)
+    }
+}
+
+/// A sequence classifier. Input sequences `(T_i, D)` of any lengths; output `(B, C)` logits.
+#[derive(Debug, Clone)]
+pub struct SequenceClassifier {
+    /// The recurrent stack (batch-first).
+    pub rnn: Rnn,
+    /// `(C, 2 * D_out)` head on `[mean, max]` pooled outputs.
+    pub head: Linear,
+    /// Labels and scaling.
+    pub meta: ClassifierMeta,
+    tape: Tape,
+    pooled: Option<PoolCache>,
+}
+
+#[derive(Debug, Clone)]
+struct PoolCache {
+    lengths: Vec<usize>,
+    argmax: Vec<usize>,
+    out_shape: Vec<usize>,
+}
+
+impl SequenceClassifier {
+    /// A new model; `config.input_size` must equal the scaler's feature count.
+    pub fn new(config: RnnConfig, meta: ClassifierMeta, rng: &mut impl Rng) -> Result<Self> {
+        let config = config.with_batch_first(true);
+        let width = config.num_directions() * config.output_size();
+        let rnn = Rnn::new(config, rng)?;
+        let head = Linear::new(2 * width, meta.classes.len(), true, rng);
+        Ok(SequenceClassifier {
+            rnn,
+            head,
+            meta,
+            tape: Tape::default(),
+            pooled: None,
+        })
+    }
+
+    /// Scales, patches and pads sequences into a `(B, T_max, patch * D)` batch plus the
+    /// lengths in recurrent steps.
+    pub fn batch(&self, seqs: &[&Array2<f32>]) -> Result<(ArrayD<f32>, Vec<usize>)> {
+        let p = self.meta.patch.max(1);
+        let d = self.meta.scaler.mean.len();
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.nrows().div_ceil(p)).collect();
+        let t_max = lengths.iter().copied().max().unwrap_or(0);
+        let mut x = ArrayD::zeros(IxDyn(&[seqs.len(), t_max, p * d]));
+        for (b, s) in seqs.iter().enumerate() {
+            if s.ncols() != d {
+                return Err(Error::shape("sequence", format!("(T, {d})"), s.shape()));
+            }
+            if s.nrows() == 0 {
+                return Err(Error::Invalid(format!("sequence {b} is empty")));
+            }
+            for (t, row) in s.rows().into_iter().enumerate() {
+                let mut r: Vec<f32> = row.to_vec();
+                self.meta.scaler.apply(&mut r);
+                for (k, v) in r.into_iter().enumerate() {
+                    x[[b, t / p, (t % p) * d + k]] = v;
+                }
+            }
+        }
+        Ok((x, lengths))
+    }
+
+    /// Mean and max over valid steps of `(B, T, W)` outputs: `(B, 2W)`, plus the argmax steps.
+    fn pool(out: &ArrayD<f32>, lengths: &[usize]) -> (ArrayD<f32>, Vec<usize>) {
+        let (b, w) = (out.shape()[0], out.shape()[2]);
+        let mut pooled = ArrayD::zeros(IxDyn(&[b, 2 * w]));
+        let mut argmax = vec![0; b * w];
+        for (i, &len) in lengths.iter().enumerate() {
+            for k in 0..w {
+                let (mut sum, mut best, mut at) = (0.0, f32::NEG_INFINITY, 0);
+                for t in 0..len {
+                    let v = out[[i, t, k]];
+                    sum += v;
+                    if v > best {
+                        best = v;
+                        at = t;
+                    }
+                }
+                pooled[[i, k]] = sum / len as f32;
+                pooled[[i, w + k]] = best;
+                argmax[i * w + k] = at;
+            }
+        }
+        (pooled, argmax)
+    }
+
+    /// Class logits `(B, C)` in inference mode.
+    pub fn logits(&mut self, seqs: &[&Array2<f32>]) -> Result<ArrayD<f32>> {
+        let (x, lengths) = self.batch(seqs)?;
+        let out = self.rnn.forward(x.view(), None, Some(&lengths))?;
+        let (pooled, _) = Self::pool(&out.output, &lengths);
+        self.head.set_training(false);
+        self.head.forward(&pooled)
+    }
+
+    /// Predicted class index of each sequence, evaluated in chunks of `batch` sequences.
+    pub fn predict(&mut self, seqs: &[Array2<f32>], batch: usize) -> Result<Vec<usize>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(batch.max(1)) {
+            let refs: Vec<&Array2<f32>> = chunk.iter().collect();
+            let logits = self.logits(&refs)?;
+            for row in logits.outer_iter() {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |a, (i, &v)| if v > a.1 { (i, v) } else { a },
+                    );
+                out.push(best.0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Training-mode logits, keeping what [`SequenceClassifier::backward`] needs.
+    pub fn forward_train(
+        &mut self,
+        seqs: &[&Array2<f32>],
+        rng: &mut impl Rng,
+    ) -> Result<ArrayD<f32>> {
+        let (x, lengths) = self.batch(seqs)?;
+        self.rnn.train(true);
+        self.head.set_training(true);
+        let out =
+            self.rnn
+                .forward_train_into(x.view(), None, Some(&lengths), rng, &mut self.tape)?;
+        let (pooled, argmax) = Self::pool(&out.output, &lengths);
+        self.pooled = Some(PoolCache {
+            lengths,
+            argmax,
+            out_shape: out.output.shape().to_vec(),
+        });
+        self.head.forward(&pooled)
+    }
+
+    /// Backward from the gradient of the logits; accumulates parameter gradients.
+    pub fn backward(&mut self, grad_logits: &ArrayD<f32>) -> Result<()> {
+        let cache = self
+            .pooled
+            .take()
+            .ok_or_else(|| Error::Invalid("backward without forward_train".into()))?;
+        let g_pooled = self.head.backward(grad_logits)?;
+        let w = cache.out_shape[2];
+        let mut g_out = ArrayD::zeros(IxDyn(&cache.out_shape));
+        for (i, &len) in cache.lengths.iter().enumerate() {
+            for k in 0..w {
+                let gm = g_pooled[[i, k]] / len as f32;
+                for t in 0..len {
+                    g_out[[i, t, k]] += gm;
+                }
+                g_out[[i, cache.argmax[i * w + k], k]] += g_pooled[[i, w + k]];
+            }
+        }
+        self.rnn.backward(
+            &self.tape,
+            OutputGrads {
+                grad_output: Some(g_out.view()),
+                ..Default::default()
+            },
+        )?;
+        Ok(())
+    }
+
+    fn metadata_entries(&self) -> Vec<(String, String)> {
+        vec![
+            ("task".into(), "classify".into()),
+            ("config".into(), self.rnn.config().to_json()),
+            (
+                "model".into(),
+                serde_json::to_string(&self.meta).expect("serialisable"),
+            ),
+        ]
+    }
+
+    /// Class probabilities `(B, C)` in inference mode.
+    pub fn probabilities(&mut self, seqs: &[&Array2<f32>]) -> Result<ArrayD<f32>> {
+        let mut p = self.logits(seqs)?;
+        for mut row in p.outer_iter_mut() {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            row.mapv_inplace(|v| (v - max).exp());
+            let sum = row.sum();
+            row.mapv_inplace(|v| v / sum);
+        }
+        Ok(p)
+    }
+}
+
+/// Several classifiers trained from different seeds; predictions average their class
+/// probabilities, which is steadier than any single small model on small data sets.
+#[derive(Debug, Clone)]
+pub struct ClassifierEnsemble {
+    /// The members (same configuration, labels and scaling).
+    pub members: Vec<SequenceClassifier>,
+}
+
+impl ClassifierEnsemble {
+    /// Labels and scaling (shared by all members).
+    pub fn meta(&self) -> &ClassifierMeta {
+        &self.members[0].meta
+    }
+
+    /// Mean class probabilities `(N, C)`, evaluated in chunks of `batch` sequences.
+    pub fn probabilities(&mut self, seqs: &[Array2<f32>], batch: usize) -> Result<Vec<Vec<f32>>> {
+        let c = self.meta().classes.len();
+        let mut out = vec![vec![0.0f32; c]; seqs.len()];
+        let k = self.members.len() as f32;
+        for m in &mut self.members {
+            for (start, chunk) in (0..seqs.len())
+                .step_by(batch.max(1))
+                .zip(seqs.chunks(batch.max(1)))
+            {
+                let refs: Vec<&Array2<f32>> = chunk.iter().collect();
+                let p = m.probabilities(&refs)?;
+                for (i, row) in p.outer_iter().enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        out[start + i][j] += v / k;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Predicted class index of each sequence.
+    pub fn predict(&mut self, seqs: &[Array2<f32>], batch: usize) -> Result<Vec<usize>> {
+        Ok(self
+            .probabilities(seqs, batch)?
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |a, (i, &v)| if v > a.1 { (i, v) } else { a },
+                    )
+                    .0
+            })
+            .collect())
+    }
+
+    /// Saves every member (parameters prefixed `member{k}.`), the configuration, labels
+    /// and scaling in one safetensors file.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut w = TensorWriter::new();
+        for (k, m) in self.members.iter().enumerate() {
+            for (name, p) in m.named_parameters() {
+                w.add(&format!("member{k}.{name}"), &p.shape, &p.value);
+            }
+        }
+        for (k, v) in self.members[0].metadata_entries() {
+            w.metadata(&k, &v);
+        }
+        w.metadata("members", &self.members.len().to_string());
+        w.write(path)
+    }
+
+    /// Loads a file written by [`ClassifierEnsemble::save`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let file = TensorFile::read(path.as_ref())?;
+        let shown = path.as_ref().display().to_string();
+        let (config, meta): (RnnConfig, ClassifierMeta) =
+            super::read_meta(&file, "classify", &shown)?;
+        let count: usize = file
+            .metadata("members")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(1)
+            .max(1);
+        let mut members = Vec::with_capacity(count);
+        for k in 0..count {
+            let mut m = SequenceClassifier::new(
+                config.clone(),
+                meta.clone(),
+                &mut rand::rngs::mock::StepRng::new(0, 0),
+            )?;
+            super::load_params(&mut m, &file, &format!("member{k}."))?;
+            m.rnn.eval();
+            members.push(m);
+        }
+        Ok(ClassifierEnsemble { members })
+    }
+}
+
+impl Parameters for SequenceClassifier {
+    fn named_parameters(&self) -> Vec<(String, &Param)> {
+        let mut v: Vec<(String, &Param)> = self
+            .rnn
+            .named_parameters()
+            .into_iter()
+            .map(|(n, p)| (format!("rnn.{n}"), p))
+            .collect();
+        v.extend(
+            self.head
+                .named_parameters()
+                .into_iter()
+                .map(|(n, p)| (format!("head.{n}"), p)),
+        );
+        v
+    }
+    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut v: Vec<(String, &mut Param)> = self
+            .rnn
+            .named_parameters_mut()
+            .into_iter()
+            .map(|(n, p)| (format!("rnn.{n}"), p))
+            .collect();
+        v.extend(
+            self.head
+                .named_parameters_mut()
+                .into_iter()
+                .map(|(n, p)| (format!("head.{n}"), p)),
+        );
+        v
+    }
+}
+
+/// A classifier with its training and validation sets (already label-encoded).
+pub struct ClassificationTask {
+    /// The model.
+    pub model: SequenceClassifier,
+    /// Training sequences and class indices.
+    pub train: (Vec<Array2<f32>>, Vec<usize>),
+    /// Validation sequences and class indices.
+    pub val: (Vec<Array2<f32>>, Vec<usize>),
+    /// Label smoothing of the training loss.
+    pub label_smoothing: f32,
+}
+
+impl ClassificationTask {
+    fn loss(&self) -> CrossEntropyLoss {
+        CrossEntropyLoss {
+            label_smoothing: self.label_smoothing,
+            ..Default::default()
+        }
+    }
+}
+
+impl Parameters for ClassificationTask {
+    fn named_parameters(&self) -> Vec<(String, &Param)> {
+        self.model.named_parameters()
+    }
+    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
+        self.model.named_parameters_mut()
+    }
+}
+
+impl Trainable for ClassificationTask {
+    fn train_len(&self) -> usize {
+        self.train.0.len()
+    }
+
+    fn train_batch(
+        &mut self,
+        batch: &[usize],
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<(f64, usize)> {
+        let seqs: Vec<&Array2<f32>> = batch.iter().map(|&i| &self.train.0[i]).collect();
+        let targets: Vec<i64> = batch.iter().map(|&i| self.train.1[i] as i64).collect();
+        let logits = self.model.forward_train(&seqs, rng)?;
+        let loss = self.loss().forward(&logits, &targets, &[targets.len()])?;
+        self.model.backward(&loss.grad)?;
+        Ok((loss.item() as f64 * batch.len() as f64, batch.len()))
+    }
+
+    fn validation_loss(&mut self) -> Result<f64> {
+        if self.val.0.is_empty() {
+            return Ok(0.0);
+        }
+        let mut total = 0.0;
+        for (chunk, labels) in self.val.0.chunks(64).zip(self.val.1.chunks(64)) {
+            let refs: Vec<&Array2<f32>> = chunk.iter().collect();
+            let logits = self.model.logits(&refs)?;
+            let targets: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+            let loss = CrossEntropyLoss::default().forward(&logits, &targets, &[targets.len()])?;
+            total += loss.item() as f64 * labels.len() as f64;
+        }
+        Ok(total / self.val.0.len() as f64)
+    }
+
+    fn metadata(&self) -> Vec<(String, String)> {
+        self.model.metadata_entries()
+    }
+}
+
+/// `Mode` and sizes for a default classifier (used by the CLI and examples).
+pub fn default_classifier_config(mode: Mode, input_size: usize, hidden_size: usize) -> RnnConfig {
+    RnnConfig::new(mode, input_size, hidden_size).with_batch_first(true)
+}

@@ -1,0 +1,320 @@
+//! The training loop shared by the task models: shuffled mini-batches, Adam, gradient
+//! clipping, validation after every epoch, early stopping with the best weights kept,
+//! an epoch and/or time budget, progress reports, and checkpoints to resume from.
+
+use crate::error::{Error, Result};
+use crate::io::{TensorFile, TensorWriter};
+use crate::optim::{clip_grad_norm, Adam, Optimizer, OptimizerState};
+use crate::param::Parameters;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A model with its training and validation data.
+pub trait Trainable: Parameters {
+    /// Number of training examples.
+    fn train_len(&self) -> usize;
+    /// Forward and backward on the training examples `batch`; gradients are accumulated
+    /// for the batch's mean loss. Returns `(sum of losses, number of loss terms)`.
+    fn train_batch(
+        &mut self,
+        batch: &[usize],
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<(f64, usize)>;
+    /// Mean loss on the validation data (inference mode).
+    fn validation_loss(&mut self) -> Result<f64>;
+    /// Metadata describing the model (stored in checkpoints and model files).
+    fn metadata(&self) -> Vec<(String, String)>;
+}
+
+/// Settings of [`fit`].
+#[derive(Debug, Clone)]
+pub struct FitSettings {
+    /// Maximum number of epochs.
+    pub epochs: usize,
+    /// Stop after this much training time (checked between batches).
+    pub time_budget: Option<Duration>,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Seed of the shuffling and dropout streams.
+    pub seed: u64,
+    /// Epochs without validation improvement before stopping.
+    pub patience: usize,
+    /// Gradient-norm clipping threshold.
+    pub clip_norm: f32,
+    /// Where to write a checkpoint after every epoch (and read it with `resume`).
+    pub checkpoint: Option<PathBuf>,
+    /// Continue from `checkpoint`.
+    pub resume: bool,
+}
+
+/// One epoch's numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Validation loss.
+    pub val_loss: f64,
+    /// Seconds since the start of training (across resumes).
+    pub seconds: f64,
+}
+
+/// What [`fit`] did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitReport {
+    /// Per-epoch history.
+    pub history: Vec<EpochRecord>,
+    /// Epoch whose weights were kept (1-based).
+    pub best_epoch: usize,
+    /// Its validation loss.
+    pub best_val_loss: f64,
+    /// Why training stopped: `"epochs"`, `"early_stopping"` or `"time_budget"`.
+    pub stopped_by: String,
+    /// Training seconds (across resumes).
+    pub seconds: f64,
+    /// Training examples processed per second.
+    pub examples_per_second: f64,
+}
+
+/// Progress callbacks (a progress bar, log lines, or nothing).
+pub trait Progress {
+    /// Called after each batch with the epoch, batch index, batch count and running loss.
+    fn batch(
+        &mut self,
+        _epoch: usize,
+        _batch: usize,
+        _batches: usize,
+        _loss: f64,
+        _examples_per_second: f64,
+    ) {
+    }
+    /// Called after each epoch.
+    fn epoch(&mut self, _record: &EpochRecord, _improved: bool) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FitState {
+    epoch: usize,
+    best_epoch: usize,
+    best_val_loss: f64,
+    bad_epochs: usize,
+    seconds: f64,
+    examples: f64,
+    history: Vec<EpochRecord>,
+    finished: Option<String>,
+}
+
+/// Trains `model` and leaves the best weights (lowest validation loss) in it.
+pub fn fit(
+    model: &mut dyn Trainable,
+    settings: &FitSettings,
+    progress: &mut dyn Progress,
+) -> Result<FitReport> {
+    let mut opt = Adam::new(settings.lr);
+    let mut state = FitState {
+        epoch: 0,
+        best_epoch: 0,
+        best_val_loss: f64::INFINITY,
+        bad_epochs: 0,
+        seconds: 0.0,
+        examples: 0.0,
+        history: Vec::new(),
+        finished: None,
+    };
+    let mut best: Vec<Vec<f32>> = values(model);
+    if settings.resume {
+        let path = settings.checkpoint.as_ref().ok_or_else(|| {
+            Error::Invalid("--resume needs the model path of the stopped run".into())
+        })?;
+        let (s, b) = load_checkpoint(path, model, &mut opt)?;
+        state = s;
+        // A run stopped by its time budget continues; one that ended by itself stays ended.
+        if state.finished.as_deref() == Some("time_budget") {
+            state.finished = None;
+        }
+        best = b;
+    }
+    if state.finished.is_none() && model.train_len() == 0 {
+        return Err(Error::Invalid("no training examples".into()));
+    }
+    let start = Instant::now();
+    let seconds_before = state.seconds;
+    let batch_size = settings.batch_size.max(1);
+    while state.finished.is_none() {
+        if state.epoch >= settings.epochs {
+            state.finished = Some("epochs".into());
+            break;
+        }
+        let epoch = state.epoch + 1;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(
+            settings
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(epoch as u64),
+        );
+        let mut order: Vec<usize> = (0..model.train_len()).collect();
+        order.shuffle(&mut rng);
+        let batches: Vec<&[usize]> = order.chunks(batch_size).collect();
+        let (mut loss_sum, mut loss_count) = (0.0, 0usize);
+        let mut out_of_time = false;
+        for (bi, batch) in batches.iter().enumerate() {
+            model.zero_grad();
+            let (l, c) = model.train_batch(batch, &mut rng)?;
+            if !l.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "training diverged: loss is {l} at epoch {epoch}; try a smaller --lr"
+                )));
+            }
+            clip_grad_norm(&mut model.named_parameters_mut(), settings.clip_norm, 2.0);
+            opt.step(&mut model.named_parameters_mut());
+            loss_sum += l;
+            loss_count += c;
+            state.examples += batch.len() as f64;
+            let elapsed = seconds_before + start.elapsed().as_secs_f64();
+            progress.batch(
+                epoch,
+                bi + 1,
+                batches.len(),
+                loss_sum / loss_count.max(1) as f64,
+                state.examples / elapsed.max(1e-9),
+            );
+            if settings.time_budget.is_some_and(|b| start.elapsed() >= b) {
+                out_of_time = true;
+                break;
+            }
+        }
+        let val = model.validation_loss()?;
+        state.epoch = epoch;
+        state.seconds = seconds_before + start.elapsed().as_secs_f64();
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / loss_count.max(1) as f64,
+            val_loss: val,
+            seconds: state.seconds,
+        };
+        let improved = val < state.best_val_loss;
+        if improved {
+            state.best_val_loss = val;
+            state.best_epoch = epoch;
+            state.bad_epochs = 0;
+            best = values(model);
+        } else {
+            state.bad_epochs += 1;
+        }
+        progress.epoch(&record, improved);
+        state.history.push(record);
+        if out_of_time {
+            state.finished = Some("time_budget".into());
+        } else if state.bad_epochs >= settings.patience {
+            state.finished = Some("early_stopping".into());
+        } else if state.epoch >= settings.epochs {
+            state.finished = Some("epochs".into());
+        }
+        if let Some(path) = &settings.checkpoint {
+            save_checkpoint(path, model, &opt, &state, &best)?;
+        }
+    }
+    set_values(model, &best);
+    Ok(FitReport {
+        best_epoch: state.best_epoch,
+        best_val_loss: state.best_val_loss,
+        stopped_by: state.finished.clone().unwrap_or_default(),
+        seconds: state.seconds,
+        examples_per_second: state.examples / state.seconds.max(1e-9),
+        history: state.history,
+    })
+}
+
+fn values(model: &dyn Trainable) -> Vec<Vec<f32>> {
+    model
+        .named_parameters()
+        .iter()
+        .map(|(_, p)| p.value.clone())
+        .collect()
+}
+
+fn set_values(model: &mut dyn Trainable, values: &[Vec<f32>]) {
+    for ((_, p), v) in model.named_parameters_mut().into_iter().zip(values) {
+        p.value.copy_from_slice(v);
+    }
+}
+
+/// The checkpoint path used for a model path: `MODEL.checkpoint`.
+pub fn checkpoint_path(model_path: &Path) -> PathBuf {
+    let mut s = model_path.as_os_str().to_owned();
+    s.push(".checkpoint");
+    PathBuf::from(s)
+}
+
+fn save_checkpoint(
+    path: &Path,
+    model: &dyn Trainable,
+    opt: &Adam,
+    state: &FitState,
+    best: &[Vec<f32>],
+) -> Result<()> {
+    let mut w = TensorWriter::new();
+    for ((name, p), b) in model.named_parameters().into_iter().zip(best) {
+        w.add(&name, &p.shape, &p.value);
+        w.add(&format!("best.{name}"), &p.shape, b);
+    }
+    opt.state().write_into(&mut w);
+    for (k, v) in model.metadata() {
+        w.metadata(&k, &v);
+    }
+    w.metadata("fit", &serde_json::to_string(state).expect("serialisable"));
+    w.write(path)
+}
+
+fn load_checkpoint(
+    path: &Path,
+    model: &mut dyn Trainable,
+    opt: &mut Adam,
+) -> Result<(FitState, Vec<Vec<f32>>)> {
+    let file = TensorFile::read(path)?;
+    let shown = path.display().to_string();
+    let state: FitState =
+        serde_json::from_str(file.metadata("fit").ok_or_else(|| Error::Missing {
+            name: "fit state".into(),
+            place: shown.clone(),
+        })?)
+        .map_err(|e| Error::File {
+            path: shown.clone(),
+            message: format!("fit state: {e}"),
+        })?;
+    if let Some((k, _)) = model
+        .metadata()
+        .into_iter()
+        .find(|(k, v)| k != "fit" && file.metadata(k) != Some(v.as_str()))
+    {
+        return Err(Error::File {
+            path: shown,
+            message: format!(
+                "checkpoint does not match this run's data or settings (metadata `{k}` differs)"
+            ),
+        });
+    }
+    let mut best = Vec::new();
+    for (name, p) in model.named_parameters_mut() {
+        let v = file.require_f32(&name)?;
+        p.assign(&name, v.shape(), v.as_slice().expect("standard"))?;
+        best.push(
+            file.require_f32(&format!("best.{name}"))?
+                .iter()
+                .copied()
+                .collect(),
+        );
+    }
+    opt.load_state(&OptimizerState::read_from(&file)?)?;
+    Ok((state, best))
+}
