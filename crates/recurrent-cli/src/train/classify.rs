@@ -172,7 +172,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
             };
             let mut member_settings = settings.clone();
             member_settings.seed = seed;
-            member_settings.checkpoint = settings.checkpoint.as_ref().map(|p| member_checkpoint(p, k));
+            member_settings.checkpoint = settings.checkpoint.as_ref().map(|p| super::member_checkpoint(p, k));
             // Members the stopped run never reached start fresh.
             member_settings.resume = settings.resume && member_settings.checkpoint.as_ref().is_some_and(|p| p.exists());
             member_settings.time_budget = settings.time_budget.map(|t| t / members as u32);
@@ -205,27 +205,9 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         });
         let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
         settings_json["ensemble"] = members.into();
-        let checkpoints: Vec<PathBuf> = (0..members).filter_map(|k| settings.checkpoint.as_ref().map(|p| member_checkpoint(p, k))).collect();
-        c.finish(metrics, &merge_reports(&reports), settings_json, &checkpoints)
+        let checkpoints: Vec<PathBuf> = (0..members).filter_map(|k| settings.checkpoint.as_ref().map(|p| super::member_checkpoint(p, k))).collect();
+        c.finish(metrics, &super::merge_reports(&reports), settings_json, &checkpoints)
     })
-}
-
-fn member_checkpoint(base: &std::path::Path, k: usize) -> PathBuf {
-    let mut s = base.as_os_str().to_owned();
-    s.push(format!(".m{k}"));
-    PathBuf::from(s)
-}
-
-/// One report for the whole ensemble: the first member's curves, summed time.
-fn merge_reports(reports: &[FitReport]) -> FitReport {
-    let mut r = reports[0].clone();
-    r.seconds = reports.iter().map(|x| x.seconds).sum();
-    let examples: f64 = reports
-        .iter()
-        .map(|x| x.examples_per_second * x.seconds)
-        .sum();
-    r.examples_per_second = examples / r.seconds.max(1e-9);
-    r
 }
 
 /// Rows: true class; columns: predicted class.

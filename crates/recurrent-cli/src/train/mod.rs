@@ -2,7 +2,8 @@
 //! output, reports and plots.
 
 pub mod classify;
-mod plot;
+pub mod forecast;
+pub mod plot;
 mod progress;
 
 use clap::{Args, Subcommand};
@@ -18,12 +19,15 @@ pub use progress::CliProgress;
 pub enum TrainTask {
     /// Sequence classification (N vs 1) from long CSV or UEA/UCR `.ts` files.
     Classify(classify::ClassifyArgs),
+    /// Forecasting from a CSV series, evaluated with a rolling origin on held-out points.
+    Forecast(forecast::ForecastArgs),
 }
 
 /// Runs a training task.
 pub fn run(task: TrainTask) -> Result<()> {
     match task {
         TrainTask::Classify(a) => classify::run(a),
+        TrainTask::Forecast(a) => forecast::run(a),
     }
 }
 
@@ -262,6 +266,25 @@ pub fn stratified_split(labels: &[usize], fraction: f64, seed: u64) -> (Vec<usiz
     train.sort_unstable();
     val.sort_unstable();
     (train, val)
+}
+
+/// Checkpoint of ensemble member `k`: `BASE.m{k}`.
+pub fn member_checkpoint(base: &Path, k: usize) -> PathBuf {
+    let mut s = base.as_os_str().to_owned();
+    s.push(format!(".m{k}"));
+    PathBuf::from(s)
+}
+
+/// One report for an ensemble: the first member's curves, summed time.
+pub fn merge_reports(reports: &[FitReport]) -> FitReport {
+    let mut r = reports[0].clone();
+    r.seconds = reports.iter().map(|x| x.seconds).sum();
+    let examples: f64 = reports
+        .iter()
+        .map(|x| x.examples_per_second * x.seconds)
+        .sum();
+    r.examples_per_second = examples / r.seconds.max(1e-9);
+    r
 }
 
 /// Prints a line unless quiet.

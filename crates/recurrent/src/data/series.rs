@@ -54,7 +54,8 @@ fn is_missing(s: &str) -> bool {
 }
 
 /// Reads a CSV time series. The first column is taken as the time index when its first
-/// value is not a number; every other column must be numeric.
+/// value is not a number or its name is a time word (`date`, `year`, `month`, `time`, ...);
+/// every other column must be numeric.
 pub fn read_series_csv(path: impl AsRef<Path>, missing: MissingValues) -> Result<SeriesTable> {
     let path = path.as_ref();
     let shown = path.display().to_string();
@@ -85,9 +86,22 @@ pub fn parse_series_csv(text: &str, shown: &str, missing: MissingValues) -> Resu
     if records.is_empty() {
         return Err(data_error(&shown, 0, "no data rows"));
     }
+    const TIME_NAMES: [&str; 10] = [
+        "date",
+        "time",
+        "timestamp",
+        "datetime",
+        "year",
+        "month",
+        "week",
+        "day",
+        "period",
+        "ds",
+    ];
     let first_is_index = records[0]
         .get(0)
-        .is_some_and(|v| !is_missing(v) && v.trim().parse::<f64>().is_err());
+        .is_some_and(|v| !is_missing(v) && v.trim().parse::<f64>().is_err())
+        || TIME_NAMES.contains(&header[0].to_ascii_lowercase().as_str());
     let start = usize::from(first_is_index);
     let columns: Vec<String> = header[start..].to_vec();
     if columns.is_empty() {

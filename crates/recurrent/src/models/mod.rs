@@ -3,9 +3,13 @@
 
 pub mod classifier;
 pub mod fit;
+pub mod forecaster;
 
 pub use classifier::{ClassificationTask, ClassifierEnsemble, ClassifierMeta, SequenceClassifier};
 pub use fit::{fit, FitReport, FitSettings, Progress, Silent, Trainable};
+pub use forecaster::{
+    detect_season, ForecastMeta, ForecastTask, Forecaster, ForecasterEnsemble, Transform,
+};
 
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};

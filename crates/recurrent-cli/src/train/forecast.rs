@@ -1,0 +1,357 @@
+//! `recurrent train forecast`.
+
+use super::{say, CliProgress, CommonArgs, Defaults};
+use clap::Args;
+use rand::SeedableRng;
+use recurrent::data::{parse_series_csv, read_series_csv, MissingValues, SeriesTable};
+use recurrent::models::{
+    detect_season, fit, FitReport, ForecastMeta, ForecastTask, Forecaster, ForecasterEnsemble,
+    Transform,
+};
+use recurrent::{Error, Result};
+use std::path::PathBuf;
+
+const DEFAULTS: Defaults = Defaults {
+    hidden_size: 32,
+    num_layers: 1,
+    bidirectional: false,
+    dropout: 0.0,
+    epochs: 300,
+    batch_size: 16,
+    lr: 3e-3,
+    patience: 40,
+    out: "forecaster.safetensors",
+};
+
+/// Options of `train forecast`.
+#[derive(Args, Debug, Clone)]
+pub struct ForecastArgs {
+    /// CSV with a header: optional date column, numeric columns (default: the bundled
+    /// airline passengers series, with `--horizon 12`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Column to forecast (optional when the file has one numeric column).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Steps ahead forecast from each origin (default 1; 12 for the bundled data).
+    #[arg(long)]
+    pub horizon: Option<usize>,
+    /// Points held out at the end and forecast with a rolling origin (default: the horizon).
+    #[arg(long)]
+    pub test_size: Option<usize>,
+    /// Other columns whose past values are model inputs, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub inputs: Vec<String>,
+    /// Fill missing values by linear interpolation instead of failing.
+    #[arg(long)]
+    pub interpolate: bool,
+    /// Seasonal period (default: detected from the autocorrelation of the training part).
+    #[arg(long)]
+    pub season: Option<usize>,
+    /// Past steps the model sees (default: two seasons, at least 16).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Models trained from consecutive seeds whose forecasts are averaged.
+    #[arg(long, default_value_t = 5)]
+    pub ensemble: usize,
+    /// Where to write the held-out forecast as CSV.
+    #[arg(long, default_value = "forecast.csv")]
+    pub forecast_csv: PathBuf,
+    /// Where to draw history, truth and forecast as PNG.
+    #[arg(long, default_value = "forecast.png")]
+    pub forecast_plot: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+struct Errors {
+    rmse: f64,
+    mae: f64,
+    mape: f64,
+    mse: f64,
+}
+
+fn errors(truth: &[f32], pred: &[f32]) -> Errors {
+    let n = truth.len().max(1) as f64;
+    let mse = truth
+        .iter()
+        .zip(pred)
+        .map(|(t, p)| ((t - p) as f64).powi(2))
+        .sum::<f64>()
+        / n;
+    let mae = truth
+        .iter()
+        .zip(pred)
+        .map(|(t, p)| ((t - p) as f64).abs())
+        .sum::<f64>()
+        / n;
+    let nz: Vec<(f32, f32)> = truth
+        .iter()
+        .zip(pred)
+        .filter(|(t, _)| **t != 0.0)
+        .map(|(t, p)| (*t, *p))
+        .collect();
+    let mape = 100.0
+        * nz.iter()
+            .map(|(t, p)| ((t - p) / t).abs() as f64)
+            .sum::<f64>()
+        / nz.len().max(1) as f64;
+    Errors {
+        rmse: mse.sqrt(),
+        mae,
+        mape,
+        mse,
+    }
+}
+
+/// Runs `train forecast`.
+pub fn run(a: ForecastArgs) -> Result<()> {
+    let c = &a.common;
+    c.check_paths(&DEFAULTS)?;
+    let missing = if a.interpolate {
+        MissingValues::Interpolate
+    } else {
+        MissingValues::Error
+    };
+    let (table, bundled): (SeriesTable, bool) = match &a.data {
+        Some(p) => {
+            super::input_exists(p)?;
+            (read_series_csv(p, missing)?, false)
+        }
+        None => (
+            parse_series_csv(
+                include_str!("../../../../data/airline/airline.csv"),
+                "bundled airline.csv",
+                missing,
+            )?,
+            true,
+        ),
+    };
+    let target = match (&a.target, table.columns.len()) {
+        (Some(t), _) => t.clone(),
+        (None, 1) => table.columns[0].clone(),
+        (None, _) => {
+            return Err(Error::Invalid(format!(
+                "the file has several numeric columns ({}); choose one with --target",
+                table.columns.join(", ")
+            )))
+        }
+    };
+    let target_col = table.column(&target)?;
+    let input_cols = a
+        .inputs
+        .iter()
+        .map(|n| table.column(n))
+        .collect::<Result<Vec<_>>>()?;
+    let horizon = a.horizon.unwrap_or(if bundled { 12 } else { 1 });
+    if horizon == 0 {
+        return Err(Error::Invalid("--horizon must be at least 1".into()));
+    }
+    let test_size = a.test_size.unwrap_or(horizon);
+    let n = table.len();
+    let mut raw: Vec<Vec<f32>> = vec![table.values[target_col].clone()];
+    raw.extend(input_cols.iter().map(|&i| table.values[i].clone()));
+    if test_size == 0 || n < test_size + 2 * horizon + 8 {
+        return Err(Error::Invalid(format!(
+            "series {target:?} has {n} points: too short to hold out {test_size} and learn {horizon}-step forecasts (needs at least {})",
+            test_size + 2 * horizon + 8
+        )));
+    }
+    let train_len = n - test_size;
+    let transform = Transform::for_series(&raw[0]);
+    let transformed_train: Vec<f32> = raw[0][..train_len]
+        .iter()
+        .map(|&v| transform.apply(v))
+        .collect();
+    let season = a
+        .season
+        .unwrap_or_else(|| detect_season(&transformed_train, (train_len / 3).min(400)))
+        .max(1);
+    let window = a
+        .window
+        .unwrap_or((2 * season).max(16))
+        .min((train_len - horizon) / 2)
+        .max(1);
+
+    // Scaling from the training part only.
+    let stats = |v: &[f32]| {
+        let m = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        let s = (v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        (m as f32, if s > 1e-8 { s as f32 } else { 1.0 })
+    };
+    let mut mean = Vec::new();
+    let mut std = Vec::new();
+    for (ci, col) in raw.iter().enumerate() {
+        let part: Vec<f32> = if ci == 0 {
+            transformed_train.clone()
+        } else {
+            col[..train_len].to_vec()
+        };
+        let (m, s) = stats(&part);
+        mean.push(m);
+        std.push(s);
+    }
+    let mut meta = ForecastMeta {
+        target: target.clone(),
+        inputs: a.inputs.clone(),
+        horizon,
+        window,
+        season,
+        transform,
+        seasonal_base: vec![false; horizon],
+        mean,
+        std,
+        residual_scale: 1.0,
+    };
+    let cols_all: Vec<Vec<f32>> = raw
+        .iter()
+        .enumerate()
+        .map(|(ci, col)| col.iter().map(|&v| meta.transform(ci, v)).collect())
+        .collect();
+    let cols_train: Vec<Vec<f32>> = cols_all.iter().map(|c| c[..train_len].to_vec()).collect();
+    let ends: Vec<usize> = (window - 1..train_len - horizon).collect();
+    if ends.len() < 4 {
+        return Err(Error::Invalid(format!(
+            "only {} training windows; use a shorter --window or more data",
+            ends.len()
+        )));
+    }
+    // Per horizon step, the baseline that fits the training part better.
+    for h in 1..=horizon {
+        let err = |seasonal: bool| {
+            let mut m2 = meta.clone();
+            m2.seasonal_base[h - 1] = seasonal;
+            ends.iter()
+                .map(|&t| (cols_train[0][t + h] - m2.base(&cols_train[0], t, h)).abs() as f64)
+                .sum::<f64>()
+        };
+        meta.seasonal_base[h - 1] = season > 1 && err(true) < err(false);
+    }
+    let residuals: Vec<f32> = ends
+        .iter()
+        .flat_map(|&t| (1..=horizon).map(move |h| (t, h)))
+        .map(|(t, h)| cols_train[0][t + h] - meta.base(&cols_train[0], t, h))
+        .collect();
+    meta.residual_scale = (residuals.iter().map(|r| (r * r) as f64).sum::<f64>()
+        / residuals.len() as f64)
+        .sqrt()
+        .max(1e-3) as f32;
+    let n_val = (ends.len() / 5).max(1);
+    let (train_ends, val_ends) = ends.split_at(ends.len() - n_val);
+
+    let cfg = c.rnn_config(&DEFAULTS, raw.len())?;
+    let settings = c.fit_settings(&DEFAULTS);
+    say(
+        c.quiet,
+        &format!(
+            "forecast {target:?}: {n} points, last {test_size} held out, horizon {horizon}, season {season}, window {window}, transform {transform:?}; {} H={}",
+            cfg.mode, cfg.hidden_size
+        ),
+    );
+    let members = a.ensemble.max(1);
+    c.with_threads(|| {
+        let mut ensemble = ForecasterEnsemble { members: Vec::new() };
+        let mut reports: Vec<FitReport> = Vec::new();
+        for k in 0..members {
+            let seed = c.seed.wrapping_add(k as u64);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut task = ForecastTask {
+                model: Forecaster::new(cfg.clone(), meta.clone(), &mut rng)?,
+                cols: cols_train.clone(),
+                train_ends: train_ends.to_vec(),
+                val_ends: val_ends.to_vec(),
+            };
+            let mut s = settings.clone();
+            s.seed = seed;
+            s.checkpoint = settings.checkpoint.as_ref().map(|p| super::member_checkpoint(p, k));
+            s.resume = settings.resume && s.checkpoint.as_ref().is_some_and(|p| p.exists());
+            s.time_budget = settings.time_budget.map(|t| t / members as u32);
+            let mut progress = CliProgress::new(c.quiet, Some(settings.epochs), "windows");
+            reports.push(fit(&mut task, &s, &mut progress)?);
+            drop(progress);
+            task.model.rnn.eval();
+            ensemble.members.push(task.model);
+        }
+
+        // Rolling origin over the held-out part: each forecast sees the truth before it.
+        let origins: Vec<usize> = (train_len..n).step_by(horizon).collect();
+        let ends: Vec<usize> = origins.iter().map(|o| o - 1).collect();
+        let forecasts = ensemble.forecast(&cols_all, &ends)?;
+        let y = &raw[0];
+        let mut rows = Vec::new();
+        for (oi, &o) in origins.iter().enumerate() {
+            for h in 1..=horizon {
+                let t = o - 1 + h;
+                if t >= n {
+                    break;
+                }
+                let naive = y[o - 1];
+                let seasonal = if season > 1 && o >= season { y[o - season + (h - 1) % season] } else { naive };
+                rows.push((t, y[t], forecasts[oi][h - 1], naive, seasonal, o));
+            }
+        }
+        let truth: Vec<f32> = rows.iter().map(|r| r.1).collect();
+        let model_e = errors(&truth, &rows.iter().map(|r| r.2).collect::<Vec<_>>());
+        let naive_e = errors(&truth, &rows.iter().map(|r| r.3).collect::<Vec<_>>());
+        let seasonal_e = errors(&truth, &rows.iter().map(|r| r.4).collect::<Vec<_>>());
+        let out = c.out_path(&DEFAULTS);
+        ensemble.save(&out)?;
+        write_forecast_csv(&a.forecast_csv, &table.index, &rows)?;
+        draw_forecast(&a.forecast_plot, &target, y, train_len, &rows)?;
+        say(c.quiet, &format!("{:<16}{:>12}{:>12}{:>10}{:>14}", "held-out errors", "RMSE", "MAE", "MAPE %", "MSE"));
+        for (name, e) in [("model", &model_e), ("naive", &naive_e), ("seasonal naive", &seasonal_e)] {
+            say(c.quiet, &format!("{name:<16}{:>12.3}{:>12.3}{:>10.2}{:>14.3}", e.rmse, e.mae, e.mape, e.mse));
+        }
+        say(c.quiet, &format!("forecast written to {} and {}; model to {}", a.forecast_csv.display(), a.forecast_plot.display(), out.display()));
+        let metrics = serde_json::json!({
+            "task": "forecast", "target": target, "horizon": horizon, "test_size": test_size, "points_forecast": rows.len(),
+            "test_rmse": model_e.rmse, "test_mae": model_e.mae, "test_mape": model_e.mape, "test_mse": model_e.mse,
+            "naive_rmse": naive_e.rmse, "naive_mae": naive_e.mae, "naive_mape": naive_e.mape, "naive_mse": naive_e.mse,
+            "seasonal_naive_rmse": seasonal_e.rmse, "seasonal_naive_mae": seasonal_e.mae, "seasonal_naive_mape": seasonal_e.mape,
+            "seasonal_naive_mse": seasonal_e.mse, "season": season, "window": window, "transform": format!("{transform:?}").to_lowercase(), "ensemble": members,
+        });
+        let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
+        settings_json["ensemble"] = members.into();
+        let checkpoints: Vec<PathBuf> = (0..members).filter_map(|k| settings.checkpoint.as_ref().map(|p| super::member_checkpoint(p, k))).collect();
+        c.finish(metrics, &super::merge_reports(&reports), settings_json, &checkpoints)
+    })
+}
+
+type Row = (usize, f32, f32, f32, f32, usize);
+
+fn write_forecast_csv(path: &std::path::Path, index: &[String], rows: &[Row]) -> Result<()> {
+    let mut s = String::from("time,truth,forecast,naive,seasonal_naive,origin\n");
+    for &(t, truth, f, naive, seasonal, o) in rows {
+        s += &format!("{},{truth},{f},{naive},{seasonal},{}\n", index[t], index[o]);
+    }
+    recurrent::io::write_atomic(path, s.as_bytes())
+}
+
+fn draw_forecast(
+    path: &std::path::Path,
+    target: &str,
+    y: &[f32],
+    train_len: usize,
+    rows: &[Row],
+) -> Result<()> {
+    use plotters::style::{BLACK, BLUE, RED};
+    let history: Vec<(f64, f64)> = y[..train_len]
+        .iter()
+        .enumerate()
+        .map(|(t, &v)| (t as f64, v as f64))
+        .collect();
+    let mut truth: Vec<(f64, f64)> = vec![(train_len as f64 - 1.0, y[train_len - 1] as f64)];
+    truth.extend(rows.iter().map(|r| (r.0 as f64, r.1 as f64)));
+    let forecast: Vec<(f64, f64)> = rows.iter().map(|r| (r.0 as f64, r.2 as f64)).collect();
+    super::plot::lines(
+        path,
+        &format!("{target}: history, held-out truth and forecast"),
+        "time step",
+        target,
+        &[
+            ("history", history, BLUE),
+            ("truth", truth, BLACK),
+            ("forecast", forecast, RED),
+        ],
+    )
+}

@@ -1,0 +1,473 @@
+//! [`Forecaster`]: multi-step forecasting of one series from a window of its past (and of
+//! optional input series). The network predicts corrections to a per-horizon baseline
+//! (the last value, or the value one season earlier, whichever fits the training data
+//! better), on a log scale for positive series, so a model that has learnt nothing
+//! falls back to a sensible forecast and trends extrapolate.
+
+use super::fit::Trainable;
+use crate::config::RnnConfig;
+use crate::error::{Error, Result};
+use crate::io::{TensorFile, TensorWriter};
+use crate::loss::MseLoss;
+use crate::nn::{Linear, Module};
+use crate::param::{Param, Parameters};
+use crate::rnn::{InitialState, OutputGrads, Rnn, Tape};
+use ndarray::{ArrayD, IxDyn};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Transform applied to the target before scaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transform {
+    /// `ln(y)`: positive series (multiplicative seasonality and growth become additive).
+    Log,
+    /// `sqrt(y)`: non-negative series with zeros (counts).
+    Sqrt,
+    /// No transform.
+    None,
+}
+
+impl Transform {
+    /// The default for a series: log if all values are positive, square root if all are
+    /// non-negative, else none.
+    pub fn for_series(values: &[f32]) -> Self {
+        if values.iter().all(|v| *v > 0.0) {
+            Transform::Log
+        } else if values.iter().all(|v| *v >= 0.0) {
+            Transform::Sqrt
+        } else {
+            Transform::None
+        }
+    }
+
+    /// Applies the transform.
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Transform::Log => v.ln(),
+            Transform::Sqrt => v.sqrt(),
+            Transform::None => v,
+        }
+    }
+
+    /// Inverts the transform.
+    pub fn invert(self, v: f32) -> f32 {
+        match self {
+            Transform::Log => v.exp(),
+            Transform::Sqrt => v.max(0.0).powi(2),
+            Transform::None => v,
+        }
+    }
+
+    /// Whether `v` is in the transform's domain.
+    pub fn accepts(self, v: f32) -> bool {
+        match self {
+            Transform::Log => v > 0.0,
+            Transform::Sqrt => v >= 0.0,
+            Transform::None => true,
+        }
+    }
+}
+
+/// Everything a forecaster file stores besides weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecastMeta {
+    /// Name of the forecast column.
+    pub target: String,
+    /// Names of additional input columns (their past values are model inputs).
+    pub inputs: Vec<String>,
+    /// Steps ahead predicted from each origin.
+    pub horizon: usize,
+    /// Past steps the model sees.
+    pub window: usize,
+    /// Seasonal period used by the seasonal baseline (1: none).
+    pub season: usize,
+    /// Variance-stabilising transform of the target.
+    pub transform: Transform,
+    /// For each horizon step, whether the baseline is seasonal (else the last value).
+    pub seasonal_base: Vec<bool>,
+    /// Mean and standard deviation of each transformed column (target first).
+    pub mean: Vec<f32>,
+    /// See `mean`.
+    pub std: Vec<f32>,
+    /// Scale of the residual targets.
+    pub residual_scale: f32,
+}
+
+impl ForecastMeta {
+    /// Transforms raw column `c` values (the target's transform, then standardise).
+    pub fn transform(&self, c: usize, v: f32) -> f32 {
+        let v = if c == 0 { self.transform.apply(v) } else { v };
+        (v - self.mean[c]) / self.std[c]
+    }
+
+    /// Inverse of [`ForecastMeta::transform`] for the target.
+    pub fn untransform(&self, z: f32) -> f32 {
+        self.transform.invert(z * self.std[0] + self.mean[0])
+    }
+
+    /// Baseline of horizon step `h` (1-based) from the transformed target `z` observed up to
+    /// and including index `t`.
+    pub fn base(&self, z: &[f32], t: usize, h: usize) -> f32 {
+        if self.seasonal_base[h - 1] && self.season > 1 && t + 1 >= self.season {
+            z[t + 1 - self.season + (h - 1) % self.season]
+        } else {
+            z[t]
+        }
+    }
+}
+
+/// The forecasting network: recurrent stack over the window, linear head on the last step.
+#[derive(Debug, Clone)]
+pub struct Forecaster {
+    /// Recurrent stack, batch-first, input `1 + inputs.len()` features.
+    pub rnn: Rnn,
+    /// `(horizon, D_out)` head.
+    pub head: Linear,
+    /// Transforms and settings.
+    pub meta: ForecastMeta,
+    tape: Tape,
+    out_shape: Option<Vec<usize>>,
+}
+
+impl Forecaster {
+    /// A new model.
+    pub fn new(config: RnnConfig, meta: ForecastMeta, rng: &mut impl Rng) -> Result<Self> {
+        let config = config.with_batch_first(true);
+        let width = config.num_directions() * config.output_size();
+        let head = Linear::new(width, meta.horizon, true, rng);
+        Ok(Forecaster {
+            rnn: Rnn::new(config, rng)?,
+            head,
+            meta,
+            tape: Tape::default(),
+            out_shape: None,
+        })
+    }
+
+    /// Model input for windows ending at each index of `ends`: `(B, window, features)`,
+    /// values relative to the target's last value. `cols[c][t]` are transformed columns.
+    pub fn windows(&self, cols: &[Vec<f32>], ends: &[usize]) -> ArrayD<f32> {
+        let w = self.meta.window;
+        let mut x = ArrayD::zeros(IxDyn(&[ends.len(), w, cols.len()]));
+        for (b, &t) in ends.iter().enumerate() {
+            let last = cols[0][t];
+            for i in 0..w {
+                let s = t + 1 - w + i;
+                for (c, col) in cols.iter().enumerate() {
+                    x[[b, i, c]] = if c == 0 { col[s] - last } else { col[s] };
+                }
+            }
+        }
+        x
+    }
+
+    fn take_last(&self, out: &ArrayD<f32>) -> ArrayD<f32> {
+        let (b, t, f) = (out.shape()[0], out.shape()[1], out.shape()[2]);
+        let mut last = ArrayD::zeros(IxDyn(&[b, f]));
+        for i in 0..b {
+            for k in 0..f {
+                last[[i, k]] = out[[i, t - 1, k]];
+            }
+        }
+        last
+    }
+
+    /// Scaled residual predictions `(B, horizon)` (inference).
+    pub fn predict_residuals(&mut self, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let out = self.rnn.forward(x.view(), None::<InitialState>, None)?;
+        self.head.set_training(false);
+        self.head.forward(&self.take_last(&out.output))
+    }
+
+    /// Forecasts in the original units for origins after each index of `ends` (each
+    /// window ends at that index): `(B, horizon)` values.
+    pub fn forecast(&mut self, cols: &[Vec<f32>], ends: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let x = self.windows(cols, ends);
+        let r = self.predict_residuals(&x)?;
+        Ok(ends
+            .iter()
+            .enumerate()
+            .map(|(b, &t)| {
+                (1..=self.meta.horizon)
+                    .map(|h| {
+                        let z = self.meta.base(&cols[0], t, h)
+                            + r[[b, h - 1]] * self.meta.residual_scale;
+                        self.meta.untransform(z)
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn forward_train(&mut self, x: &ArrayD<f32>, rng: &mut impl Rng) -> Result<ArrayD<f32>> {
+        self.rnn.train(true);
+        self.head.set_training(true);
+        let out = self
+            .rnn
+            .forward_train_into(x.view(), None, None, rng, &mut self.tape)?;
+        self.out_shape = Some(out.output.shape().to_vec());
+        self.head.forward(&self.take_last(&out.output))
+    }
+
+    fn backward(&mut self, grad: &ArrayD<f32>) -> Result<()> {
+        let shape = self
+            .out_shape
+            .take()
+            .ok_or_else(|| Error::Invalid("backward without forward_train".into()))?;
+        let g_last = self.head.backward(grad)?;
+        let mut g = ArrayD::zeros(IxDyn(&shape));
+        for i in 0..shape[0] {
+            for k in 0..shape[2] {
+                g[[i, shape[1] - 1, k]] = g_last[[i, k]];
+            }
+        }
+        self.rnn.backward(
+            &self.tape,
+            OutputGrads {
+                grad_output: Some(g.view()),
+                ..Default::default()
+            },
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn metadata_entries(&self) -> Vec<(String, String)> {
+        vec![
+            ("task".into(), "forecast".into()),
+            ("config".into(), self.rnn.config().to_json()),
+            (
+                "model".into(),
+                serde_json::to_string(&self.meta).expect("serialisable"),
+            ),
+        ]
+    }
+}
+
+impl Parameters for Forecaster {
+    fn named_parameters(&self) -> Vec<(String, &Param)> {
+        let mut v: Vec<(String, &Param)> = self
+            .rnn
+            .named_parameters()
+            .into_iter()
+            .map(|(n, p)| (format!("rnn.{n}"), p))
+            .collect();
+        v.extend(
+            self.head
+                .named_parameters()
+                .into_iter()
+                .map(|(n, p)| (format!("head.{n}"), p)),
+        );
+        v
+    }
+    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut v: Vec<(String, &mut Param)> = self
+            .rnn
+            .named_parameters_mut()
+            .into_iter()
+            .map(|(n, p)| (format!("rnn.{n}"), p))
+            .collect();
+        v.extend(
+            self.head
+                .named_parameters_mut()
+                .into_iter()
+                .map(|(n, p)| (format!("head.{n}"), p)),
+        );
+        v
+    }
+}
+
+/// Forecasters trained from consecutive seeds; forecasts are averaged.
+#[derive(Debug, Clone)]
+pub struct ForecasterEnsemble {
+    /// The members.
+    pub members: Vec<Forecaster>,
+}
+
+impl ForecasterEnsemble {
+    /// Shared settings.
+    pub fn meta(&self) -> &ForecastMeta {
+        &self.members[0].meta
+    }
+
+    /// Mean forecast of the members (see [`Forecaster::forecast`]).
+    pub fn forecast(&mut self, cols: &[Vec<f32>], ends: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let k = self.members.len() as f32;
+        let mut acc: Option<Vec<Vec<f32>>> = None;
+        for m in &mut self.members {
+            let f = m.forecast(cols, ends)?;
+            match &mut acc {
+                None => {
+                    acc = Some(
+                        f.iter()
+                            .map(|r| r.iter().map(|v| v / k).collect())
+                            .collect(),
+                    )
+                }
+                Some(a) => a
+                    .iter_mut()
+                    .zip(&f)
+                    .for_each(|(ra, rf)| ra.iter_mut().zip(rf).for_each(|(x, y)| *x += y / k)),
+            }
+        }
+        Ok(acc.unwrap_or_default())
+    }
+
+    /// Transformed columns for `raw[c][t]` (target first).
+    pub fn transform_columns(&self, raw: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        let meta = self.meta();
+        if let Some(v) = raw[0].iter().find(|v| !meta.transform.accepts(**v)) {
+            return Err(Error::Invalid(format!(
+                "the model transforms {:?} with {:?}, which is undefined for the value {v} in the data",
+                meta.target, meta.transform
+            )));
+        }
+        Ok(raw
+            .iter()
+            .enumerate()
+            .map(|(c, col)| col.iter().map(|&v| meta.transform(c, v)).collect())
+            .collect())
+    }
+
+    /// Saves all members (`member{k}.` prefixes) and the settings.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut w = TensorWriter::new();
+        for (k, m) in self.members.iter().enumerate() {
+            for (name, p) in m.named_parameters() {
+                w.add(&format!("member{k}.{name}"), &p.shape, &p.value);
+            }
+        }
+        for (k, v) in self.members[0].metadata_entries() {
+            w.metadata(&k, &v);
+        }
+        w.metadata("members", &self.members.len().to_string());
+        w.write(path)
+    }
+
+    /// Loads a file written by [`ForecasterEnsemble::save`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let file = TensorFile::read(path.as_ref())?;
+        let shown = path.as_ref().display().to_string();
+        let (config, meta): (RnnConfig, ForecastMeta) =
+            super::read_meta(&file, "forecast", &shown)?;
+        let count: usize = file
+            .metadata("members")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(1)
+            .max(1);
+        let mut members = Vec::with_capacity(count);
+        for k in 0..count {
+            let mut m = Forecaster::new(
+                config.clone(),
+                meta.clone(),
+                &mut rand::rngs::mock::StepRng::new(0, 0),
+            )?;
+            super::load_params(&mut m, &file, &format!("member{k}."))?;
+            m.rnn.eval();
+            members.push(m);
+        }
+        Ok(ForecasterEnsemble { members })
+    }
+}
+
+/// A forecaster with its training windows.
+pub struct ForecastTask {
+    /// The model.
+    pub model: Forecaster,
+    /// Transformed columns of the training part of the series.
+    pub cols: Vec<Vec<f32>>,
+    /// Window end indices used for training.
+    pub train_ends: Vec<usize>,
+    /// Window end indices used for validation.
+    pub val_ends: Vec<usize>,
+}
+
+impl ForecastTask {
+    fn targets(&self, ends: &[usize]) -> ArrayD<f32> {
+        let m = &self.model.meta;
+        let mut y = ArrayD::zeros(IxDyn(&[ends.len(), m.horizon]));
+        for (b, &t) in ends.iter().enumerate() {
+            for h in 1..=m.horizon {
+                y[[b, h - 1]] =
+                    (self.cols[0][t + h] - m.base(&self.cols[0], t, h)) / m.residual_scale;
+            }
+        }
+        y
+    }
+}
+
+impl Parameters for ForecastTask {
+    fn named_parameters(&self) -> Vec<(String, &Param)> {
+        self.model.named_parameters()
+    }
+    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
+        self.model.named_parameters_mut()
+    }
+}
+
+impl Trainable for ForecastTask {
+    fn train_len(&self) -> usize {
+        self.train_ends.len()
+    }
+
+    fn train_batch(
+        &mut self,
+        batch: &[usize],
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<(f64, usize)> {
+        let ends: Vec<usize> = batch.iter().map(|&i| self.train_ends[i]).collect();
+        let x = self.model.windows(&self.cols, &ends);
+        let y = self.targets(&ends);
+        let pred = self.model.forward_train(&x, rng)?;
+        let loss = MseLoss::default().forward(&pred, &y)?;
+        self.model.backward(&loss.grad)?;
+        Ok((loss.item() as f64 * ends.len() as f64, ends.len()))
+    }
+
+    fn validation_loss(&mut self) -> Result<f64> {
+        let ends = if self.val_ends.is_empty() {
+            self.train_ends.clone()
+        } else {
+            self.val_ends.clone()
+        };
+        let x = self.model.windows(&self.cols, &ends);
+        let y = self.targets(&ends);
+        let pred = self.model.predict_residuals(&x)?;
+        Ok(MseLoss::default().forward(&pred, &y)?.item() as f64)
+    }
+
+    fn metadata(&self) -> Vec<(String, String)> {
+        self.model.metadata_entries()
+    }
+}
+
+/// The seasonal period of a series: the lag in `2..=max_lag` with the highest
+/// autocorrelation of the first differences, if it is a clear peak (above 0.3), else 1.
+pub fn detect_season(series: &[f32], max_lag: usize) -> usize {
+    let d: Vec<f64> = series.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
+    let n = d.len();
+    if n < 8 {
+        return 1;
+    }
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let var: f64 = d.iter().map(|v| (v - mean).powi(2)).sum();
+    if var <= 0.0 {
+        return 1;
+    }
+    let acf = |lag: usize| {
+        (0..n - lag)
+            .map(|i| (d[i] - mean) * (d[i + lag] - mean))
+            .sum::<f64>()
+            / var
+    };
+    let (mut best, mut best_v) = (1, 0.3);
+    for lag in 2..=max_lag.min(n / 2) {
+        let v = acf(lag);
+        if v > best_v {
+            best = lag;
+            best_v = v;
+        }
+    }
+    best
+}
