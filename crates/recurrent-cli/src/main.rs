@@ -1,6 +1,7 @@
 //! The `recurrent` command-line tool: a thin layer over the `recurrent` library.
 
 mod alloc;
+mod apply;
 mod bench;
 mod tensor_commands;
 mod train;
@@ -54,6 +55,42 @@ enum Command {
     /// Trains a model for a task on a data file (or the bundled data).
     #[command(subcommand)]
     Train(train::TrainTask),
+    /// Runs a trained classifier or forecaster on new data and writes CSV.
+    Predict {
+        /// Model written by `recurrent train classify` or `train forecast`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Sequences (long CSV or `.ts`) to classify, or a series CSV to forecast from.
+        #[arg(long)]
+        data: PathBuf,
+        /// CSV to write.
+        #[arg(long, default_value = "predictions.csv")]
+        output: PathBuf,
+        /// Fill missing values of a series by linear interpolation.
+        #[arg(long)]
+        interpolate: bool,
+    },
+    /// Samples text from a language model written by `recurrent train lm`.
+    Generate {
+        /// The model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Text to start from.
+        #[arg(long)]
+        prompt: String,
+        /// Characters to generate.
+        #[arg(long, default_value_t = 500)]
+        length: usize,
+        /// Sampling temperature (lower is more conservative).
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// Sample only among the K most likely characters (0: all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Random seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +109,20 @@ fn main() -> ExitCode {
         } => tensor_commands::backward(&model, &input, &grad, &output),
         Command::Bench(args) => bench::run(&args),
         Command::Train(task) => train::run(task),
+        Command::Predict {
+            model,
+            data,
+            output,
+            interpolate,
+        } => apply::predict(&model, &data, &output, interpolate),
+        Command::Generate {
+            model,
+            prompt,
+            length,
+            temperature,
+            top_k,
+            seed,
+        } => apply::generate(&model, &prompt, length, temperature, top_k, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub mod forecast;
+pub mod lm;
 pub mod plot;
 mod progress;
 
@@ -21,6 +22,8 @@ pub enum TrainTask {
     Classify(classify::ClassifyArgs),
     /// Forecasting from a CSV series, evaluated with a rolling origin on held-out points.
     Forecast(forecast::ForecastArgs),
+    /// Character-level language model on a UTF-8 text; reports held-out bits per character.
+    Lm(lm::LmArgs),
 }
 
 /// Runs a training task.
@@ -28,6 +31,7 @@ pub fn run(task: TrainTask) -> Result<()> {
     match task {
         TrainTask::Classify(a) => classify::run(a),
         TrainTask::Forecast(a) => forecast::run(a),
+        TrainTask::Lm(a) => lm::run(a),
     }
 }
 
@@ -129,6 +133,7 @@ impl CommonArgs {
             seed: self.seed,
             patience: d.patience,
             clip_norm: 1.0,
+            anneal: false,
             checkpoint: Some(recurrent::models::fit::checkpoint_path(&self.out_path(d))),
             resume: self.resume,
         }

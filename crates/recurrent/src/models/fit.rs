@@ -46,6 +46,9 @@ pub struct FitSettings {
     pub patience: usize,
     /// Gradient-norm clipping threshold.
     pub clip_norm: f32,
+    /// Anneal the learning rate to zero along a cosine over the run (measured by the time
+    /// budget when there is one, else by epochs).
+    pub anneal: bool,
     /// Where to write a checkpoint after every epoch (and read it with `resume`).
     pub checkpoint: Option<PathBuf>,
     /// Continue from `checkpoint`.
@@ -168,6 +171,18 @@ pub fn fit(
         let (mut loss_sum, mut loss_count) = (0.0, 0usize);
         let mut out_of_time = false;
         for (bi, batch) in batches.iter().enumerate() {
+            if settings.anneal {
+                let by_time = settings
+                    .time_budget
+                    .map_or(0.0, |b| start.elapsed().as_secs_f64() / b.as_secs_f64());
+                let by_epoch = if settings.epochs == usize::MAX {
+                    0.0
+                } else {
+                    (state.epoch as f64 + bi as f64 / batches.len() as f64) / settings.epochs as f64
+                };
+                let progress = by_time.max(by_epoch).min(1.0);
+                opt.set_lr(settings.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+            }
             model.zero_grad();
             let (l, c) = model.train_batch(batch, &mut rng)?;
             if !l.is_finite() {

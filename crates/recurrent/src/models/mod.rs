@@ -1,10 +1,12 @@
 //! Ready models for the tasks RNNs are used for, with their training loop:
 //! sequence classification (N vs 1), forecasting, and character-level language models.
 
+pub mod char_lm;
 pub mod classifier;
 pub mod fit;
 pub mod forecaster;
 
+pub use char_lm::{CharLm, CharLmMeta, LmState, LmTask};
 pub use classifier::{ClassificationTask, ClassifierEnsemble, ClassifierMeta, SequenceClassifier};
 pub use fit::{fit, FitReport, FitSettings, Progress, Silent, Trainable};
 pub use forecaster::{

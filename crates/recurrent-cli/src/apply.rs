@@ -1,0 +1,126 @@
+//! `recurrent predict` and `recurrent generate`: using trained task models.
+
+use rand::SeedableRng;
+use recurrent::data::{read_sequences, read_series_csv, MissingValues};
+use recurrent::io::{write_atomic, TensorFile};
+use recurrent::models::{CharLm, ClassifierEnsemble, ForecasterEnsemble};
+use recurrent::{Error, Result};
+use std::path::Path;
+
+/// Runs a classifier or forecaster on new data and writes CSV to `output`.
+pub fn predict(model: &Path, data: &Path, output: &Path, interpolate: bool) -> Result<()> {
+    let task = TensorFile::read(model)?
+        .metadata("task")
+        .map(str::to_string);
+    match task.as_deref() {
+        Some("classify") => predict_classes(model, data, output),
+        Some("forecast") => predict_forecast(model, data, output, interpolate),
+        Some("lm") => Err(Error::Invalid(
+            "this is a language model: use `recurrent generate`".into(),
+        )),
+        _ => Err(Error::File {
+            path: model.display().to_string(),
+            message: "not a model written by `recurrent train` (no `task` metadata)".into(),
+        }),
+    }
+}
+
+fn predict_classes(model: &Path, data: &Path, output: &Path) -> Result<()> {
+    let mut m = ClassifierEnsemble::load(model)?;
+    let seqs = read_sequences(data)?;
+    let dims = m.meta().scaler.mean.len();
+    if seqs.dims() != dims {
+        return Err(Error::Invalid(format!(
+            "the model expects {dims} features per step, {} has {}",
+            data.display(),
+            seqs.dims()
+        )));
+    }
+    let probs = m.probabilities(&seqs.sequences, 64)?;
+    let classes = m.meta().classes.clone();
+    let mut s = String::from("case,label,predicted");
+    for c in &classes {
+        s += &format!(",p_{c}");
+    }
+    s.push('\n');
+    let mut correct = 0;
+    for (i, p) in probs.iter().enumerate() {
+        let best = p
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |a, (k, &v)| if v > a.1 { (k, v) } else { a },
+            )
+            .0;
+        correct += usize::from(classes[best] == seqs.labels[i]);
+        s += &format!("{i},{},{}", seqs.labels[i], classes[best]);
+        for v in p {
+            s += &format!(",{v:.6}");
+        }
+        s.push('\n');
+    }
+    write_atomic(output, s.as_bytes())?;
+    println!(
+        "{} sequences classified ({} match the labels in the file); written to {}",
+        probs.len(),
+        correct,
+        output.display()
+    );
+    Ok(())
+}
+
+fn predict_forecast(model: &Path, data: &Path, output: &Path, interpolate: bool) -> Result<()> {
+    let mut m = ForecasterEnsemble::load(model)?;
+    let table = read_series_csv(
+        data,
+        if interpolate {
+            MissingValues::Interpolate
+        } else {
+            MissingValues::Error
+        },
+    )?;
+    let meta = m.meta().clone();
+    let mut raw = vec![table.values[table.column(&meta.target)?].clone()];
+    for name in &meta.inputs {
+        raw.push(table.values[table.column(name)?].clone());
+    }
+    let n = table.len();
+    if n < meta.window {
+        return Err(Error::Invalid(format!(
+            "the model needs the last {} values, {} has {n}",
+            meta.window,
+            data.display()
+        )));
+    }
+    let cols = m.transform_columns(&raw)?;
+    let forecast = m.forecast(&cols, &[n - 1])?;
+    let mut s = format!("step,after,{}\n", meta.target);
+    for (h, v) in forecast[0].iter().enumerate() {
+        s += &format!("{},{},{v}\n", h + 1, table.index[n - 1]);
+    }
+    write_atomic(output, s.as_bytes())?;
+    println!(
+        "{}-step forecast after {} written to {}",
+        meta.horizon,
+        table.index[n - 1],
+        output.display()
+    );
+    Ok(())
+}
+
+/// Samples text from a language model and prints it.
+pub fn generate(
+    model: &Path,
+    prompt: &str,
+    length: usize,
+    temperature: f32,
+    top_k: usize,
+    seed: u64,
+) -> Result<()> {
+    let mut lm = CharLm::load(model)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let text = lm.generate(prompt, length, temperature, top_k, &mut rng)?;
+    println!("{prompt}{text}");
+    Ok(())
+}

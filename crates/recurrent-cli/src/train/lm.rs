@@ -1,0 +1,130 @@
+//! `recurrent train lm`.
+
+use super::{say, CliProgress, CommonArgs, Defaults};
+use clap::Args;
+use rand::SeedableRng;
+use recurrent::data::{read_text, Vocabulary};
+use recurrent::models::{fit, CharLm, LmTask};
+use recurrent::{Error, Result};
+use std::path::PathBuf;
+
+const DEFAULTS: Defaults = Defaults {
+    hidden_size: 512,
+    num_layers: 1,
+    bidirectional: false,
+    dropout: 0.0,
+    epochs: 10,
+    batch_size: 64,
+    lr: 2e-3,
+    patience: 3,
+    out: "lm.safetensors",
+};
+
+/// Options of `train lm`.
+#[derive(Args, Debug, Clone)]
+pub struct LmArgs {
+    /// UTF-8 text file; the last 10% is held out for testing (default: the bundled
+    /// Shakespeare excerpt).
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Characters per training sequence.
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Character embedding size.
+    #[arg(long, default_value_t = 64)]
+    pub embedding_dim: usize,
+    /// Characters of training text per epoch (validation runs after each).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub epoch_chars: usize,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Runs `train lm`.
+pub fn run(a: LmArgs) -> Result<()> {
+    let c = &a.common;
+    c.check_paths(&DEFAULTS)?;
+    if c.bidirectional == Some(true) {
+        return Err(Error::Invalid(
+            "a language model predicts the next character, so it cannot be bidirectional".into(),
+        ));
+    }
+    let text = match &a.text {
+        Some(p) => {
+            super::input_exists(p)?;
+            read_text(p)?
+        }
+        None => include_str!("../../../../data/shakespeare/shakespeare_excerpt.txt").to_string(),
+    };
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() < 1000 {
+        return Err(Error::Invalid(format!(
+            "the text has {} characters; at least 1000 are needed",
+            chars.len()
+        )));
+    }
+    let vocab = Vocabulary::from_text(&text);
+    let ids: Vec<usize> = chars
+        .iter()
+        .map(|&ch| vocab.index(ch).expect("in vocabulary"))
+        .collect();
+    let test_start = ids.len() - ids.len() / 10;
+    let val_len = (test_start / 20).clamp(2, 200_000);
+    let val_start = test_start - val_len;
+    let (train, val, test) = (
+        &ids[..val_start],
+        &ids[val_start..test_start],
+        &ids[test_start..],
+    );
+    let seq_len = a.seq_len.clamp(2, train.len() - 1);
+    let cfg = c
+        .rnn_config(&DEFAULTS, a.embedding_dim)?
+        .with_bidirectional(false);
+    let mut settings = c.fit_settings(&DEFAULTS);
+    settings.anneal = true;
+    say(
+        c.quiet,
+        &format!(
+            "lm: {} characters ({} distinct): {} train, {} validation, {} test; {} H={} layers={}",
+            ids.len(),
+            vocab.len(),
+            train.len(),
+            val.len(),
+            test.len(),
+            cfg.mode,
+            cfg.hidden_size,
+            cfg.num_layers
+        ),
+    );
+    c.with_threads(|| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
+        let model = CharLm::new(cfg.clone(), vocab.clone(), a.embedding_dim, &mut rng)?;
+        let mut task = LmTask {
+            model,
+            train: train.to_vec(),
+            val: val.to_vec(),
+            seq_len,
+            sequences_per_epoch: (a.epoch_chars.min(train.len()) / seq_len).max(1),
+        };
+        let mut progress = CliProgress::new(c.quiet, (settings.epochs != usize::MAX).then_some(settings.epochs), "seq");
+        let report = fit(&mut task, &settings, &mut progress)?;
+        drop(progress);
+        let mut model = task.model;
+        model.rnn.eval();
+        let bpc = model.bits_per_char(test, 64, 256)?;
+        let out = c.out_path(&DEFAULTS);
+        model.save(&out)?;
+        say(c.quiet, &format!("test_bpc: {bpc:.4} (held-out last 10%, {} characters)", test.len()));
+        let prompt: String = chars[test_start..test_start + 40.min(test.len())].iter().collect();
+        let sample = model.generate(&prompt, 200, 0.8, 0, &mut rand::rngs::StdRng::seed_from_u64(c.seed))?;
+        say(c.quiet, &format!("sample (temperature 0.8):\n{prompt}{sample}"));
+        say(c.quiet, &format!("model written to {}", out.display()));
+        let metrics = serde_json::json!({
+            "task": "lm", "test_bpc": bpc, "val_bpc": report.best_val_loss, "characters": ids.len(),
+            "vocabulary_size": vocab.len(), "train_chars": train.len(), "val_chars": val.len(), "test_chars": test.len(),
+            "seq_len": seq_len, "embedding_dim": a.embedding_dim,
+        });
+        let checkpoints: Vec<PathBuf> = settings.checkpoint.iter().cloned().collect();
+        c.finish(metrics, &report, c.settings_json(&DEFAULTS, &cfg), &checkpoints)
+    })
+}

@@ -1,0 +1,384 @@
+//! [`CharLm`]: a character-level language model — embedding, recurrent stack, linear
+//! layer over the vocabulary — with held-out bits per character and sampling.
+
+use super::fit::Trainable;
+use crate::config::RnnConfig;
+use crate::data::Vocabulary;
+use crate::error::{Error, Result};
+use crate::io::{TensorFile, TensorWriter};
+use crate::loss::CrossEntropyLoss;
+use crate::nn::{Embedding, Linear, Module};
+use crate::param::{Param, Parameters};
+use crate::rnn::{InitialState, OutputGrads, Rnn, Tape};
+use ndarray::{ArrayD, IxDyn};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// What a language-model file stores besides weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CharLmMeta {
+    /// The vocabulary, in index order.
+    pub vocabulary: String,
+    /// Embedding size.
+    pub embedding_dim: usize,
+}
+
+/// Embedding `(V, E)` → recurrent stack (batch-first) → linear `(V, D*H_out)`.
+#[derive(Debug, Clone)]
+pub struct CharLm {
+    /// Character embeddings.
+    pub embedding: Embedding,
+    /// The recurrent stack.
+    pub rnn: Rnn,
+    /// Output layer.
+    pub head: Linear,
+    /// Vocabulary.
+    pub vocab: Vocabulary,
+    meta: CharLmMeta,
+    tape: Tape,
+    shape: Option<(usize, usize)>,
+}
+
+/// Recurrent state carried between calls: `(h, c)`.
+pub type LmState = (ArrayD<f32>, Option<ArrayD<f32>>);
+
+impl CharLm {
+    /// A new model over `vocab`; `config.input_size` must equal `embedding_dim`.
+    pub fn new(
+        config: RnnConfig,
+        vocab: Vocabulary,
+        embedding_dim: usize,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        if config.input_size != embedding_dim {
+            return Err(Error::Config(format!(
+                "the recurrent input size ({}) must equal the embedding size ({embedding_dim})",
+                config.input_size
+            )));
+        }
+        let config = config.with_batch_first(true);
+        let width = config.num_directions() * config.output_size();
+        let v = vocab.len();
+        Ok(CharLm {
+            embedding: Embedding::new(v, embedding_dim, None, rng)?,
+            rnn: Rnn::new(config, rng)?,
+            head: Linear::new(width, v, true, rng),
+            meta: CharLmMeta {
+                vocabulary: vocab.chars().iter().collect(),
+                embedding_dim,
+            },
+            vocab,
+            tape: Tape::default(),
+            shape: None,
+        })
+    }
+
+    /// Logits `(B*T, V)` for index sequences `(B, T)` (row-major `ids`), starting from
+    /// `state` (zeros if `None`); also returns the final state.
+    pub fn logits(
+        &mut self,
+        ids: &[usize],
+        batch: usize,
+        state: Option<&LmState>,
+    ) -> Result<(ArrayD<f32>, LmState)> {
+        let steps = ids.len() / batch;
+        let x = self.embedding.forward(ids, &[batch, steps])?;
+        let init = state.map(|(h, c)| InitialState {
+            h0: h.view(),
+            c0: c.as_ref().map(|c| c.view()),
+        });
+        let out = self.rnn.forward(x.view(), init, None)?;
+        let w = out.output.shape()[2];
+        let flat = out
+            .output
+            .into_shape_with_order(IxDyn(&[batch * steps, w]))
+            .expect("contiguous");
+        self.head.set_training(false);
+        Ok((self.head.forward(&flat)?, (out.h_n, out.c_n)))
+    }
+
+    /// Mean cross-entropy in bits per character of `text` indices, read as `streams`
+    /// contiguous parts processed in chunks of `chunk` characters with the state carried.
+    pub fn bits_per_char(&mut self, ids: &[usize], streams: usize, chunk: usize) -> Result<f64> {
+        let streams = streams.clamp(1, (ids.len().saturating_sub(1)).max(1));
+        let per = (ids.len() - 1) / streams;
+        if per == 0 {
+            return Err(Error::Invalid("text too short to evaluate".into()));
+        }
+        let mut state: Option<LmState> = None;
+        let (mut total, mut count) = (0.0f64, 0usize);
+        let mut pos = 0;
+        while pos < per {
+            let len = chunk.min(per - pos);
+            let mut input = Vec::with_capacity(streams * len);
+            let mut target = Vec::with_capacity(streams * len);
+            for s in 0..streams {
+                let start = s * per + pos;
+                input.extend_from_slice(&ids[start..start + len]);
+                target.extend(ids[start + 1..start + 1 + len].iter().map(|&t| t as i64));
+            }
+            let (logits, st) = self.logits(&input, streams, state.as_ref())?;
+            let loss = CrossEntropyLoss::default().forward(&logits, &target, &[target.len()])?;
+            total += loss.item() as f64 * target.len() as f64;
+            count += target.len();
+            state = Some(st);
+            pos += len;
+        }
+        Ok(total / count as f64 / std::f64::consts::LN_2)
+    }
+
+    fn forward_train(
+        &mut self,
+        ids: &[usize],
+        batch: usize,
+        rng: &mut impl Rng,
+    ) -> Result<ArrayD<f32>> {
+        let steps = ids.len() / batch;
+        self.rnn.train(true);
+        self.head.set_training(true);
+        let x = self.embedding.forward(ids, &[batch, steps])?;
+        let out = self
+            .rnn
+            .forward_train_into(x.view(), None, None, rng, &mut self.tape)?;
+        let w = out.output.shape()[2];
+        self.shape = Some((batch, steps));
+        let flat = out
+            .output
+            .into_shape_with_order(IxDyn(&[batch * steps, w]))
+            .expect("contiguous");
+        self.head.forward(&flat)
+    }
+
+    fn backward(&mut self, grad_logits: &ArrayD<f32>) -> Result<()> {
+        let (batch, steps) = self
+            .shape
+            .take()
+            .ok_or_else(|| Error::Invalid("backward without forward_train".into()))?;
+        let g = self.head.backward(grad_logits)?;
+        let w = g.shape()[1];
+        let g = g
+            .into_shape_with_order(IxDyn(&[batch, steps, w]))
+            .expect("contiguous");
+        let gi = self.rnn.backward(
+            &self.tape,
+            OutputGrads {
+                grad_output: Some(g.view()),
+                ..Default::default()
+            },
+        )?;
+        self.embedding.backward(&gi.grad_input)
+    }
+
+    /// Samples `length` characters after `prompt` (which must be non-empty), with
+    /// `temperature` and, when `top_k > 0`, only among the `top_k` most likely characters.
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        length: usize,
+        temperature: f32,
+        top_k: usize,
+        rng: &mut impl Rng,
+    ) -> Result<String> {
+        let ids = self.vocab.encode(prompt)?;
+        if ids.is_empty() {
+            return Err(Error::Invalid("the prompt must not be empty".into()));
+        }
+        if !(temperature > 0.0) {
+            return Err(Error::Invalid(format!(
+                "temperature must be positive, found {temperature}"
+            )));
+        }
+        let (logits, mut state) = self.logits(&ids, 1, None)?;
+        let v = self.vocab.len();
+        let mut last: Vec<f32> =
+            logits.as_slice().expect("contiguous")[(ids.len() - 1) * v..].to_vec();
+        let mut out = String::new();
+        for _ in 0..length {
+            let next = sample(&last, temperature, top_k, rng);
+            out.push(self.vocab.chars()[next]);
+            let (l, s) = self.logits(&[next], 1, Some(&state))?;
+            last = l.as_slice().expect("contiguous").to_vec();
+            state = s;
+        }
+        Ok(out)
+    }
+
+    /// Saves weights, configuration and vocabulary in one safetensors file.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut w = TensorWriter::new();
+        for (name, p) in self.named_parameters() {
+            w.add(&name, &p.shape, &p.value);
+        }
+        for (k, v) in self.metadata_entries() {
+            w.metadata(&k, &v);
+        }
+        w.write(path)
+    }
+
+    fn metadata_entries(&self) -> Vec<(String, String)> {
+        vec![
+            ("task".into(), "lm".into()),
+            ("config".into(), self.rnn.config().to_json()),
+            (
+                "model".into(),
+                serde_json::to_string(&self.meta).expect("serialisable"),
+            ),
+        ]
+    }
+
+    /// Loads a file written by [`CharLm::save`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let file = TensorFile::read(path.as_ref())?;
+        let shown = path.as_ref().display().to_string();
+        let (config, meta): (RnnConfig, CharLmMeta) = super::read_meta(&file, "lm", &shown)?;
+        let vocab = Vocabulary::from_chars(meta.vocabulary.chars().collect());
+        let mut m = CharLm::new(
+            config,
+            vocab,
+            meta.embedding_dim,
+            &mut rand::rngs::mock::StepRng::new(0, 0),
+        )?;
+        super::load_params(&mut m, &file, "")?;
+        m.rnn.eval();
+        Ok(m)
+    }
+}
+
+/// Draws an index from `softmax(logits / temperature)` restricted to the `top_k` largest.
+fn sample(logits: &[f32], temperature: f32, top_k: usize, rng: &mut impl Rng) -> usize {
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    if top_k > 0 && top_k < logits.len() {
+        idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        idx.truncate(top_k);
+    }
+    let max = idx
+        .iter()
+        .map(|&i| logits[i])
+        .fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> = idx
+        .iter()
+        .map(|&i| (((logits[i] - max) / temperature) as f64).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let mut r = rng.gen::<f64>() * total;
+    for (k, w) in weights.iter().enumerate() {
+        r -= w;
+        if r <= 0.0 {
+            return idx[k];
+        }
+    }
+    idx[idx.len() - 1]
+}
+
+impl Parameters for CharLm {
+    fn named_parameters(&self) -> Vec<(String, &Param)> {
+        let mut v: Vec<(String, &Param)> = self
+            .embedding
+            .named_parameters()
+            .into_iter()
+            .map(|(n, p)| (format!("embedding.{n}"), p))
+            .collect();
+        v.extend(
+            self.rnn
+                .named_parameters()
+                .into_iter()
+                .map(|(n, p)| (format!("rnn.{n}"), p)),
+        );
+        v.extend(
+            self.head
+                .named_parameters()
+                .into_iter()
+                .map(|(n, p)| (format!("head.{n}"), p)),
+        );
+        v
+    }
+    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut v: Vec<(String, &mut Param)> = self
+            .embedding
+            .named_parameters_mut()
+            .into_iter()
+            .map(|(n, p)| (format!("embedding.{n}"), p))
+            .collect();
+        v.extend(
+            self.rnn
+                .named_parameters_mut()
+                .into_iter()
+                .map(|(n, p)| (format!("rnn.{n}"), p)),
+        );
+        v.extend(
+            self.head
+                .named_parameters_mut()
+                .into_iter()
+                .map(|(n, p)| (format!("head.{n}"), p)),
+        );
+        v
+    }
+}
+
+/// A language model with its training and validation text (as indices).
+pub struct LmTask {
+    /// The model.
+    pub model: CharLm,
+    /// Training text.
+    pub train: Vec<usize>,
+    /// Validation text.
+    pub val: Vec<usize>,
+    /// Characters per training sequence.
+    pub seq_len: usize,
+    /// Training sequences per epoch.
+    pub sequences_per_epoch: usize,
+}
+
+impl Parameters for LmTask {
+    fn named_parameters(&self) -> Vec<(String, &Param)> {
+        self.model.named_parameters()
+    }
+    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
+        self.model.named_parameters_mut()
+    }
+}
+
+impl Trainable for LmTask {
+    fn train_len(&self) -> usize {
+        self.sequences_per_epoch
+    }
+
+    fn train_batch(
+        &mut self,
+        batch: &[usize],
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<(f64, usize)> {
+        let t = self.seq_len.min(self.train.len() - 1);
+        let mut input = Vec::with_capacity(batch.len() * t);
+        let mut target = Vec::with_capacity(batch.len() * t);
+        for _ in batch {
+            let start = rng.gen_range(0..self.train.len() - t);
+            input.extend_from_slice(&self.train[start..start + t]);
+            target.extend(
+                self.train[start + 1..start + 1 + t]
+                    .iter()
+                    .map(|&v| v as i64),
+            );
+        }
+        let logits = self.model.forward_train(&input, batch.len(), rng)?;
+        let loss = CrossEntropyLoss::default().forward(&logits, &target, &[target.len()])?;
+        self.model.backward(&loss.grad)?;
+        Ok((
+            loss.item() as f64 / std::f64::consts::LN_2 * batch.len() as f64,
+            batch.len(),
+        ))
+    }
+
+    /// Validation bits per character.
+    fn validation_loss(&mut self) -> Result<f64> {
+        let val = std::mem::take(&mut self.val);
+        let r = self.model.bits_per_char(&val, 32, 256);
+        self.val = val;
+        r
+    }
+
+    fn metadata(&self) -> Vec<(String, String)> {
+        self.model.metadata_entries()
+    }
+}
