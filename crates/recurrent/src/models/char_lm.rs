@@ -237,7 +237,7 @@ impl CharLm {
             config,
             vocab,
             meta.embedding_dim,
-            &mut rand::rngs::mock::StepRng::new(0, 0),
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0),
         )?;
         super::load_params(&mut m, &file, "")?;
         m.rnn.eval();

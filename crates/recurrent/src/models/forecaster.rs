@@ -361,7 +361,7 @@ impl ForecasterEnsemble {
             let mut m = Forecaster::new(
                 config.clone(),
                 meta.clone(),
-                &mut rand::rngs::mock::StepRng::new(0, 0),
+                &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0),
             )?;
             super::load_params(&mut m, &file, &format!("member{k}."))?;
             m.rnn.eval();
