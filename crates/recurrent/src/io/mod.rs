@@ -27,7 +27,10 @@ pub fn load_rnn(path: impl AsRef<Path>) -> Result<Rnn> {
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
-    let mut rnn = Rnn::new(config, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0))?;
+    let mut rnn = Rnn::new(
+        config,
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0),
+    )?;
     let tensors = file.all_f32()?;
     rnn.load_tensors(&tensors, &path.display().to_string())?;
     rnn.eval();

@@ -141,9 +141,13 @@ pub fn fit(
         })?;
         let (s, b) = load_checkpoint(path, model, &mut opt)?;
         state = s;
-        // A run stopped by its time budget continues; one that ended by itself stays ended.
-        if state.finished.as_deref() == Some("time_budget") {
-            state.finished = None;
+        // A run stopped by its time budget or epoch limit continues (up to this run's
+        // limits); one that stopped early on its validation loss stays ended.
+        let more_epochs = state.epoch < settings.epochs;
+        match state.finished.as_deref() {
+            Some("time_budget") => state.finished = None,
+            Some("epochs") if more_epochs => state.finished = None,
+            _ => {}
         }
         best = b;
     }

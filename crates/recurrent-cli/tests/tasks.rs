@@ -1,0 +1,396 @@
+//! `recurrent train`, `predict` and `generate` end to end on small generated data: results,
+//! reproducibility, resuming, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn recurrent(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recurrent"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn fail(o: &Output, needle: &str) {
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+}
+
+/// Every tensor of a safetensors file, by name (metadata order in the header may vary).
+fn tensors(p: &Path) -> Vec<(String, Vec<f32>)> {
+    let f = recurrent::io::TensorFile::read(p).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = f
+        .names()
+        .into_iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                f.require_f32(n).unwrap().iter().copied().collect(),
+            )
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Two classes of noisy sine waves with different frequencies, long CSV format.
+fn write_classification(dir: &Path, name: &str, cases: usize, seed: u64) -> PathBuf {
+    let mut csv = String::from("case,label,t,x0\n");
+    let mut state = seed;
+    let mut noise = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.2
+    };
+    for c in 0..cases {
+        let label = c % 2;
+        let len = 12 + c % 5;
+        for t in 0..len {
+            let f = if label == 0 { 0.3 } else { 0.9 };
+            csv += &format!(
+                "{c},{},{t},{:.4}\n",
+                ["slow", "fast"][label],
+                (f * t as f64).sin() + noise()
+            );
+        }
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, csv).unwrap();
+    p
+}
+
+fn classify_args<'a>(
+    train: &'a Path,
+    test: &'a Path,
+    out: &'a Path,
+    report: &'a Path,
+    epochs: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "train",
+        "classify",
+        "--train",
+        s(train),
+        "--test",
+        s(test),
+        "--out",
+        s(out),
+        "--report",
+        s(report),
+        "--epochs",
+        epochs,
+        "--hidden-size",
+        "8",
+        "--quiet",
+        "--threads",
+        "1",
+    ]
+}
+
+#[test]
+fn classify_learns_reproducibly_resumes_and_predicts() {
+    let d = tempfile::tempdir().unwrap();
+    let train = write_classification(d.path(), "train.csv", 40, 1);
+    let test = write_classification(d.path(), "test.csv", 20, 2);
+    let (out, report) = (d.path().join("m.safetensors"), d.path().join("r.json"));
+    let mut args = classify_args(&train, &test, &out, &report, "30");
+    args.extend(["--ensemble", "2"]);
+    ok(&recurrent(&args));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(r["test_accuracy"].as_f64().unwrap() >= 0.9, "{r}");
+    assert_eq!(r["confusion_matrix"].as_array().unwrap().len(), 2);
+    assert!(r["settings"]["seed"].is_u64() && r["training"]["train_seconds"].is_f64());
+    let first = std::fs::read(&out).unwrap();
+
+    // Same seed, same model.
+    let out2 = d.path().join("m2.safetensors");
+    let mut args = classify_args(&train, &test, &out2, &report, "30");
+    args.extend(["--ensemble", "2"]);
+    ok(&recurrent(&args));
+    assert_eq!(
+        tensors(&out),
+        tensors(&out2),
+        "same seed gives the same model"
+    );
+
+    // Predict on the test file.
+    let pred = d.path().join("p.csv");
+    ok(&recurrent(&[
+        "predict",
+        "--model",
+        s(&out),
+        "--data",
+        s(&test),
+        "--output",
+        s(&pred),
+    ]));
+    let csv = std::fs::read_to_string(&pred).unwrap();
+    assert!(
+        csv.starts_with("case,label,predicted,p_fast,p_slow\n"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 21);
+
+    // A test label never seen in training: error, and the existing model is kept.
+    let bad_test = d.path().join("bad.csv");
+    std::fs::write(&bad_test, "case,label,t,x0\n0,medium,0,0.5\n").unwrap();
+    fail(
+        &recurrent(&classify_args(&train, &bad_test, &out, &report, "30")),
+        "medium",
+    );
+    assert_eq!(first, std::fs::read(&out).unwrap(), "model file untouched");
+}
+
+#[test]
+fn resumed_run_matches_an_uninterrupted_one() {
+    let d = tempfile::tempdir().unwrap();
+    let train = write_classification(d.path(), "train.csv", 24, 3);
+    let test = write_classification(d.path(), "test.csv", 8, 4);
+    let report = d.path().join("r.json");
+    let straight = d.path().join("straight.safetensors");
+    let mut args = classify_args(&train, &test, &straight, &report, "12");
+    args.extend(["--ensemble", "1"]);
+    ok(&recurrent(&args));
+
+    // A run of 5 epochs that fails at the very end (its plot path is a folder) keeps its
+    // checkpoint; resuming it up to 12 epochs gives exactly the uninterrupted model.
+    let resumed = d.path().join("resumed.safetensors");
+    let folder = d.path().join("plot.png");
+    std::fs::create_dir(&folder).unwrap();
+    let mut args = classify_args(&train, &test, &resumed, &report, "5");
+    args.extend(["--ensemble", "1", "--plot", s(&folder)]);
+    fail(&recurrent(&args), "plot");
+    assert!(d.path().join("resumed.safetensors.checkpoint.m0").exists());
+    let mut args = classify_args(&train, &test, &resumed, &report, "12");
+    args.extend(["--ensemble", "1", "--resume"]);
+    ok(&recurrent(&args));
+    assert_eq!(tensors(&straight), tensors(&resumed));
+    assert!(
+        !d.path().join("resumed.safetensors.checkpoint.m0").exists(),
+        "removed when done"
+    );
+
+    let mut args = classify_args(&train, &test, &resumed, &report, "12");
+    args.extend(["--ensemble", "1", "--resume"]);
+    fail(&recurrent(&args), "no checkpoint");
+}
+
+#[test]
+fn forecast_reports_metrics_and_rejects_bad_series() {
+    let d = tempfile::tempdir().unwrap();
+    let mut csv = String::from("month,sales,temp\n");
+    for t in 0..96 {
+        let v = 100.0 + t as f64 + 20.0 * (t as f64 * std::f64::consts::PI / 6.0).sin();
+        csv += &format!("m{t},{v:.3},{}\n", t % 7);
+    }
+    let data = d.path().join("s.csv");
+    std::fs::write(&data, &csv).unwrap();
+    let (out, report, fc, plot) = (
+        d.path().join("f.safetensors"),
+        d.path().join("r.json"),
+        d.path().join("f.csv"),
+        d.path().join("f.png"),
+    );
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "train",
+            "forecast",
+            "--data",
+            s(&data),
+            "--horizon",
+            "6",
+            "--test-size",
+            "12",
+            "--out",
+            s(&out),
+            "--report",
+            s(&report),
+            "--forecast-csv",
+            s(&fc),
+            "--forecast-plot",
+            s(&plot),
+            "--epochs",
+            "20",
+            "--ensemble",
+            "1",
+            "--hidden-size",
+            "8",
+            "--quiet",
+            "--threads",
+            "1",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let run = |a: Vec<String>| recurrent(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    fail(&run(args(&[])), "--target");
+    ok(&run(args(&["--target", "sales", "--inputs", "temp"])));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    for k in [
+        "test_rmse",
+        "test_mae",
+        "test_mape",
+        "naive_rmse",
+        "seasonal_naive_rmse",
+    ] {
+        assert!(r[k].as_f64().unwrap().is_finite(), "{k} in {r}");
+    }
+    assert_eq!(r["season"], 12);
+    assert_eq!(r["points_forecast"], 12);
+    assert_eq!(std::fs::read_to_string(&fc).unwrap().lines().count(), 13);
+    assert!(std::fs::metadata(&plot).unwrap().len() > 1000);
+    let pred = d.path().join("p.csv");
+    ok(&recurrent(&[
+        "predict",
+        "--model",
+        s(&out),
+        "--data",
+        s(&data),
+        "--output",
+        s(&pred),
+    ]));
+    assert_eq!(std::fs::read_to_string(&pred).unwrap().lines().count(), 7);
+
+    fail(&run(args(&["--target", "price"])), "price");
+    let short = d.path().join("short.csv");
+    std::fs::write(&short, "time,v\n1,1\n2,2\n3,3\n").unwrap();
+    let o = recurrent(&[
+        "train",
+        "forecast",
+        "--data",
+        s(&short),
+        "--horizon",
+        "2",
+        "--out",
+        s(&out),
+        "--quiet",
+    ]);
+    fail(&o, "too short");
+    let gap = d.path().join("gap.csv");
+    std::fs::write(&gap, "time,v\n1,1\n2,\n3,3\n").unwrap();
+    let o = recurrent(&[
+        "train",
+        "forecast",
+        "--data",
+        s(&gap),
+        "--out",
+        s(&out),
+        "--quiet",
+    ]);
+    fail(&o, "gap.csv:3");
+}
+
+#[test]
+fn lm_trains_generates_and_rejects_non_utf8() {
+    let d = tempfile::tempdir().unwrap();
+    let text = "the cat sat on the mat. the dog sat on the log. ".repeat(60);
+    let path = d.path().join("t.txt");
+    std::fs::write(&path, &text).unwrap();
+    let (out, report) = (d.path().join("lm.safetensors"), d.path().join("r.json"));
+    ok(&recurrent(&[
+        "train",
+        "lm",
+        "--text",
+        s(&path),
+        "--out",
+        s(&out),
+        "--report",
+        s(&report),
+        "--hidden-size",
+        "32",
+        "--embedding-dim",
+        "8",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "6",
+        "--epoch-chars",
+        "20000",
+        "--lr",
+        "0.01",
+        "--quiet",
+        "--threads",
+        "1",
+    ]));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let bpc = r["test_bpc"].as_f64().unwrap();
+    assert!(
+        bpc < 1.5,
+        "a repetitive text of 14 symbols is learnt far below log2(14) = 3.8 bits: {bpc}"
+    );
+    let g = ok(&recurrent(&[
+        "generate",
+        "--model",
+        s(&out),
+        "--prompt",
+        "the ",
+        "--length",
+        "30",
+        "--temperature",
+        "0.5",
+        "--top-k",
+        "3",
+        "--seed",
+        "7",
+    ]));
+    assert_eq!(g.trim_end_matches('\n').chars().count(), 34);
+    let g2 = ok(&recurrent(&[
+        "generate",
+        "--model",
+        s(&out),
+        "--prompt",
+        "the ",
+        "--length",
+        "30",
+        "--temperature",
+        "0.5",
+        "--top-k",
+        "3",
+        "--seed",
+        "7",
+    ]));
+    assert_eq!(g, g2, "same seed, same sample");
+    fail(
+        &recurrent(&["generate", "--model", s(&out), "--prompt", "XYZ"]),
+        "vocabulary",
+    );
+
+    let bad = d.path().join("bad.txt");
+    std::fs::write(&bad, b"abc\xfe").unwrap();
+    fail(
+        &recurrent(&[
+            "train",
+            "lm",
+            "--text",
+            s(&bad),
+            "--out",
+            s(&out),
+            "--quiet",
+        ]),
+        "not UTF-8",
+    );
+}
