@@ -156,7 +156,7 @@ impl Rnn {
     }
 
     /// `nn.RNN(input_size, hidden_size)` (tanh) with every other argument at its default.
-    pub fn rnn(input_size: usize, hidden_size: usize, rng: &mut impl Rng) -> Result<Self> {
+    pub fn elman(input_size: usize, hidden_size: usize, rng: &mut impl Rng) -> Result<Self> {
         Self::new(RnnConfig::new(Mode::RnnTanh, input_size, hidden_size), rng)
     }
 

@@ -337,7 +337,7 @@ fn check_module_gradients(name: &str, m: &mut dyn Module, x: &ArrayD<f32>) {
     let g = y.mapv(|_| rng.gen_range(-1.0f32..1.0));
     m.zero_grad();
     let dx = m.backward(&g).unwrap();
-    let mut eval = |m: &mut dyn Module, x: &ArrayD<f32>| -> f64 {
+    let eval = |m: &mut dyn Module, x: &ArrayD<f32>| -> f64 {
         let y = m.forward(x).unwrap();
         y.iter()
             .zip(g.iter())
@@ -360,6 +360,7 @@ fn check_module_gradients(name: &str, m: &mut dyn Module, x: &ArrayD<f32>) {
         .map(|(_, p)| p.grad.clone())
         .collect();
     let n_params = grads.len();
+    #[allow(clippy::needless_range_loop)]
     for k in 0..n_params {
         let len = m.named_parameters()[k].1.len();
         let mut fd = Vec::new();

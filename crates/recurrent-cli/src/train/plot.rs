@@ -34,13 +34,16 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// A named line: `(name, points, colour)`.
+pub type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
 /// Draws named line series (`(name, points, colour)`) into a PNG, written atomically.
 pub fn lines(
     path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
-    series: &[(&str, Vec<(f64, f64)>, RGBColor)],
+    series: &[Series],
 ) -> Result<()> {
     let pts = series.iter().flat_map(|s| s.1.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (

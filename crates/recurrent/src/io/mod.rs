@@ -2,7 +2,7 @@
 
 mod tensor_file;
 
-pub use tensor_file::{write_atomic, TensorFile, TensorWriter};
+pub use tensor_file::{write_atomic, NamedTensor, TensorFile, TensorWriter};
 
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};

@@ -7,6 +7,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
+/// A tensor as `(name, shape, row-major values)`.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// A safetensors file read into memory.
 #[derive(Debug, Clone)]
 pub struct TensorFile {
@@ -92,7 +95,7 @@ impl TensorFile {
     }
 
     /// Every float tensor as `(name, shape, values)`.
-    pub fn all_f32(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn all_f32(&self) -> Result<Vec<NamedTensor>> {
         self.tensors
             .iter()
             .map(|(n, ..)| {

@@ -184,7 +184,7 @@ impl CharLm {
         if ids.is_empty() {
             return Err(Error::Invalid("the prompt must not be empty".into()));
         }
-        if !(temperature > 0.0) {
+        if temperature.is_nan() || temperature <= 0.0 {
             return Err(Error::Invalid(format!(
                 "temperature must be positive, found {temperature}"
             )));

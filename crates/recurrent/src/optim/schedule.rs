@@ -28,7 +28,7 @@ impl StepLr {
     /// Advances one epoch.
     pub fn step(&mut self, opt: &mut dyn Optimizer) {
         self.last_epoch += 1;
-        if self.step_size > 0 && self.last_epoch % self.step_size == 0 {
+        if self.step_size > 0 && self.last_epoch.is_multiple_of(self.step_size) {
             opt.set_lr(opt.lr() * self.gamma);
         }
     }
