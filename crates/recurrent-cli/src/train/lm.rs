@@ -15,7 +15,7 @@ const DEFAULTS: Defaults = Defaults {
     dropout: 0.0,
     epochs: 10,
     batch_size: 64,
-    lr: 2e-3,
+    lr: 5e-3,
     patience: 3,
     out: "lm.safetensors",
 };
