@@ -2,10 +2,10 @@
 //! layer over the vocabulary — with held-out bits per character and sampling.
 
 use super::fit::Trainable;
+use super::{prefixed, prefixed_mut, Ensemble, TaskModel};
 use crate::config::RnnConfig;
 use crate::data::Vocabulary;
 use crate::error::{Error, Result};
-use crate::io::{TensorFile, TensorWriter};
 use crate::loss::CrossEntropyLoss;
 use crate::nn::{Embedding, Linear, Module};
 use crate::param::{Param, Parameters};
@@ -206,42 +206,16 @@ impl CharLm {
 
     /// Saves weights, configuration and vocabulary in one safetensors file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let mut w = TensorWriter::new();
-        for (name, p) in self.named_parameters() {
-            w.add(&name, &p.shape, &p.value);
+        Ensemble {
+            members: vec![self.clone()],
         }
-        for (k, v) in self.metadata_entries() {
-            w.metadata(&k, &v);
-        }
-        w.write(path)
-    }
-
-    fn metadata_entries(&self) -> Vec<(String, String)> {
-        vec![
-            ("task".into(), "lm".into()),
-            ("config".into(), self.rnn.config().to_json()),
-            (
-                "model".into(),
-                serde_json::to_string(&self.meta).expect("serialisable"),
-            ),
-        ]
+        .save(path)
     }
 
     /// Loads a file written by [`CharLm::save`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let file = TensorFile::read(path.as_ref())?;
-        let shown = path.as_ref().display().to_string();
-        let (config, meta): (RnnConfig, CharLmMeta) = super::read_meta(&file, "lm", &shown)?;
-        let vocab = Vocabulary::from_chars(meta.vocabulary.chars().collect());
-        let mut m = CharLm::new(
-            config,
-            vocab,
-            meta.embedding_dim,
-            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0),
-        )?;
-        super::load_params(&mut m, &file, "")?;
-        m.rnn.eval();
-        Ok(m)
+        let mut e = Ensemble::<CharLm>::load(path)?;
+        Ok(e.members.remove(0))
     }
 }
 
@@ -273,46 +247,41 @@ fn sample(logits: &[f32], temperature: f32, top_k: usize, rng: &mut impl Rng) ->
 
 impl Parameters for CharLm {
     fn named_parameters(&self) -> Vec<(String, &Param)> {
-        let mut v: Vec<(String, &Param)> = self
-            .embedding
-            .named_parameters()
-            .into_iter()
-            .map(|(n, p)| (format!("embedding.{n}"), p))
-            .collect();
-        v.extend(
-            self.rnn
-                .named_parameters()
-                .into_iter()
-                .map(|(n, p)| (format!("rnn.{n}"), p)),
-        );
-        v.extend(
-            self.head
-                .named_parameters()
-                .into_iter()
-                .map(|(n, p)| (format!("head.{n}"), p)),
-        );
-        v
+        prefixed(vec![
+            ("embedding", self.embedding.named_parameters()),
+            ("rnn", self.rnn.named_parameters()),
+            ("head", self.head.named_parameters()),
+        ])
     }
     fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        let mut v: Vec<(String, &mut Param)> = self
-            .embedding
-            .named_parameters_mut()
-            .into_iter()
-            .map(|(n, p)| (format!("embedding.{n}"), p))
-            .collect();
-        v.extend(
-            self.rnn
-                .named_parameters_mut()
-                .into_iter()
-                .map(|(n, p)| (format!("rnn.{n}"), p)),
-        );
-        v.extend(
-            self.head
-                .named_parameters_mut()
-                .into_iter()
-                .map(|(n, p)| (format!("head.{n}"), p)),
-        );
-        v
+        prefixed_mut(vec![
+            ("embedding", self.embedding.named_parameters_mut()),
+            ("rnn", self.rnn.named_parameters_mut()),
+            ("head", self.head.named_parameters_mut()),
+        ])
+    }
+}
+
+impl TaskModel for CharLm {
+    const TASK: &'static str = "lm";
+    type Meta = CharLmMeta;
+    fn build(config: RnnConfig, meta: CharLmMeta) -> Result<Self> {
+        let vocab = Vocabulary::from_chars(meta.vocabulary.chars().collect());
+        CharLm::new(
+            config,
+            vocab,
+            meta.embedding_dim,
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0),
+        )
+    }
+    fn rnn(&self) -> &Rnn {
+        &self.rnn
+    }
+    fn rnn_mut(&mut self) -> &mut Rnn {
+        &mut self.rnn
+    }
+    fn meta(&self) -> &CharLmMeta {
+        &self.meta
     }
 }
 
@@ -379,6 +348,6 @@ impl Trainable for LmTask {
     }
 
     fn metadata(&self) -> Vec<(String, String)> {
-        self.model.metadata_entries()
+        super::metadata_entries(&self.model)
     }
 }

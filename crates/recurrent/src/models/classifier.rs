@@ -2,10 +2,10 @@
 //! sequence's valid steps, and a linear layer giving class logits.
 
 use super::fit::Trainable;
+use super::{prefixed, prefixed_mut, Ensemble, TaskModel};
 use crate::config::{Mode, RnnConfig};
 use crate::data::Standardizer;
 use crate::error::{Error, Result};
-use crate::io::{TensorFile, TensorWriter};
 use crate::loss::CrossEntropyLoss;
 use crate::nn::{Linear, Module};
 use crate::param::{Param, Parameters};
@@ -13,7 +13,6 @@ use crate::rnn::{OutputGrads, Rnn, Tape};
 use ndarray::{Array2, ArrayD, IxDyn};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// What a classifier file stores besides its weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,17 +203,6 @@ impl SequenceClassifier {
         Ok(())
     }
 
-    fn metadata_entries(&self) -> Vec<(String, String)> {
-        vec![
-            ("task".into(), "classify".into()),
-            ("config".into(), self.rnn.config().to_json()),
-            (
-                "model".into(),
-                serde_json::to_string(&self.meta).expect("serialisable"),
-            ),
-        ]
-    }
-
     /// Class probabilities `(B, C)` in inference mode.
     pub fn probabilities(&mut self, seqs: &[&Array2<f32>]) -> Result<ArrayD<f32>> {
         let mut p = self.logits(seqs)?;
@@ -230,18 +218,9 @@ impl SequenceClassifier {
 
 /// Several classifiers trained from different seeds; predictions average their class
 /// probabilities, which is steadier than any single small model on small data sets.
-#[derive(Debug, Clone)]
-pub struct ClassifierEnsemble {
-    /// The members (same configuration, labels and scaling).
-    pub members: Vec<SequenceClassifier>,
-}
+pub type ClassifierEnsemble = Ensemble<SequenceClassifier>;
 
-impl ClassifierEnsemble {
-    /// Labels and scaling (shared by all members).
-    pub fn meta(&self) -> &ClassifierMeta {
-        &self.members[0].meta
-    }
-
+impl Ensemble<SequenceClassifier> {
     /// Mean class probabilities `(N, C)`, evaluated in chunks of `batch` sequences.
     pub fn probabilities(&mut self, seqs: &[Array2<f32>], batch: usize) -> Result<Vec<Vec<f32>>> {
         let c = self.meta().classes.len();
@@ -280,79 +259,41 @@ impl ClassifierEnsemble {
             })
             .collect())
     }
-
-    /// Saves every member (parameters prefixed `member{k}.`), the configuration, labels
-    /// and scaling in one safetensors file.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let mut w = TensorWriter::new();
-        for (k, m) in self.members.iter().enumerate() {
-            for (name, p) in m.named_parameters() {
-                w.add(&format!("member{k}.{name}"), &p.shape, &p.value);
-            }
-        }
-        for (k, v) in self.members[0].metadata_entries() {
-            w.metadata(&k, &v);
-        }
-        w.metadata("members", &self.members.len().to_string());
-        w.write(path)
-    }
-
-    /// Loads a file written by [`ClassifierEnsemble::save`].
-    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let file = TensorFile::read(path.as_ref())?;
-        let shown = path.as_ref().display().to_string();
-        let (config, meta): (RnnConfig, ClassifierMeta) =
-            super::read_meta(&file, "classify", &shown)?;
-        let count: usize = file
-            .metadata("members")
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(1)
-            .max(1);
-        let mut members = Vec::with_capacity(count);
-        for k in 0..count {
-            let mut m = SequenceClassifier::new(
-                config.clone(),
-                meta.clone(),
-                &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0),
-            )?;
-            super::load_params(&mut m, &file, &format!("member{k}."))?;
-            m.rnn.eval();
-            members.push(m);
-        }
-        Ok(ClassifierEnsemble { members })
-    }
 }
 
 impl Parameters for SequenceClassifier {
     fn named_parameters(&self) -> Vec<(String, &Param)> {
-        let mut v: Vec<(String, &Param)> = self
-            .rnn
-            .named_parameters()
-            .into_iter()
-            .map(|(n, p)| (format!("rnn.{n}"), p))
-            .collect();
-        v.extend(
-            self.head
-                .named_parameters()
-                .into_iter()
-                .map(|(n, p)| (format!("head.{n}"), p)),
-        );
-        v
+        prefixed(vec![
+            ("rnn", self.rnn.named_parameters()),
+            ("head", self.head.named_parameters()),
+        ])
     }
     fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        let mut v: Vec<(String, &mut Param)> = self
-            .rnn
-            .named_parameters_mut()
-            .into_iter()
-            .map(|(n, p)| (format!("rnn.{n}"), p))
-            .collect();
-        v.extend(
-            self.head
-                .named_parameters_mut()
-                .into_iter()
-                .map(|(n, p)| (format!("head.{n}"), p)),
-        );
-        v
+        prefixed_mut(vec![
+            ("rnn", self.rnn.named_parameters_mut()),
+            ("head", self.head.named_parameters_mut()),
+        ])
+    }
+}
+
+impl TaskModel for SequenceClassifier {
+    const TASK: &'static str = "classify";
+    type Meta = ClassifierMeta;
+    fn build(config: RnnConfig, meta: ClassifierMeta) -> Result<Self> {
+        SequenceClassifier::new(
+            config,
+            meta,
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0),
+        )
+    }
+    fn rnn(&self) -> &Rnn {
+        &self.rnn
+    }
+    fn rnn_mut(&mut self) -> &mut Rnn {
+        &mut self.rnn
+    }
+    fn meta(&self) -> &ClassifierMeta {
+        &self.meta
     }
 }
 
@@ -420,7 +361,7 @@ impl Trainable for ClassificationTask {
     }
 
     fn metadata(&self) -> Vec<(String, String)> {
-        self.model.metadata_entries()
+        super::metadata_entries(&self.model)
     }
 }
 

@@ -5,9 +5,9 @@
 //! falls back to a sensible forecast and trends extrapolate.
 
 use super::fit::Trainable;
+use super::{prefixed, prefixed_mut, Ensemble, TaskModel};
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
-use crate::io::{TensorFile, TensorWriter};
 use crate::loss::MseLoss;
 use crate::nn::{Linear, Module};
 use crate::param::{Param, Parameters};
@@ -15,7 +15,6 @@ use crate::rnn::{InitialState, OutputGrads, Rnn, Tape};
 use ndarray::{ArrayD, IxDyn};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// Transform applied to the target before scaling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,65 +231,48 @@ impl Forecaster {
         )?;
         Ok(())
     }
-
-    pub(crate) fn metadata_entries(&self) -> Vec<(String, String)> {
-        vec![
-            ("task".into(), "forecast".into()),
-            ("config".into(), self.rnn.config().to_json()),
-            (
-                "model".into(),
-                serde_json::to_string(&self.meta).expect("serialisable"),
-            ),
-        ]
-    }
 }
 
 impl Parameters for Forecaster {
     fn named_parameters(&self) -> Vec<(String, &Param)> {
-        let mut v: Vec<(String, &Param)> = self
-            .rnn
-            .named_parameters()
-            .into_iter()
-            .map(|(n, p)| (format!("rnn.{n}"), p))
-            .collect();
-        v.extend(
-            self.head
-                .named_parameters()
-                .into_iter()
-                .map(|(n, p)| (format!("head.{n}"), p)),
-        );
-        v
+        prefixed(vec![
+            ("rnn", self.rnn.named_parameters()),
+            ("head", self.head.named_parameters()),
+        ])
     }
     fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        let mut v: Vec<(String, &mut Param)> = self
-            .rnn
-            .named_parameters_mut()
-            .into_iter()
-            .map(|(n, p)| (format!("rnn.{n}"), p))
-            .collect();
-        v.extend(
-            self.head
-                .named_parameters_mut()
-                .into_iter()
-                .map(|(n, p)| (format!("head.{n}"), p)),
-        );
-        v
+        prefixed_mut(vec![
+            ("rnn", self.rnn.named_parameters_mut()),
+            ("head", self.head.named_parameters_mut()),
+        ])
+    }
+}
+
+impl TaskModel for Forecaster {
+    const TASK: &'static str = "forecast";
+    type Meta = ForecastMeta;
+    fn build(config: RnnConfig, meta: ForecastMeta) -> Result<Self> {
+        Forecaster::new(
+            config,
+            meta,
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0),
+        )
+    }
+    fn rnn(&self) -> &Rnn {
+        &self.rnn
+    }
+    fn rnn_mut(&mut self) -> &mut Rnn {
+        &mut self.rnn
+    }
+    fn meta(&self) -> &ForecastMeta {
+        &self.meta
     }
 }
 
 /// Forecasters trained from consecutive seeds; forecasts are averaged.
-#[derive(Debug, Clone)]
-pub struct ForecasterEnsemble {
-    /// The members.
-    pub members: Vec<Forecaster>,
-}
+pub type ForecasterEnsemble = Ensemble<Forecaster>;
 
-impl ForecasterEnsemble {
-    /// Shared settings.
-    pub fn meta(&self) -> &ForecastMeta {
-        &self.members[0].meta
-    }
-
+impl Ensemble<Forecaster> {
     /// Mean forecast of the members (see [`Forecaster::forecast`]).
     pub fn forecast(&mut self, cols: &[Vec<f32>], ends: &[usize]) -> Result<Vec<Vec<f32>>> {
         let k = self.members.len() as f32;
@@ -328,46 +310,6 @@ impl ForecasterEnsemble {
             .enumerate()
             .map(|(c, col)| col.iter().map(|&v| meta.transform(c, v)).collect())
             .collect())
-    }
-
-    /// Saves all members (`member{k}.` prefixes) and the settings.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let mut w = TensorWriter::new();
-        for (k, m) in self.members.iter().enumerate() {
-            for (name, p) in m.named_parameters() {
-                w.add(&format!("member{k}.{name}"), &p.shape, &p.value);
-            }
-        }
-        for (k, v) in self.members[0].metadata_entries() {
-            w.metadata(&k, &v);
-        }
-        w.metadata("members", &self.members.len().to_string());
-        w.write(path)
-    }
-
-    /// Loads a file written by [`ForecasterEnsemble::save`].
-    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let file = TensorFile::read(path.as_ref())?;
-        let shown = path.as_ref().display().to_string();
-        let (config, meta): (RnnConfig, ForecastMeta) =
-            super::read_meta(&file, "forecast", &shown)?;
-        let count: usize = file
-            .metadata("members")
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(1)
-            .max(1);
-        let mut members = Vec::with_capacity(count);
-        for k in 0..count {
-            let mut m = Forecaster::new(
-                config.clone(),
-                meta.clone(),
-                &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0),
-            )?;
-            super::load_params(&mut m, &file, &format!("member{k}."))?;
-            m.rnn.eval();
-            members.push(m);
-        }
-        Ok(ForecasterEnsemble { members })
     }
 }
 
@@ -438,7 +380,7 @@ impl Trainable for ForecastTask {
     }
 
     fn metadata(&self) -> Vec<(String, String)> {
-        self.model.metadata_entries()
+        super::metadata_entries(&self.model)
     }
 }
 

@@ -15,9 +15,132 @@ pub use forecaster::{
 
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
-use crate::io::TensorFile;
-use crate::param::Parameters;
+use crate::io::{TensorFile, TensorWriter};
+use crate::param::{Param, Parameters};
+use crate::rnn::Rnn;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::Path;
+
+/// A task model as stored in a model file: weights, the recurrent configuration
+/// (`config`), the task name (`task`) and task metadata (`model`).
+pub trait TaskModel: Parameters + Sized {
+    /// The `task` metadata value.
+    const TASK: &'static str;
+    /// What the file stores besides weights and the recurrent configuration.
+    type Meta: Serialize + DeserializeOwned + Clone;
+    /// A model with this configuration and metadata (weights to be loaded).
+    fn build(config: RnnConfig, meta: Self::Meta) -> Result<Self>;
+    /// The recurrent stack.
+    fn rnn(&self) -> &Rnn;
+    /// The recurrent stack, mutable.
+    fn rnn_mut(&mut self) -> &mut Rnn;
+    /// The task metadata.
+    fn meta(&self) -> &Self::Meta;
+}
+
+/// The `task`, `config` and `model` metadata entries of a model.
+pub(crate) fn metadata_entries<M: TaskModel>(m: &M) -> Vec<(String, String)> {
+    vec![
+        ("task".into(), M::TASK.into()),
+        ("config".into(), m.rnn().config().to_json()),
+        (
+            "model".into(),
+            serde_json::to_string(m.meta()).expect("serialisable"),
+        ),
+    ]
+}
+
+/// Models of one kind trained from consecutive seeds and used together.
+#[derive(Debug, Clone)]
+pub struct Ensemble<M> {
+    /// The members (same configuration and metadata).
+    pub members: Vec<M>,
+}
+
+/// Parameter-name prefix of member `k` of `count` (none for a single model).
+fn member_prefix(k: usize, count: usize) -> String {
+    if count == 1 {
+        String::new()
+    } else {
+        format!("member{k}.")
+    }
+}
+
+impl<M: TaskModel> Ensemble<M> {
+    /// Shared metadata.
+    pub fn meta(&self) -> &M::Meta {
+        self.members[0].meta()
+    }
+
+    /// Saves every member (parameters prefixed `member{k}.` when there are several),
+    /// the configuration and the metadata in one safetensors file, atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let count = self.members.len();
+        let mut w = TensorWriter::new();
+        for (k, m) in self.members.iter().enumerate() {
+            for (name, p) in m.named_parameters() {
+                w.add(
+                    &format!("{}{name}", member_prefix(k, count)),
+                    &p.shape,
+                    &p.value,
+                );
+            }
+        }
+        for (k, v) in metadata_entries(&self.members[0]) {
+            w.metadata(&k, &v);
+        }
+        w.metadata("members", &count.to_string());
+        w.write(path)
+    }
+
+    /// Loads a file written by [`Ensemble::save`]; members are in inference mode.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let file = TensorFile::read(path.as_ref())?;
+        let shown = path.as_ref().display().to_string();
+        let (config, meta): (RnnConfig, M::Meta) = read_meta(&file, M::TASK, &shown)?;
+        let count: usize = file
+            .metadata("members")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(1)
+            .max(1);
+        let mut members = Vec::with_capacity(count);
+        for k in 0..count {
+            let mut m = M::build(config.clone(), meta.clone())?;
+            load_params(&mut m, &file, &member_prefix(k, count))?;
+            m.rnn_mut().eval();
+            members.push(m);
+        }
+        Ok(Ensemble { members })
+    }
+}
+
+/// Joins the parameters of named parts: `("rnn", [("weight_ih_l0", p)])` gives
+/// `("rnn.weight_ih_l0", p)`, as a PyTorch module with those attributes names them.
+pub(crate) fn prefixed<'a>(
+    parts: Vec<(&str, Vec<(String, &'a Param)>)>,
+) -> Vec<(String, &'a Param)> {
+    parts
+        .into_iter()
+        .flat_map(|(prefix, v)| {
+            v.into_iter()
+                .map(move |(n, p)| (format!("{prefix}.{n}"), p))
+        })
+        .collect()
+}
+
+/// Mutable version of [`prefixed`].
+pub(crate) fn prefixed_mut<'a>(
+    parts: Vec<(&str, Vec<(String, &'a mut Param)>)>,
+) -> Vec<(String, &'a mut Param)> {
+    parts
+        .into_iter()
+        .flat_map(|(prefix, v)| {
+            v.into_iter()
+                .map(move |(n, p)| (format!("{prefix}.{n}"), p))
+        })
+        .collect()
+}
 
 /// Reads and checks the `task`, `config` and `model` metadata of a task model file.
 pub(crate) fn read_meta<M: DeserializeOwned>(
