@@ -160,7 +160,8 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         let mut ensemble = ClassifierEnsemble { members: Vec::new() };
         let mut reports: Vec<FitReport> = Vec::new();
         for k in 0..members {
-            let seed = c.seed.wrapping_add(k as u64);
+            let member_settings = super::member_settings(&settings, k, members);
+            let seed = member_settings.seed;
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let meta = ClassifierMeta { classes: classes.clone(), scaler: scaler.clone(), patch };
             let model = SequenceClassifier::new(cfg.clone(), meta, &mut rng)?;
@@ -170,12 +171,6 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
                 val: val_part.clone(),
                 label_smoothing: 0.0,
             };
-            let mut member_settings = settings.clone();
-            member_settings.seed = seed;
-            member_settings.checkpoint = settings.checkpoint.as_ref().map(|p| super::member_checkpoint(p, k));
-            // Members the stopped run never reached start fresh.
-            member_settings.resume = settings.resume && member_settings.checkpoint.as_ref().is_some_and(|p| p.exists());
-            member_settings.time_budget = settings.time_budget.map(|t| t / members as u32);
             if members > 1 {
                 say(c.quiet, &format!("model {}/{members} (seed {seed})", k + 1));
             }
@@ -205,7 +200,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         });
         let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
         settings_json["ensemble"] = members.into();
-        let checkpoints: Vec<PathBuf> = (0..members).filter_map(|k| settings.checkpoint.as_ref().map(|p| super::member_checkpoint(p, k))).collect();
+        let checkpoints = super::member_checkpoints(&settings, members);
         c.finish(metrics, &super::merge_reports(&reports), settings_json, &checkpoints)
     })
 }

@@ -253,7 +253,8 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         let mut ensemble = ForecasterEnsemble { members: Vec::new() };
         let mut reports: Vec<FitReport> = Vec::new();
         for k in 0..members {
-            let seed = c.seed.wrapping_add(k as u64);
+            let s = super::member_settings(&settings, k, members);
+            let seed = s.seed;
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let mut task = ForecastTask {
                 model: Forecaster::new(cfg.clone(), meta.clone(), &mut rng)?,
@@ -261,11 +262,6 @@ pub fn run(a: ForecastArgs) -> Result<()> {
                 train_ends: train_ends.to_vec(),
                 val_ends: val_ends.to_vec(),
             };
-            let mut s = settings.clone();
-            s.seed = seed;
-            s.checkpoint = settings.checkpoint.as_ref().map(|p| super::member_checkpoint(p, k));
-            s.resume = settings.resume && s.checkpoint.as_ref().is_some_and(|p| p.exists());
-            s.time_budget = settings.time_budget.map(|t| t / members as u32);
             let mut progress = CliProgress::new(c.quiet, Some(settings.epochs), "windows");
             reports.push(fit(&mut task, &s, &mut progress)?);
             drop(progress);
@@ -312,7 +308,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         });
         let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
         settings_json["ensemble"] = members.into();
-        let checkpoints: Vec<PathBuf> = (0..members).filter_map(|k| settings.checkpoint.as_ref().map(|p| super::member_checkpoint(p, k))).collect();
+        let checkpoints = super::member_checkpoints(&settings, members);
         c.finish(metrics, &super::merge_reports(&reports), settings_json, &checkpoints)
     })
 }

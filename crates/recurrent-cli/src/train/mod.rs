@@ -280,6 +280,32 @@ pub fn member_checkpoint(base: &Path, k: usize) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Settings of ensemble member `k` of `members`: seed `seed + k`, its own checkpoint
+/// (resumed only if the stopped run reached it), an equal share of the time budget.
+pub fn member_settings(settings: &FitSettings, k: usize, members: usize) -> FitSettings {
+    let mut s = settings.clone();
+    s.seed = settings.seed.wrapping_add(k as u64);
+    s.checkpoint = settings
+        .checkpoint
+        .as_ref()
+        .map(|p| member_checkpoint(p, k));
+    s.resume = settings.resume && s.checkpoint.as_ref().is_some_and(|p| p.exists());
+    s.time_budget = settings.time_budget.map(|t| t / members as u32);
+    s
+}
+
+/// The checkpoints of all `members` ensemble members.
+pub fn member_checkpoints(settings: &FitSettings, members: usize) -> Vec<PathBuf> {
+    (0..members)
+        .filter_map(|k| {
+            settings
+                .checkpoint
+                .as_ref()
+                .map(|p| member_checkpoint(p, k))
+        })
+        .collect()
+}
+
 /// One report for an ensemble: the first member's curves, summed time.
 pub fn merge_reports(reports: &[FitReport]) -> FitReport {
     let mut r = reports[0].clone();
