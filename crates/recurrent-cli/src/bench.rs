@@ -114,6 +114,8 @@ fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
     if a.train {
         let mut block = RecurrentBlock::last_step(rnn);
         block.set_lengths(lengths.clone());
+        // The data needs no gradient (as a PyTorch input without `requires_grad`).
+        block.set_input_grad(false);
         let mut model = Sequential::new()
             .push("rnn", block)
             .push("head", Linear::new(width, 1, true, &mut rng));

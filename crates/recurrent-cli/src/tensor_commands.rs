@@ -98,6 +98,7 @@ pub fn backward(model: &Path, input: &Path, grad: &Path, output: &Path) -> Resul
             grad_output: g_out.as_ref().map(|a| a.view()),
             grad_h_n: g_h.as_ref().map(|a| a.view()),
             grad_c_n: g_c.as_ref().map(|a| a.view()),
+            skip_input_grad: false,
         },
     )?;
     let mut w = TensorWriter::new();

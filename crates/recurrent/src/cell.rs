@@ -232,7 +232,7 @@ impl Cell {
             &d_out,
             &mut dh,
             &mut dc,
-            &mut dx,
+            Some(&mut dx),
             &mut DirScratch::default(),
         );
         let arr = |shape: Vec<usize>, v: Vec<f32>| {

@@ -77,6 +77,10 @@ pub struct OutputGrads<'a> {
     pub grad_h_n: Option<ArrayViewD<'a, f32>>,
     /// Same shape as `c_n`.
     pub grad_c_n: Option<ArrayViewD<'a, f32>>,
+    /// Do not compute the input gradient (as PyTorch does for an input that does not
+    /// require grad, e.g. data fed to the first layer): [`InputGrads::grad_input`] is then
+    /// an empty array, and the first layer's `(N, G*H) x (G*H, I)` product is skipped.
+    pub skip_input_grad: bool,
 }
 
 /// Gradients [`Rnn::backward`] returns (parameter gradients accumulate in the model).
@@ -420,6 +424,7 @@ impl Rnn {
             } else {
                 &mut dc[..0]
             };
+            let want_dx = layer > 0 || !grads.skip_input_grad;
             backward_directions(
                 params,
                 lt,
@@ -427,11 +432,16 @@ impl Rnn {
                 dhs,
                 dcs,
                 cfg.layer_input_size(layer),
+                want_dx,
                 &mut scratch,
             );
             std::mem::swap(&mut scratch.d_top, &mut scratch.d_next);
         }
-        let grad_input = unpack(&scratch.d_top, geo, cfg.input_size, cfg.batch_first);
+        let grad_input = if grads.skip_input_grad {
+            ArrayD::zeros(IxDyn(&[0]))
+        } else {
+            unpack(&scratch.d_top, geo, cfg.input_size, cfg.batch_first)
+        };
         let grad_h0 = unsort_state(&dh, geo, d * l, h_out);
         let grad_c0 = lstm.then(|| unsort_state(&dc, geo, d * l, h));
         self.scratch = scratch;
@@ -599,7 +609,8 @@ fn run_directions(
 }
 
 /// Backward through the directions of one layer: reads `s.d_top` (gradient of the layer
-/// output) and writes the gradient of the layer input to `s.d_next`.
+/// output) and, with `want_dx`, writes the gradient of the layer input to `s.d_next`.
+#[allow(clippy::too_many_arguments)]
 fn backward_directions(
     params: &mut [DirectionParams],
     lt: &LayerTape,
@@ -607,12 +618,13 @@ fn backward_directions(
     dh: &mut [f32],
     dc: &mut [f32],
     in_size: usize,
+    want_dx: bool,
     s: &mut Scratch,
 ) {
     let n = layout.rows();
     let h_out = params[0].output_size();
     for dx in &mut s.dx[..params.len()] {
-        dx.resize(n * in_size, 0.0);
+        dx.resize(if want_dx { n * in_size } else { 0 }, 0.0);
     }
     if params.len() == 2 {
         for k in 0..2 {
@@ -635,7 +647,7 @@ fn backward_directions(
                     gf,
                     dhf,
                     dcf,
-                    xf,
+                    want_dx.then_some(&mut xf[..]),
                     sf,
                 )
             },
@@ -649,7 +661,7 @@ fn backward_directions(
                     gb,
                     dhb,
                     dcb,
-                    xb,
+                    want_dx.then_some(&mut xb[..]),
                     sb,
                 )
             },
@@ -668,7 +680,7 @@ fn backward_directions(
             &s.d_top,
             dh,
             dc,
-            dx,
+            want_dx.then_some(&mut dx[..]),
             &mut s.dirs[0],
         );
         std::mem::swap(&mut s.d_next, dx);

@@ -131,6 +131,7 @@ fn layers_match_pytorch_at_current_level() {
                     grad_output: go.as_ref().map(|a| a.view()),
                     grad_h_n: gh.as_ref().map(|a| a.view()),
                     grad_c_n: gc.as_ref().map(|a| a.view()),
+                    skip_input_grad: false,
                 },
             )
             .unwrap();

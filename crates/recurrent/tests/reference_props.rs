@@ -24,7 +24,11 @@ struct Case {
 /// Random cases. `smooth` keeps ReLU stacks away from the kink at 0, where finite
 /// differences are undefined: without biases, a zero state and zero ReLU outputs from the
 /// layer below give a pre-activation of exactly 0, so such cases always get biases.
-fn case_strategy(max_layers: usize, max_size: usize, smooth: bool) -> impl Strategy<Value = Case> {
+fn case_strategy(
+    max_layers: usize,
+    sizes: std::ops::RangeInclusive<usize>,
+    smooth: bool,
+) -> impl Strategy<Value = Case> {
     (
         prop_oneof![
             Just(Mode::RnnTanh),
@@ -32,8 +36,8 @@ fn case_strategy(max_layers: usize, max_size: usize, smooth: bool) -> impl Strat
             Just(Mode::Lstm),
             Just(Mode::Gru)
         ],
-        1..=max_size,
-        1..=max_size,
+        sizes.clone(),
+        sizes,
         1..=max_layers,
         any::<(bool, bool, bool, bool, bool, bool)>(),
         (
@@ -184,25 +188,62 @@ fn as_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
+/// Runs the case forward and compares output, `h_n` and `c_n` with the reference.
+fn check_forward(case: &Case) {
+    let s = setup(case);
+    let cfg = &case.cfg;
+    let input = user_layout(case, &as_f32(&s.inputs.input), cfg.input_size);
+    let h0 = s
+        .inputs
+        .h0
+        .as_ref()
+        .map(|h| state_array(case, &as_f32(h), cfg.output_size()));
+    let c0 = s
+        .inputs
+        .c0
+        .as_ref()
+        .map(|c| state_array(case, &as_f32(c), cfg.hidden_size));
+    let state = h0.as_ref().map(|h| InitialState {
+        h0: h.view(),
+        c0: c0.as_ref().map(|c| c.view()),
+    });
+    let out = s
+        .rnn
+        .forward(input.view(), state, s.inputs.lengths.as_deref())
+        .unwrap();
+    let r = reference::forward(cfg, &s.params, &s.inputs);
+    let width = cfg.num_directions() * cfg.output_size();
+    assert_close(
+        "output",
+        &canonical(case, &out.output, width),
+        &as_f32(&r.output),
+        REF_ATOL,
+        REF_RTOL,
+    );
+    assert_close("h_n", &flat(&out.h_n), &as_f32(&r.h_n), REF_ATOL, REF_RTOL);
+    if let Some(c_n) = &out.c_n {
+        assert_close("c_n", &flat(c_n), &as_f32(&r.c_n), REF_ATOL, REF_RTOL);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
 
     #[test]
-    fn forward_matches_reference(case in case_strategy(3, 6, false)) {
-        let s = setup(&case);
-        let cfg = &case.cfg;
-        let input = user_layout(&case, &as_f32(&s.inputs.input), cfg.input_size);
-        let h0 = s.inputs.h0.as_ref().map(|h| state_array(&case, &as_f32(h), cfg.output_size()));
-        let c0 = s.inputs.c0.as_ref().map(|c| state_array(&case, &as_f32(c), cfg.hidden_size));
-        let state = h0.as_ref().map(|h| InitialState { h0: h.view(), c0: c0.as_ref().map(|c| c.view()) });
-        let out = s.rnn.forward(input.view(), state, s.inputs.lengths.as_deref()).unwrap();
-        let r = reference::forward(cfg, &s.params, &s.inputs);
-        let width = cfg.num_directions() * cfg.output_size();
-        assert_close("output", &canonical(&case, &out.output, width), &as_f32(&r.output), REF_ATOL, REF_RTOL);
-        assert_close("h_n", &flat(&out.h_n), &as_f32(&r.h_n), REF_ATOL, REF_RTOL);
-        if let Some(c_n) = &out.c_n {
-            assert_close("c_n", &flat(c_n), &as_f32(&r.c_n), REF_ATOL, REF_RTOL);
-        }
+    fn forward_matches_reference(case in case_strategy(3, 1..=6, false)) {
+        check_forward(&case);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Hidden sizes over several 32-unit chunks of the threaded time loop, the last one
+    /// partial.
+    #[test]
+    fn wide_layers_match_reference(case in case_strategy(2, 30..=75, true)) {
+        check_forward(&case);
+        check_directional_gradients(&case);
     }
 }
 
@@ -210,7 +251,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn backward_matches_finite_differences(case in case_strategy(2, 4, true)) {
+    fn backward_matches_finite_differences(case in case_strategy(2, 1..=4, true)) {
         let mut s = setup(&case);
         let cfg = case.cfg.clone();
         let input = user_layout(&case, &as_f32(&s.inputs.input), cfg.input_size);
@@ -228,6 +269,7 @@ proptest! {
             grad_output: Some(go.view()),
             grad_h_n: Some(gh.view()),
             grad_c_n: gc.as_ref().map(|g| g.view()),
+            skip_input_grad: false,
         }).unwrap();
 
         let (go64, gh64, gc64) = (to_f64(&s.go), to_f64(&s.gh), to_f64(&s.gc));
@@ -290,4 +332,157 @@ proptest! {
             assert_close(&format!("grad.{name}"), &p.grad, &fd, GRAD_ATOL, GRAD_RTOL);
         }
     }
+}
+
+/// Backward of a case against central differences of the f64 reference along one random
+/// direction per tensor (input, `h0`, `c0`, each parameter): `sum(grad * v)` must match
+/// `(L(x + eps v) - L(x - eps v)) / 2 eps`. Cheap enough for wide layers, and an error in
+/// any element shows up. Tolerance: `GRAD_RTOL` of `sum |grad * v|`, the scale of the
+/// f32 rounding in the analytic sum, plus `GRAD_ATOL`.
+fn check_directional_gradients(case: &Case) {
+    let mut s = setup(case);
+    let cfg = case.cfg.clone();
+    let input = user_layout(case, &as_f32(&s.inputs.input), cfg.input_size);
+    let h0 = s
+        .inputs
+        .h0
+        .as_ref()
+        .map(|h| state_array(case, &as_f32(h), cfg.output_size()));
+    let c0 = s
+        .inputs
+        .c0
+        .as_ref()
+        .map(|c| state_array(case, &as_f32(c), cfg.hidden_size));
+    let state = h0.as_ref().map(|h| InitialState {
+        h0: h.view(),
+        c0: c0.as_ref().map(|c| c.view()),
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(case.seed ^ 1);
+    let lengths = s.inputs.lengths.clone();
+    let (_, tape) = s
+        .rnn
+        .forward_train(input.view(), state, lengths.as_deref(), &mut rng)
+        .unwrap();
+    let width = cfg.num_directions() * cfg.output_size();
+    let go = user_layout(case, &s.go, width);
+    let gh = state_array(case, &s.gh, cfg.output_size());
+    let gc = (cfg.mode == Mode::Lstm).then(|| state_array(case, &s.gc, cfg.hidden_size));
+    s.rnn.zero_grad();
+    let grads = s
+        .rnn
+        .backward(
+            &tape,
+            OutputGrads {
+                grad_output: Some(go.view()),
+                grad_h_n: Some(gh.view()),
+                grad_c_n: gc.as_ref().map(|g| g.view()),
+                skip_input_grad: false,
+            },
+        )
+        .unwrap();
+    let (go64, gh64, gc64) = (to_f64(&s.go), to_f64(&s.gh), to_f64(&s.gc));
+    let loss = |params: &RefParams, inputs: &RefInputs| {
+        reference::weighted_sum(
+            &reference::forward(&cfg, params, inputs),
+            &go64,
+            &gh64,
+            &gc64,
+        )
+    };
+    const EPS: f64 = 1e-6;
+    let check = |what: &str, grad: &[f32], v: &[f64], perturb: &dyn Fn(f64) -> f64| {
+        let numeric = (perturb(EPS) - perturb(-EPS)) / (2.0 * EPS);
+        let analytic: f64 = grad.iter().zip(v).map(|(&g, &d)| g as f64 * d).sum();
+        let scale: f64 = grad
+            .iter()
+            .zip(v)
+            .map(|(&g, &d)| (g as f64 * d).abs())
+            .sum();
+        let tol = GRAD_ATOL as f64 + GRAD_RTOL as f64 * scale;
+        assert!(
+            (analytic - numeric).abs() <= tol,
+            "{what}: directional derivative {analytic} vs finite difference {numeric}"
+        );
+    };
+    let mut dir = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+
+    let v = dir(s.inputs.input.len());
+    let grad_input = canonical(case, &grads.grad_input, cfg.input_size);
+    check("grad_input", &grad_input, &v, &|e| {
+        let mut inp = s.inputs.clone();
+        inp.input.iter_mut().zip(&v).for_each(|(x, d)| *x += e * d);
+        loss(&s.params, &inp)
+    });
+    let dl = cfg.num_directions() * cfg.num_layers;
+    let v = dir(dl * case.batch * cfg.output_size());
+    check("grad_h0", &flat(&grads.grad_h0), &v, &|e| {
+        let mut inp = s.inputs.clone();
+        let h = inp.h0.get_or_insert_with(|| vec![0.0; v.len()]);
+        h.iter_mut().zip(&v).for_each(|(x, d)| *x += e * d);
+        loss(&s.params, &inp)
+    });
+    if let Some(gc0) = &grads.grad_c0 {
+        let v = dir(dl * case.batch * cfg.hidden_size);
+        check("grad_c0", &flat(gc0), &v, &|e| {
+            let mut inp = s.inputs.clone();
+            let c = inp.c0.get_or_insert_with(|| vec![0.0; v.len()]);
+            c.iter_mut().zip(&v).for_each(|(x, d)| *x += e * d);
+            loss(&s.params, &inp)
+        });
+    }
+    for (name, p) in s.rnn.named_parameters() {
+        let v = dir(p.len());
+        check(&format!("grad.{name}"), &p.grad, &v, &|e| {
+            let mut params = s.params.clone();
+            let w = params.get_mut(&name).unwrap();
+            w.iter_mut().zip(&v).for_each(|(x, d)| *x += e * d);
+            loss(&params, &s.inputs)
+        });
+    }
+}
+
+/// The threaded time loop gives the same bits on 1, 2 and 3 threads: every chunk is
+/// computed by the same kernel whichever thread claims it.
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let mut results = Vec::new();
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        results.push(pool.install(|| {
+            let mut out = Vec::new();
+            for mode in [Mode::Lstm, Mode::Gru, Mode::RnnTanh] {
+                let cfg = RnnConfig::new(mode, 20, 70)
+                    .with_num_layers(2)
+                    .with_bidirectional(true);
+                let mut rnn = Rnn::new(cfg, &mut rand::rngs::StdRng::seed_from_u64(3)).unwrap();
+                let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+                let x = ArrayD::from_shape_vec(IxDyn(&[6, 3, 20]), randn(&mut rng, 6 * 3 * 20))
+                    .unwrap();
+                let lengths = [6, 2, 5];
+                let (y, tape) = rnn
+                    .forward_train(x.view(), None, Some(&lengths), &mut rng)
+                    .unwrap();
+                let go =
+                    ArrayD::from_shape_vec(y.output.raw_dim(), randn(&mut rng, y.output.len()))
+                        .unwrap();
+                let g = rnn
+                    .backward(
+                        &tape,
+                        OutputGrads {
+                            grad_output: Some(go.view()),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                out.push(flat(&y.output));
+                out.push(flat(&g.grad_input));
+                out.extend(rnn.named_parameters().iter().map(|(_, p)| p.grad.clone()));
+            }
+            out
+        }));
+    }
+    assert!(results[0] == results[1] && results[1] == results[2]);
 }

@@ -1,190 +1,190 @@
-//! Fused, vectorised gate epilogues of one time step, for a block of batch rows.
+//! Fused, vectorised gate epilogues of one time step, for one batch row (or the part of
+//! it that one thread owns: a range of `w` hidden units).
 //!
-//! Each function takes row-major blocks (`rows x width`) and is dispatched by CPU level.
-//! Forward functions turn gate pre-activations into activations and the new state;
-//! backward functions turn the state gradient into pre-activation gradients.
+//! Gates come as segments, one `w`-long slice per gate (LSTM i, f, g, o; GRU r, z, n), so
+//! a caller can pass the pieces of a wider `(G*H)` row without copying them together.
+//! Forward functions turn pre-activations into activations and the new state; backward
+//! functions turn the state gradient into pre-activation gradients. Each is compiled per
+//! CPU level and dispatched at run time.
 
 use super::activation::{fast_sigmoid, fast_tanh};
 use super::cpu::multiversion;
 
+/// Splits a row of `G*w` gate values into its `G` segments.
+pub fn segments<const G: usize>(row: &[f32]) -> [&[f32]; G] {
+    let mut parts = row.chunks_exact(row.len() / G);
+    std::array::from_fn(|_| parts.next().expect("G segments"))
+}
+
+/// Splits a row of `G*w` gate values into its `G` mutable segments.
+pub fn segments_mut<const G: usize>(row: &mut [f32]) -> [&mut [f32]; G] {
+    let w = row.len() / G;
+    let mut parts = row.chunks_exact_mut(w);
+    std::array::from_fn(|_| parts.next().expect("G segments"))
+}
+
+/// Adds the recurrent part `rec` (`G*w`, gate by gate; empty: nothing) to the segments.
 #[inline(always)]
-fn sigmoid_in_place(xs: &mut [f32]) {
-    for x in xs {
-        *x = fast_sigmoid(*x);
+fn add_recurrent<const G: usize>(x: &mut [&mut [f32]; G], rec: &[f32], w: usize) {
+    if rec.is_empty() {
+        return;
+    }
+    for (q, seg) in x.iter_mut().enumerate() {
+        for (a, r) in seg[..w].iter_mut().zip(&rec[q * w..(q + 1) * w]) {
+            *a += r;
+        }
     }
 }
 
 #[inline(always)]
-fn tanh_in_place(xs: &mut [f32]) {
-    for x in xs {
-        *x = fast_tanh(*x);
-    }
-}
-
-#[inline(always)]
-fn lstm_forward_generic(g: &mut [f32], c: &mut [f32], r: &mut [f32], h: usize) {
-    for ((gj, cj), rj) in g
-        .chunks_exact_mut(4 * h)
-        .zip(c.chunks_exact_mut(h))
-        .zip(r.chunks_exact_mut(h))
-    {
-        sigmoid_in_place(&mut gj[..2 * h]);
-        tanh_in_place(&mut gj[2 * h..3 * h]);
-        sigmoid_in_place(&mut gj[3 * h..]);
-        let (i, rest) = gj.split_at(h);
-        let (f, rest) = rest.split_at(h);
-        let (gg, o) = rest.split_at(h);
-        for ((((cv, &iv), &fv), &gv), rv) in cj.iter_mut().zip(i).zip(f).zip(gg).zip(rj.iter_mut())
-        {
-            *cv = fv * *cv + iv * gv;
-            *rv = *cv;
-        }
-        tanh_in_place(rj);
-        for (rv, &ov) in rj.iter_mut().zip(o) {
-            *rv *= ov;
-        }
+fn lstm_forward_generic(mut x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) {
+    let w = c.len();
+    add_recurrent(&mut x, rec, w);
+    let [xi, xf, xg, xo] = x;
+    let (xi, xf, xg, xo, h) = (
+        &mut xi[..w],
+        &mut xf[..w],
+        &mut xg[..w],
+        &mut xo[..w],
+        &mut h[..w],
+    );
+    for k in 0..w {
+        let i = fast_sigmoid(xi[k]);
+        let f = fast_sigmoid(xf[k]);
+        let g = fast_tanh(xg[k]);
+        let o = fast_sigmoid(xo[k]);
+        let cn = f * c[k] + i * g;
+        (xi[k], xf[k], xg[k], xo[k]) = (i, f, g, o);
+        c[k] = cn;
+        h[k] = o * fast_tanh(cn);
     }
 }
 
 multiversion!(
-    /// LSTM step: `g (rows, 4H)` pre-activations (i, f, g, o) become activations;
-    /// `c (rows, H)` becomes `c' = f c + i g`; `r (rows, H)` receives `o tanh(c')`.
-    pub fn lstm_forward(g: &mut [f32], c: &mut [f32], r: &mut [f32], h: usize) => lstm_forward_generic
+    /// LSTM step: the gate segments `x` (i, f, g, o pre-activations, plus `rec` when not
+    /// empty) become activations; `c` becomes `c' = f c + i g`; `h` receives `o tanh(c')`.
+    pub fn lstm_forward(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) => lstm_forward_generic
 );
 
 #[inline(always)]
 fn lstm_backward_generic(
-    gates: &[f32],
+    gates: [&[f32]; 4],
     c_new: &[f32],
     c_prev: &[f32],
-    dr: &[f32],
+    dh: &[f32],
     dc: &mut [f32],
-    dg: &mut [f32],
-    h: usize,
+    dg: [&mut [f32]; 4],
 ) {
-    let rows = dc.len() / h;
-    for j in 0..rows {
-        let gj = &gates[j * 4 * h..(j + 1) * 4 * h];
-        let (i, rest) = gj.split_at(h);
-        let (f, rest) = rest.split_at(h);
-        let (gg, o) = rest.split_at(h);
-        let (dgi, rest) = dg[j * 4 * h..(j + 1) * 4 * h].split_at_mut(h);
-        let (dgf, rest) = rest.split_at_mut(h);
-        let (dgg, dgo) = rest.split_at_mut(h);
-        let (cn, cp) = (&c_new[j * h..(j + 1) * h], &c_prev[j * h..(j + 1) * h]);
-        let (drj, dcj) = (&dr[j * h..(j + 1) * h], &mut dc[j * h..(j + 1) * h]);
-        // tanh(c') recomputed into the output-gate slot, then overwritten below.
-        dgo.copy_from_slice(cn);
-        tanh_in_place(dgo);
-        let (i, f, gg, o, cp, drj) = (&i[..h], &f[..h], &gg[..h], &o[..h], &cp[..h], &drj[..h]);
-        let (dgi, dgf, dgg, dgo, dcj) = (
-            &mut dgi[..h],
-            &mut dgf[..h],
-            &mut dgg[..h],
-            &mut dgo[..h],
-            &mut dcj[..h],
-        );
-        for k in 0..h {
-            let tc = dgo[k];
-            let d = dcj[k] + drj[k] * o[k] * (1.0 - tc * tc);
-            dgo[k] = drj[k] * tc * o[k] * (1.0 - o[k]);
-            dgi[k] = d * gg[k] * i[k] * (1.0 - i[k]);
-            dgf[k] = d * cp[k] * f[k] * (1.0 - f[k]);
-            dgg[k] = d * i[k] * (1.0 - gg[k] * gg[k]);
-            dcj[k] = d * f[k];
-        }
+    let w = dc.len();
+    let [i, f, g, o] = gates;
+    let (i, f, g, o) = (&i[..w], &f[..w], &g[..w], &o[..w]);
+    let (c_new, c_prev, dh) = (&c_new[..w], &c_prev[..w], &dh[..w]);
+    let [dgi, dgf, dgg, dgo] = dg;
+    let (dgi, dgf, dgg, dgo) = (&mut dgi[..w], &mut dgf[..w], &mut dgg[..w], &mut dgo[..w]);
+    for k in 0..w {
+        let tc = fast_tanh(c_new[k]);
+        let d = dc[k] + dh[k] * o[k] * (1.0 - tc * tc);
+        dgo[k] = dh[k] * tc * o[k] * (1.0 - o[k]);
+        dgi[k] = d * g[k] * i[k] * (1.0 - i[k]);
+        dgf[k] = d * c_prev[k] * f[k] * (1.0 - f[k]);
+        dgg[k] = d * i[k] * (1.0 - g[k] * g[k]);
+        dc[k] = d * f[k];
     }
 }
 
 multiversion!(
-    /// LSTM step backward: from the gradient `dr` of `o tanh(c')` and `dc` of `c'`, writes
-    /// the pre-activation gradients `dg (rows, 4H)` and replaces `dc` by the gradient of `c`.
-    pub fn lstm_backward(gates: &[f32], c_new: &[f32], c_prev: &[f32], dr: &[f32], dc: &mut [f32], dg: &mut [f32], h: usize) => lstm_backward_generic
+    /// LSTM step backward: from the gradient `dh` of `o tanh(c')` and `dc` of `c'`, writes
+    /// the pre-activation gradients `dg` and replaces `dc` by the gradient of `c`.
+    pub fn lstm_backward(gates: [&[f32]; 4], c_new: &[f32], c_prev: &[f32], dh: &[f32], dc: &mut [f32], dg: [&mut [f32]; 4]) => lstm_backward_generic
 );
 
 #[inline(always)]
-fn gru_forward_generic(g: &mut [f32], hh: &[f32], state: &mut [f32], gh_n: &mut [f32], h: usize) {
-    for (((gj, hj), sj), nj) in g
-        .chunks_exact_mut(3 * h)
-        .zip(hh.chunks_exact(3 * h))
-        .zip(state.chunks_exact_mut(h))
-        .zip(gh_n.chunks_exact_mut(h))
-    {
-        let (rz, n) = gj.split_at_mut(2 * h);
-        for (x, &y) in rz.iter_mut().zip(&hj[..2 * h]) {
-            *x += y;
-        }
-        sigmoid_in_place(rz);
-        nj.copy_from_slice(&hj[2 * h..]);
-        for ((nv, &rv), &hn) in n.iter_mut().zip(&rz[..h]).zip(nj.iter()) {
-            *nv += rv * hn;
-        }
-        tanh_in_place(n);
-        for ((sv, &zv), &nv) in sj.iter_mut().zip(&rz[h..]).zip(n.iter()) {
-            *sv = (1.0 - zv) * nv + zv * *sv;
-        }
+fn gru_forward_generic(
+    x: [&mut [f32]; 3],
+    rec: &[f32],
+    h_prev: &[f32],
+    h: &mut [f32],
+    gh_n: &mut [f32],
+) {
+    let w = h.len();
+    let [xr, xz, xn] = x;
+    let (xr, xz, xn, h_prev, gh_n) = (
+        &mut xr[..w],
+        &mut xz[..w],
+        &mut xn[..w],
+        &h_prev[..w],
+        &mut gh_n[..w],
+    );
+    let (rr, rz, rn) = (&rec[..w], &rec[w..2 * w], &rec[2 * w..3 * w]);
+    for k in 0..w {
+        let r = fast_sigmoid(xr[k] + rr[k]);
+        let z = fast_sigmoid(xz[k] + rz[k]);
+        let n = fast_tanh(xn[k] + r * rn[k]);
+        (xr[k], xz[k], xn[k]) = (r, z, n);
+        gh_n[k] = rn[k];
+        h[k] = (1.0 - z) * n + z * h_prev[k];
     }
 }
 
 multiversion!(
-    /// GRU step: `g (rows, 3H)` input parts (with `b_ih`), `hh (rows, 3H)` recurrent parts
-    /// (with `b_hh`); `g` becomes (r, z, n), `state (rows, H)` the new `h`, `gh_n` receives
-    /// `W_hn h + b_hn`.
-    pub fn gru_forward(g: &mut [f32], hh: &[f32], state: &mut [f32], gh_n: &mut [f32], h: usize) => gru_forward_generic
+    /// GRU step: the gate segments `x` (input parts with `b_ih`) and `rec` (`3w`, the
+    /// recurrent parts with `b_hh`) give activations (r, z, n) in `x`, the new state in
+    /// `h` and `W_hn h + b_hn` in `gh_n`.
+    pub fn gru_forward(x: [&mut [f32]; 3], rec: &[f32], h_prev: &[f32], h: &mut [f32], gh_n: &mut [f32]) => gru_forward_generic
 );
 
 #[inline(always)]
 fn gru_backward_generic(
-    gates: &[f32],
+    gates: [&[f32]; 3],
     h_prev: &[f32],
     gh_n: &[f32],
     dh: &mut [f32],
-    dg: &mut [f32],
-    dg_hh: &mut [f32],
-    h: usize,
+    dg: [&mut [f32]; 3],
+    dg_hh: [&mut [f32]; 3],
 ) {
-    let rows = dh.len() / h;
-    for j in 0..rows {
-        let gj = &gates[j * 3 * h..(j + 1) * 3 * h];
-        let (r, z, n) = (&gj[..h], &gj[h..2 * h], &gj[2 * h..3 * h]);
-        let (dgr, rest) = dg[j * 3 * h..(j + 1) * 3 * h].split_at_mut(h);
-        let (dgz, dgn) = rest.split_at_mut(h);
-        let (dhr, rest) = dg_hh[j * 3 * h..(j + 1) * 3 * h].split_at_mut(h);
-        let (dhz, dhn) = rest.split_at_mut(h);
-        let (hp, ghn) = (&h_prev[j * h..(j + 1) * h], &gh_n[j * h..(j + 1) * h]);
-        let dhj = &mut dh[j * h..(j + 1) * h];
-        let (dgz, dgn, dhz, dhn) = (&mut dgz[..h], &mut dgn[..h], &mut dhz[..h], &mut dhn[..h]);
-        for k in 0..h {
-            let d = dhj[k];
-            let dn = d * (1.0 - z[k]) * (1.0 - n[k] * n[k]);
-            let dz = d * (hp[k] - n[k]) * z[k] * (1.0 - z[k]);
-            let dr = dn * ghn[k] * r[k] * (1.0 - r[k]);
-            dgr[k] = dr;
-            dgz[k] = dz;
-            dgn[k] = dn;
-            dhr[k] = dr;
-            dhz[k] = dz;
-            dhn[k] = dn * r[k];
-            dhj[k] = d * z[k];
-        }
+    let w = dh.len();
+    let [r, z, n] = gates;
+    let (r, z, n, h_prev, gh_n) = (&r[..w], &z[..w], &n[..w], &h_prev[..w], &gh_n[..w]);
+    let [dgr, dgz, dgn] = dg;
+    let (dgr, dgz, dgn) = (&mut dgr[..w], &mut dgz[..w], &mut dgn[..w]);
+    let [dhr, dhz, dhn] = dg_hh;
+    let (dhr, dhz, dhn) = (&mut dhr[..w], &mut dhz[..w], &mut dhn[..w]);
+    for k in 0..w {
+        let d = dh[k];
+        let dn = d * (1.0 - z[k]) * (1.0 - n[k] * n[k]);
+        let dz = d * (h_prev[k] - n[k]) * z[k] * (1.0 - z[k]);
+        let dr = dn * gh_n[k] * r[k] * (1.0 - r[k]);
+        (dgr[k], dgz[k], dgn[k]) = (dr, dz, dn);
+        (dhr[k], dhz[k], dhn[k]) = (dr, dz, dn * r[k]);
+        dh[k] = d * z[k];
     }
 }
 
 multiversion!(
-    /// GRU step backward: from `dh (rows, H)` writes `dg` (input-side pre-activation
-    /// gradients), `dg_hh` (recurrent side) and replaces `dh` by its direct part `dh * z`.
-    pub fn gru_backward(gates: &[f32], h_prev: &[f32], gh_n: &[f32], dh: &mut [f32], dg: &mut [f32], dg_hh: &mut [f32], h: usize) => gru_backward_generic
+    /// GRU step backward: from `dh` writes `dg` (input-side pre-activation gradients),
+    /// `dg_hh` (recurrent side) and replaces `dh` by its direct part `dh * z`.
+    pub fn gru_backward(gates: [&[f32]; 3], h_prev: &[f32], gh_n: &[f32], dh: &mut [f32], dg: [&mut [f32]; 3], dg_hh: [&mut [f32]; 3]) => gru_backward_generic
 );
 
 #[inline(always)]
-fn tanh_forward_generic(g: &mut [f32], state: &mut [f32]) {
-    for (gv, s) in g.iter_mut().zip(state) {
-        *gv = fast_tanh(*gv);
-        *s = *gv;
+fn elman_forward_generic(x: &mut [f32], rec: &[f32], h: &mut [f32], relu: bool) {
+    let w = h.len();
+    let (x, rec) = (&mut x[..w], &rec[..w]);
+    for k in 0..w {
+        let a = x[k] + rec[k];
+        let a = if !relu {
+            fast_tanh(a)
+        } else if a > 0.0 {
+            a
+        } else {
+            0.0
+        };
+        x[k] = a;
+        h[k] = a;
     }
 }
 
 multiversion!(
-    /// Elman tanh step: `g` becomes `tanh(g)`, copied to `state`.
-    pub fn tanh_forward(g: &mut [f32], state: &mut [f32]) => tanh_forward_generic
+    /// Elman step: `x + rec` goes through tanh (or ReLU) into both `x` and `h`.
+    pub fn elman_forward(x: &mut [f32], rec: &[f32], h: &mut [f32], relu: bool) => elman_forward_generic
 );

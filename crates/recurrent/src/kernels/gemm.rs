@@ -67,6 +67,8 @@ impl<'a> MatMut<'a> {
 
 /// Depth of one packed block (rows of `B`, columns of `A`).
 const KC: usize = 384;
+/// Length of the on-stack buffer for a packed `MR x KC` block of `A` (largest `MR`: 12).
+const A_PACK_LEN: usize = KC * 12;
 /// Multiply-adds below which a product runs on one thread.
 const PARALLEL_MIN_WORK: usize = 1 << 16;
 
@@ -93,6 +95,15 @@ pub struct PackedMatrix {
 impl PackedMatrix {
     /// Packs the logical `k x n` matrix `b` for the current CPU level.
     pub fn pack(b: Mat, k: usize, n: usize) -> Self {
+        Self::pack_with(b, k, n, |j| j)
+    }
+
+    /// Packs the `k x cols.len()` matrix whose column `j` is column `cols[j]` of `b`.
+    pub fn pack_columns(b: Mat, k: usize, cols: &[usize]) -> Self {
+        Self::pack_with(b, k, cols.len(), |j| cols[j])
+    }
+
+    fn pack_with(b: Mat, k: usize, n: usize, col: impl Fn(usize) -> usize) -> Self {
         let level = level();
         let (_, nr) = block_shape(level);
         let panels = n.div_ceil(nr);
@@ -106,15 +117,17 @@ impl PackedMatrix {
                 if b.transposed {
                     // Logical column j is stored row j: read it contiguously.
                     for j in 0..cols {
-                        let src = &b.data[(p * nr + j) * b.ld + k0..][..kc];
+                        let src = &b.data[col(p * nr + j) * b.ld + k0..][..kc];
                         for (kk, &v) in src.iter().enumerate() {
                             panel[kk * nr + j] = v;
                         }
                     }
                 } else {
                     for kk in 0..kc {
-                        let src = &b.data[(k0 + kk) * b.ld + p * nr..][..cols];
-                        panel[kk * nr..kk * nr + cols].copy_from_slice(src);
+                        let row = &b.data[(k0 + kk) * b.ld..];
+                        for (j, v) in panel[kk * nr..kk * nr + cols].iter_mut().enumerate() {
+                            *v = row[col(p * nr + j)];
+                        }
                     }
                 }
             }
@@ -136,6 +149,12 @@ impl PackedMatrix {
     /// `N`.
     pub fn cols(&self) -> usize {
         self.n
+    }
+
+    /// Columns per packed panel (8, 16 or 32, by CPU level): products restricted to a
+    /// range of panels ([`matmul_packed_panels`]) start and end on multiples of it.
+    pub fn panel_width(&self) -> usize {
+        self.nr
     }
 
     fn panels(&self) -> usize {
@@ -166,6 +185,8 @@ pub fn gemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, beta: f32, c: MatMut) 
 struct Out {
     ptr: *mut f32,
     ld: usize,
+    /// Column of the product stored at column 0 of `ptr`'s rows.
+    col0: usize,
 }
 // SAFETY: threads of one product write disjoint tiles (see `matmul_packed`).
 unsafe impl Send for Out {}
@@ -189,6 +210,7 @@ pub fn matmul_packed(m: usize, a: Mat, b: &PackedMatrix, beta: f32, c: MatMut) {
     let out = Out {
         ptr: c.data.as_mut_ptr(),
         ld: c.ld,
+        col0: 0,
     };
     if k == 0 {
         for i in 0..m {
@@ -217,6 +239,50 @@ pub fn matmul_packed(m: usize, a: Mat, b: &PackedMatrix, beta: f32, c: MatMut) {
             run_level(b.level, a, b, out, beta, (0, m), cols);
         });
     }
+}
+
+/// `C = beta * C + A[m x K] * B[:, cols]` on the calling thread only, where `cols` are the
+/// columns of panels `panels` ([`PackedMatrix::panel_width`] columns each, the last
+/// panel possibly narrower) and column 0 of `C` is the first of them. For work that is already split
+/// across threads.
+pub fn matmul_packed_panels(
+    m: usize,
+    a: Mat,
+    b: &PackedMatrix,
+    panels: std::ops::Range<usize>,
+    beta: f32,
+    c: MatMut,
+) {
+    let panels = (panels.start, panels.end.min(b.panels()));
+    if m == 0 || panels.0 >= panels.1 {
+        return;
+    }
+    let col0 = panels.0 * b.nr;
+    let width = (panels.1 * b.nr).min(b.n) - col0;
+    assert!(
+        (m - 1) * c.ld + width <= c.data.len(),
+        "matmul: C too small"
+    );
+    if b.k == 0 {
+        for i in 0..m {
+            for v in &mut c.data[i * c.ld..i * c.ld + width] {
+                *v = if beta == 0.0 { 0.0 } else { *v * beta };
+            }
+        }
+        return;
+    }
+    let last = if a.transposed {
+        (b.k - 1) * a.ld + m - 1
+    } else {
+        (m - 1) * a.ld + b.k - 1
+    };
+    assert!(last < a.data.len(), "matmul: A too small");
+    let out = Out {
+        ptr: c.data.as_mut_ptr(),
+        ld: c.ld,
+        col0,
+    };
+    run_level(b.level, a, b, out, beta, (0, m), panels);
 }
 
 /// Runs rows `rows` x panels `panels` of the product with the kernel of `level`.
@@ -288,7 +354,7 @@ fn run<const MR: usize, const NR: usize, const FMA: bool>(
     panels: (usize, usize),
 ) {
     debug_assert_eq!(b.nr, NR);
-    let mut a_pack = vec![0.0f32; KC * MR];
+    let mut a_pack = [0.0f32; A_PACK_LEN];
     for k0 in (0..b.k).step_by(KC) {
         let kc = KC.min(b.k - k0);
         let beta_block = if k0 == 0 { beta } else { 1.0 };
@@ -304,7 +370,7 @@ fn run<const MR: usize, const NR: usize, const FMA: bool>(
                     // SAFETY: `matmul_packed` checked that C holds `m` rows of `n` columns;
                     // this tile (rows r0.., columns col0..col0+nc) is written by this call only.
                     unsafe {
-                        let dst = out.ptr.add((r0 + r) * out.ld + col0);
+                        let dst = out.ptr.add((r0 + r) * out.ld + col0 - out.col0);
                         for (j, &v) in acc_row.iter().enumerate().take(nc) {
                             let d = dst.add(j);
                             *d = if beta_block == 0.0 {
@@ -348,7 +414,7 @@ fn micro<const MR: usize, const NR: usize, const FMA: bool>(
 /// The AVX-512 path: explicit 512-bit intrinsics, row blocks of 12, 8, 4, 2 or 1.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{pack_a, Mat, Out, PackedMatrix, KC};
+    use super::{pack_a, Mat, Out, PackedMatrix, A_PACK_LEN, KC};
     use std::arch::x86_64::*;
 
     const NR: usize = 32;
@@ -367,7 +433,7 @@ mod avx512 {
         panels: (usize, usize),
     ) {
         debug_assert_eq!(b.nr, NR);
-        let mut a_pack = vec![0.0f32; KC * 12];
+        let mut a_pack = [0.0f32; A_PACK_LEN];
         for k0 in (0..b.k).step_by(KC) {
             let kc = KC.min(b.k - k0);
             let beta_block = if k0 == 0 { beta } else { 1.0 };
@@ -385,7 +451,7 @@ mod avx512 {
                 for p in panels.0..panels.1 {
                     let col0 = p * NR;
                     let nc = NR.min(b.n - col0);
-                    let c = out.ptr.add(r0 * out.ld + col0);
+                    let c = out.ptr.add(r0 * out.ld + col0 - out.col0);
                     let bp = b.panel(k0, p).as_ptr();
                     let ap = a_pack.as_ptr();
                     match mr {

@@ -7,4 +7,4 @@ pub mod cells;
 pub mod cpu;
 pub mod gemm;
 
-pub use gemm::{gemm, matmul_packed, Mat, MatMut, PackedMatrix};
+pub use gemm::{gemm, matmul_packed, matmul_packed_panels, Mat, MatMut, PackedMatrix};

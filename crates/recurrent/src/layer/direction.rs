@@ -6,13 +6,13 @@
 //! the batch. The input projection and every weight gradient are single large products
 //! over all rows; the time loop only does the recurrent product and the fused gate math.
 
+use super::fused;
 use super::layout::SeqLayout;
 use super::norm;
 use super::params::DirectionParams;
 use crate::config::Mode;
-use crate::kernels::activation::{relu, sigmoid, tanh};
+use crate::kernels::activation::{sigmoid, tanh};
 use crate::kernels::{cells, gemm, matmul_packed, Mat, MatMut, PackedMatrix};
-use rayon::prelude::*;
 
 /// What the forward pass of one direction keeps for its backward pass (`N` = packed rows).
 #[derive(Debug, Default, Clone)]
@@ -87,19 +87,6 @@ fn step_index(step: usize, steps: usize, reverse: bool) -> usize {
     }
 }
 
-/// Elements of epilogue work below which a step's rows are not split across threads.
-const PARALLEL_MIN_ELEMS: usize = 1 << 14;
-
-/// Rows per parallel task for an epilogue over `rows` rows of `width` elements.
-fn rows_per_task(rows: usize, width: usize) -> usize {
-    let threads = rayon::current_num_threads();
-    if threads == 1 || rows * width < PARALLEL_MIN_ELEMS {
-        rows.max(1)
-    } else {
-        rows.div_ceil(threads).max(1)
-    }
-}
-
 /// Adds `bias` to every `bias.len()`-wide row of `rows`.
 fn add_bias_rows(rows: &mut [f32], bias: &[f32]) {
     for row in rows.chunks_exact_mut(bias.len()) {
@@ -153,13 +140,17 @@ pub fn forward(
         add_bias_rows(&mut tape.gates, &b.value);
     }
 
-    let batch = layout.batch();
+    if fused::supports(p) {
+        fused::forward(p, layout, reverse, h, c, tape);
+        return;
+    }
+    // LSTM with layer norm and/or projection: the time loop on this thread, with the
+    // recurrent product and the plain cell split across the pool.
     let w_hh = PackedMatrix::pack(Mat::t(&p.weight_hh.value, h_out), h_out, gh);
     let w_hr = p
         .weight_hr
         .as_ref()
         .map(|w| PackedMatrix::pack(Mat::t(&w.value, hs), hs, h_out));
-    let mut gru_hh = vec![0.0; if p.mode == Mode::Gru { batch * gh } else { 0 }];
     let mut cell_out = vec![0.0; hs];
     let steps = layout.steps();
     for step in 0..steps {
@@ -171,115 +162,77 @@ pub fn forward(
         }
         tape.h_prev[r0 * h_out..(r0 + b) * h_out].copy_from_slice(&h[..b * h_out]);
         let g = &mut tape.gates[r0 * gh..(r0 + b) * gh];
-        match p.mode {
-            Mode::Lstm => {
-                matmul_packed(
-                    b,
-                    Mat::new(&h[..b * h_out], h_out),
-                    &w_hh,
-                    1.0,
-                    MatMut::new(g, gh),
-                );
-                tape.c_prev[r0 * hs..(r0 + b) * hs].copy_from_slice(&c[..b * hs]);
-                match &p.layer_norm {
-                    None => {
-                        let target = if w_hr.is_some() {
-                            &mut tape.r[r0 * hs..(r0 + b) * hs]
-                        } else {
-                            &mut h[..b * hs]
-                        };
-                        let rpt = rows_per_task(b, gh);
-                        g.par_chunks_mut(rpt * gh)
-                            .zip(c[..b * hs].par_chunks_mut(rpt * hs))
-                            .zip(target.par_chunks_mut(rpt * hs))
-                            .for_each(|((g, c), r)| cells::lstm_forward(g, c, r, hs));
-                        tape.c[r0 * hs..(r0 + b) * hs].copy_from_slice(&c[..b * hs]);
-                    }
-                    Some(ln) => {
-                        for j in 0..b {
-                            let row = r0 + j;
-                            let gj = &mut g[j * gh..(j + 1) * gh];
-                            for q in 0..4 {
-                                let span = q * hs..(q + 1) * hs;
-                                tape.ln_rstd[row * 4 + q] = norm::forward(
-                                    &mut gj[span.clone()],
-                                    &ln.gates_weight.value[span.clone()],
-                                    &ln.gates_bias.value[span.clone()],
-                                    &mut tape.ln_hat[row * gh + q * hs..row * gh + (q + 1) * hs],
-                                );
-                            }
-                            let cj = &mut c[j * hs..(j + 1) * hs];
-                            for k in 0..hs {
-                                let i = sigmoid(gj[k]);
-                                let f = sigmoid(gj[hs + k]);
-                                let gg = tanh(gj[2 * hs + k]);
-                                let o = sigmoid(gj[3 * hs + k]);
-                                gj[k] = i;
-                                gj[hs + k] = f;
-                                gj[2 * hs + k] = gg;
-                                gj[3 * hs + k] = o;
-                                cj[k] = f * cj[k] + i * gg;
-                            }
-                            tape.c[row * hs..(row + 1) * hs].copy_from_slice(cj);
-                            cell_out.copy_from_slice(cj);
-                            tape.cell_rstd[row] = norm::forward(
-                                &mut cell_out,
-                                &ln.cell_weight.value,
-                                &ln.cell_bias.value,
-                                &mut tape.cell_hat[row * hs..(row + 1) * hs],
-                            );
-                            let target = if w_hr.is_some() {
-                                &mut tape.r[row * hs..(row + 1) * hs]
-                            } else {
-                                &mut h[j * hs..(j + 1) * hs]
-                            };
-                            for k in 0..hs {
-                                target[k] = gj[3 * hs + k] * tanh(cell_out[k]);
-                            }
-                        }
-                    }
-                }
-                if let Some(w_hr) = &w_hr {
-                    let r = Mat::new(&tape.r[r0 * hs..(r0 + b) * hs], hs);
-                    matmul_packed(b, r, w_hr, 0.0, MatMut::new(&mut h[..b * h_out], h_out));
-                }
-            }
-            Mode::Gru => {
-                let hh = &mut gru_hh[..b * gh];
-                matmul_packed(
-                    b,
-                    Mat::new(&h[..b * h_out], h_out),
-                    &w_hh,
-                    0.0,
-                    MatMut::new(hh, gh),
-                );
-                if let Some(bh) = &p.bias_hh {
-                    add_bias_rows(hh, &bh.value);
-                }
-                let rpt = rows_per_task(b, gh);
-                g.par_chunks_mut(rpt * gh)
-                    .zip(hh.par_chunks(rpt * gh))
-                    .zip(h[..b * hs].par_chunks_mut(rpt * hs))
-                    .zip(tape.gh_n[r0 * hs..(r0 + b) * hs].par_chunks_mut(rpt * hs))
-                    .for_each(|(((g, hh), h), n)| cells::gru_forward(g, hh, h, n, hs));
-            }
-            Mode::RnnTanh | Mode::RnnRelu => {
-                matmul_packed(
-                    b,
-                    Mat::new(&h[..b * h_out], h_out),
-                    &w_hh,
-                    1.0,
-                    MatMut::new(g, gh),
-                );
-                if p.mode == Mode::RnnTanh {
-                    cells::tanh_forward(g, &mut h[..b * hs]);
+        matmul_packed(
+            b,
+            Mat::new(&h[..b * h_out], h_out),
+            &w_hh,
+            1.0,
+            MatMut::new(g, gh),
+        );
+        tape.c_prev[r0 * hs..(r0 + b) * hs].copy_from_slice(&c[..b * hs]);
+        match &p.layer_norm {
+            None => {
+                let target = if w_hr.is_some() {
+                    &mut tape.r[r0 * hs..(r0 + b) * hs]
                 } else {
-                    for (gv, hv) in g.iter_mut().zip(&mut h[..b * hs]) {
-                        *gv = relu(*gv);
-                        *hv = *gv;
+                    &mut h[..b * hs]
+                };
+                for ((g, c), r) in g
+                    .chunks_exact_mut(gh)
+                    .zip(c[..b * hs].chunks_exact_mut(hs))
+                    .zip(target.chunks_exact_mut(hs))
+                {
+                    cells::lstm_forward(cells::segments_mut(g), &[], c, r);
+                }
+                tape.c[r0 * hs..(r0 + b) * hs].copy_from_slice(&c[..b * hs]);
+            }
+            Some(ln) => {
+                for j in 0..b {
+                    let row = r0 + j;
+                    let gj = &mut g[j * gh..(j + 1) * gh];
+                    for q in 0..4 {
+                        let span = q * hs..(q + 1) * hs;
+                        tape.ln_rstd[row * 4 + q] = norm::forward(
+                            &mut gj[span.clone()],
+                            &ln.gates_weight.value[span.clone()],
+                            &ln.gates_bias.value[span.clone()],
+                            &mut tape.ln_hat[row * gh + q * hs..row * gh + (q + 1) * hs],
+                        );
+                    }
+                    let cj = &mut c[j * hs..(j + 1) * hs];
+                    for k in 0..hs {
+                        let i = sigmoid(gj[k]);
+                        let f = sigmoid(gj[hs + k]);
+                        let gg = tanh(gj[2 * hs + k]);
+                        let o = sigmoid(gj[3 * hs + k]);
+                        gj[k] = i;
+                        gj[hs + k] = f;
+                        gj[2 * hs + k] = gg;
+                        gj[3 * hs + k] = o;
+                        cj[k] = f * cj[k] + i * gg;
+                    }
+                    tape.c[row * hs..(row + 1) * hs].copy_from_slice(cj);
+                    cell_out.copy_from_slice(cj);
+                    tape.cell_rstd[row] = norm::forward(
+                        &mut cell_out,
+                        &ln.cell_weight.value,
+                        &ln.cell_bias.value,
+                        &mut tape.cell_hat[row * hs..(row + 1) * hs],
+                    );
+                    let target = if w_hr.is_some() {
+                        &mut tape.r[row * hs..(row + 1) * hs]
+                    } else {
+                        &mut h[j * hs..(j + 1) * hs]
+                    };
+                    for k in 0..hs {
+                        target[k] = gj[3 * hs + k] * tanh(cell_out[k]);
                     }
                 }
             }
+        }
+        if let Some(w_hr) = &w_hr {
+            let r = Mat::new(&tape.r[r0 * hs..(r0 + b) * hs], hs);
+            matmul_packed(b, r, w_hr, 0.0, MatMut::new(&mut h[..b * h_out], h_out));
         }
         tape.out[r0 * h_out..(r0 + b) * h_out].copy_from_slice(&h[..b * h_out]);
     }
@@ -291,7 +244,7 @@ pub fn forward(
 /// - `d_out`: `(N, H_out)` gradient of the direction's output rows.
 /// - `dh`: `(B, H_out)`, in: gradient of `h_n`, out: gradient of `h0`.
 /// - `dc`: `(B, H)` (LSTM), in: gradient of `c_n`, out: gradient of `c0`.
-/// - `dx`: `(N, I)`, receives the input gradient (overwritten).
+/// - `dx`: `(N, I)`, receives the input gradient (overwritten); `None` skips it.
 /// - `scratch`: work buffers, reused between calls.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
@@ -303,7 +256,7 @@ pub fn backward(
     d_out: &[f32],
     dh: &mut [f32],
     dc: &mut [f32],
-    dx: &mut [f32],
+    dx: Option<&mut [f32]>,
     scratch: &mut DirScratch,
 ) {
     let n = layout.rows();
@@ -328,105 +281,67 @@ pub fn backward(
     resized(dh_rows, if proj { n * h_out } else { 0 });
     resized(dr, if p.mode == Mode::Lstm { batch * hs } else { 0 });
     resized(dy, hs);
-    let w_hh = PackedMatrix::pack(Mat::new(&p.weight_hh.value, h_out), gh, h_out);
-    let w_hr = p
-        .weight_hr
-        .as_ref()
-        .map(|w| PackedMatrix::pack(Mat::new(&w.value, hs), h_out, hs));
-    let steps = layout.steps();
-    for step in (0..steps).rev() {
-        let t = step_index(step, steps, reverse);
-        let b = layout.batch_sizes[t];
-        let r0 = layout.offsets[t];
-        if b == 0 {
-            continue;
-        }
-        dh[..b * h_out]
-            .iter_mut()
-            .zip(&d_out[r0 * h_out..(r0 + b) * h_out])
-            .for_each(|(a, d)| *a += d);
-        let dgt = &mut dg[r0 * gh..(r0 + b) * gh];
-        match p.mode {
-            Mode::Lstm => {
-                let drb = &mut dr[..b * hs];
-                if let Some(w_hr) = &w_hr {
-                    dh_rows[r0 * h_out..(r0 + b) * h_out].copy_from_slice(&dh[..b * h_out]);
-                    matmul_packed(
-                        b,
-                        Mat::new(&dh[..b * h_out], h_out),
-                        w_hr,
-                        0.0,
-                        MatMut::new(drb, hs),
-                    );
-                } else {
-                    drb.copy_from_slice(&dh[..b * hs]);
-                }
-                if let Some(ln) = &mut p.layer_norm {
-                    lstm_layer_norm_backward(ln, tape, r0, b, hs, drb, &mut dc[..b * hs], dgt, dy);
-                } else {
-                    let rows = r0 * hs..(r0 + b) * hs;
-                    let rpt = rows_per_task(b, gh);
-                    tape.gates[r0 * gh..(r0 + b) * gh]
-                        .par_chunks(rpt * gh)
-                        .zip(tape.c[rows.clone()].par_chunks(rpt * hs))
-                        .zip(tape.c_prev[rows].par_chunks(rpt * hs))
-                        .zip(drb.par_chunks(rpt * hs))
-                        .zip(dc[..b * hs].par_chunks_mut(rpt * hs))
-                        .zip(dgt.par_chunks_mut(rpt * gh))
-                        .for_each(|(((((gates, cn), cp), dr), dc), dg)| {
-                            cells::lstm_backward(gates, cn, cp, dr, dc, dg, hs)
-                        });
-                }
+    if fused::supports(p) {
+        fused::backward(p, layout, reverse, tape, d_out, dh, dc, dg, dg_hh);
+    } else {
+        // LSTM with layer norm and/or projection, step by step.
+        let w_hh = PackedMatrix::pack(Mat::new(&p.weight_hh.value, h_out), gh, h_out);
+        let w_hr = p
+            .weight_hr
+            .as_ref()
+            .map(|w| PackedMatrix::pack(Mat::new(&w.value, hs), h_out, hs));
+        let steps = layout.steps();
+        for step in (0..steps).rev() {
+            let t = step_index(step, steps, reverse);
+            let b = layout.batch_sizes[t];
+            let r0 = layout.offsets[t];
+            if b == 0 {
+                continue;
+            }
+            dh[..b * h_out]
+                .iter_mut()
+                .zip(&d_out[r0 * h_out..(r0 + b) * h_out])
+                .for_each(|(a, d)| *a += d);
+            let dgt = &mut dg[r0 * gh..(r0 + b) * gh];
+            let drb = &mut dr[..b * hs];
+            if let Some(w_hr) = &w_hr {
+                dh_rows[r0 * h_out..(r0 + b) * h_out].copy_from_slice(&dh[..b * h_out]);
                 matmul_packed(
                     b,
-                    Mat::new(dgt, gh),
-                    &w_hh,
+                    Mat::new(&dh[..b * h_out], h_out),
+                    w_hr,
                     0.0,
-                    MatMut::new(&mut dh[..b * h_out], h_out),
+                    MatMut::new(drb, hs),
                 );
+            } else {
+                drb.copy_from_slice(&dh[..b * hs]);
             }
-            Mode::Gru => {
-                let dght = &mut dg_hh[r0 * gh..(r0 + b) * gh];
+            if let Some(ln) = &mut p.layer_norm {
+                lstm_layer_norm_backward(ln, tape, r0, b, hs, drb, &mut dc[..b * hs], dgt, dy);
+            } else {
                 let rows = r0 * hs..(r0 + b) * hs;
-                let rpt = rows_per_task(b, gh);
-                tape.gates[r0 * gh..(r0 + b) * gh]
-                    .par_chunks(rpt * gh)
-                    .zip(tape.h_prev[rows.clone()].par_chunks(rpt * hs))
-                    .zip(tape.gh_n[rows].par_chunks(rpt * hs))
-                    .zip(dh[..b * hs].par_chunks_mut(rpt * hs))
-                    .zip(dgt.par_chunks_mut(rpt * gh))
-                    .zip(dght.par_chunks_mut(rpt * gh))
-                    .for_each(|(((((gates, hp), ghn), dh), dg), dgh)| {
-                        cells::gru_backward(gates, hp, ghn, dh, dg, dgh, hs)
-                    });
-                matmul_packed(
-                    b,
-                    Mat::new(dght, gh),
-                    &w_hh,
-                    1.0,
-                    MatMut::new(&mut dh[..b * h_out], h_out),
-                );
-            }
-            Mode::RnnTanh | Mode::RnnRelu => {
-                let acts = &tape.gates[r0 * gh..(r0 + b) * gh];
-                let tanh_mode = p.mode == Mode::RnnTanh;
-                for ((dgv, &a), &d) in dgt.iter_mut().zip(acts).zip(&dh[..b * hs]) {
-                    *dgv = if tanh_mode {
-                        d * (1.0 - a * a)
-                    } else if a > 0.0 {
-                        d
-                    } else {
-                        0.0
-                    };
+                for ((((gates, cn), cp), dr), (dc, dg)) in tape.gates[r0 * gh..(r0 + b) * gh]
+                    .chunks_exact(gh)
+                    .zip(tape.c[rows.clone()].chunks_exact(hs))
+                    .zip(tape.c_prev[rows].chunks_exact(hs))
+                    .zip(drb.chunks_exact(hs))
+                    .zip(
+                        dc[..b * hs]
+                            .chunks_exact_mut(hs)
+                            .zip(dgt.chunks_exact_mut(gh)),
+                    )
+                {
+                    let (gates, dg) = (cells::segments(gates), cells::segments_mut(dg));
+                    cells::lstm_backward(gates, cn, cp, dr, dc, dg);
                 }
-                matmul_packed(
-                    b,
-                    Mat::new(dgt, gh),
-                    &w_hh,
-                    0.0,
-                    MatMut::new(&mut dh[..b * h_out], h_out),
-                );
             }
+            matmul_packed(
+                b,
+                Mat::new(dgt, gh),
+                &w_hh,
+                0.0,
+                MatMut::new(&mut dh[..b * h_out], h_out),
+            );
         }
     }
 
@@ -441,15 +356,17 @@ pub fn backward(
         1.0,
         MatMut::new(&mut w_ih.grad, input_size),
     );
-    gemm(
-        n,
-        input_size,
-        gh,
-        Mat::new(dg, gh),
-        Mat::new(&w_ih.value, input_size),
-        0.0,
-        MatMut::new(dx, input_size),
-    );
+    if let Some(dx) = dx {
+        gemm(
+            n,
+            input_size,
+            gh,
+            Mat::new(dg, gh),
+            Mat::new(&w_ih.value, input_size),
+            0.0,
+            MatMut::new(dx, input_size),
+        );
+    }
     let dg_hh: &[f32] = if gru { dg_hh } else { dg };
     gemm(
         gh,

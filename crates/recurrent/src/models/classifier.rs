@@ -197,6 +197,7 @@ impl SequenceClassifier {
             &self.tape,
             OutputGrads {
                 grad_output: Some(g_out.view()),
+                skip_input_grad: true,
                 ..Default::default()
             },
         )?;

@@ -226,6 +226,7 @@ impl Forecaster {
             &self.tape,
             OutputGrads {
                 grad_output: Some(g.view()),
+                skip_input_grad: true,
                 ..Default::default()
             },
         )?;

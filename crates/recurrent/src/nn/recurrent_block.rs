@@ -33,6 +33,7 @@ pub struct RecurrentBlock {
     /// Output shape of the last training-mode forward, `None` once consumed by backward.
     taped_shape: Option<Vec<usize>>,
     rng: rand::rngs::StdRng,
+    input_grad: bool,
 }
 
 impl RecurrentBlock {
@@ -57,12 +58,20 @@ impl RecurrentBlock {
             tape: Tape::default(),
             taped_shape: None,
             rng: rand::rngs::StdRng::seed_from_u64(0),
+            input_grad: true,
         }
     }
 
     /// Seeds the stream that draws the dropout masks between layers.
     pub fn seed_dropout(&mut self, seed: u64) {
         self.rng = rand::rngs::StdRng::seed_from_u64(seed);
+    }
+
+    /// Whether `backward` computes the gradient of the block's input (default: yes). Turn
+    /// it off for a block fed directly with data, whose input gradient nobody uses:
+    /// `backward` then returns an empty array and skips the first layer's input product.
+    pub fn set_input_grad(&mut self, on: bool) {
+        self.input_grad = on;
     }
 
     /// Sequence lengths for the following forward passes (`None`: all full length).
@@ -182,6 +191,7 @@ impl Module for RecurrentBlock {
             &self.tape,
             OutputGrads {
                 grad_output: Some(full.view()),
+                skip_input_grad: !self.input_grad,
                 ..Default::default()
             },
         )?;

@@ -1,0 +1,314 @@
+//! Time loops of the plain cells (LSTM without layer norm or projection, GRU, Elman RNN),
+//! split by hidden units across a [`team`](super::team) of threads.
+//!
+//! A chunk is a range of hidden units (a multiple of [`CHUNK_UNITS`], one chunk per
+//! thread) together with all their gates. In
+//! the forward pass a chunk computes its gates' recurrent product and applies the cell
+//! to its units; in the backward pass it finishes its units' part of `dh` from the
+//! previous step's gate gradients and then runs the cell backward for them. Either way a
+//! step needs every unit of the step before and nothing else, so one synchronisation per
+//! step suffices and each thread keeps its slice of the recurrent weights in its cache.
+
+use super::direction::DirTape;
+use super::layout::SeqLayout;
+use super::params::DirectionParams;
+use super::team::{run_rounds, Shared};
+use crate::config::Mode;
+use crate::kernels::{cells, matmul_packed_panels, Mat, MatMut, PackedMatrix};
+
+/// Chunks are made of blocks of this many hidden units: a multiple of every CPU level's
+/// GEMM panel width (8, 16, 32), so a chunk's gate columns are whole packed panels.
+pub const CHUNK_UNITS: usize = 32;
+
+/// Whether [`forward`] and [`backward`] handle these parameters.
+pub fn supports(p: &DirectionParams) -> bool {
+    p.layer_norm.is_none() && p.weight_hr.is_none()
+}
+
+/// The split of `H` hidden units into one chunk per thread. (Each chunk's product
+/// repacks the step's left-hand matrix, so more chunks than threads would cost more than
+/// the finer load balance gains.)
+#[derive(Clone, Copy)]
+struct Chunks {
+    width: usize,
+    hidden: usize,
+    gates: usize,
+}
+
+impl Chunks {
+    fn new(p: &DirectionParams) -> Self {
+        Chunks {
+            width: p
+                .hidden_size
+                .div_ceil(rayon::current_num_threads())
+                .next_multiple_of(CHUNK_UNITS),
+            hidden: p.hidden_size,
+            gates: p.mode.gates(),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.hidden.div_ceil(self.width)
+    }
+
+    /// First unit and number of units of chunk `c`.
+    fn units(&self, c: usize) -> (usize, usize) {
+        let u0 = c * self.width;
+        (u0, self.width.min(self.hidden - u0))
+    }
+
+    /// Gate columns in chunk order: chunk by chunk, each chunk's units gate by gate.
+    fn gate_columns(&self) -> Vec<usize> {
+        let mut cols = Vec::with_capacity(self.gates * self.hidden);
+        for c in 0..self.count() {
+            let (u0, w) = self.units(c);
+            for q in 0..self.gates {
+                cols.extend((u0..u0 + w).map(|u| q * self.hidden + u));
+            }
+        }
+        cols
+    }
+
+    /// Panels of chunk `c` in `packed`, packed with [`Chunks::gate_columns`] (`G` gates)
+    /// or with plain unit columns (`G` = 1).
+    fn panels(&self, c: usize, gates: usize, packed: &PackedMatrix) -> std::ops::Range<usize> {
+        let nr = packed.panel_width();
+        let (u0, w) = self.units(c);
+        let first = gates * u0 / nr;
+        first..first + (gates * w).div_ceil(nr)
+    }
+}
+
+/// Steps in processing order (skipping empty ones): `(rows' first index, active rows)`.
+fn visit_order(layout: &SeqLayout, reverse: bool) -> Vec<(usize, usize)> {
+    let steps = layout.steps();
+    (0..steps)
+        .map(|s| if reverse { steps - 1 - s } else { s })
+        .map(|t| (layout.offsets[t], layout.batch_sizes[t]))
+        .filter(|&(_, b)| b > 0)
+        .collect()
+}
+
+/// Per-thread work buffer: `(b, G*w)`, the chunk's recurrent product.
+type Scratch = Vec<f32>;
+
+/// The `G` segments of units `u0 .. u0 + w` of row `row` of `gates` (`G*H` wide).
+///
+/// # Safety
+/// No other thread may read or write those segments during the round.
+#[allow(clippy::mut_from_ref)]
+unsafe fn gate_segments<'a, const G: usize>(
+    gates: &'a Shared,
+    row: usize,
+    hidden: usize,
+    u0: usize,
+    w: usize,
+) -> [&'a mut [f32]; G] {
+    std::array::from_fn(|q| gates.slice_mut((row * G + q) * hidden + u0, w))
+}
+
+/// [`gate_segments`] of a buffer that is only read.
+fn tape_segments<const G: usize>(
+    gates: &[f32],
+    row: usize,
+    hidden: usize,
+    u0: usize,
+    w: usize,
+) -> [&[f32]; G] {
+    std::array::from_fn(|q| &gates[(row * G + q) * hidden + u0..][..w])
+}
+
+/// The time loop of [`super::direction::forward`] for [`supports`]ed parameters, after
+/// the input projection (with `b_ih`, and `b_hh` except for GRU) is in `tape.gates`.
+///
+/// `h`: `(B, H)` initial state in, `h_n` out; `c`: `(B, H)` likewise (LSTM).
+pub fn forward(
+    p: &DirectionParams,
+    layout: &SeqLayout,
+    reverse: bool,
+    h: &mut [f32],
+    c: &mut [f32],
+    tape: &mut DirTape,
+) {
+    let hs = p.hidden_size;
+    let ch = Chunks::new(p);
+    let g = ch.gates;
+    let cols = ch.gate_columns();
+    let w_hh = PackedMatrix::pack_columns(Mat::t(&p.weight_hh.value, hs), hs, &cols);
+    let bias_hh: Vec<f32> = match (&p.bias_hh, p.mode) {
+        (Some(b), Mode::Gru) => cols.iter().map(|&j| b.value[j]).collect(),
+        _ => vec![0.0; cols.len()],
+    };
+    let batch = h.len() / hs;
+    let order = visit_order(layout, reverse);
+    let mut other = vec![0.0; h.len()];
+    {
+        let states = [Shared::new(h), Shared::new(&mut other)];
+        let cell = Shared::new(c);
+        let gates = Shared::new(&mut tape.gates);
+        let out = Shared::new(&mut tape.out);
+        let h_prev = Shared::new(&mut tape.h_prev);
+        let c_new = Shared::new(&mut tape.c);
+        let c_prev = Shared::new(&mut tape.c_prev);
+        let gh_n = Shared::new(&mut tape.gh_n);
+        run_rounds(order.len(), ch.count(), |round, chunk, s: &mut Scratch| {
+            let (r0, b) = order[round];
+            let (cur, next) = (&states[round % 2], &states[(round + 1) % 2]);
+            let (u0, w) = ch.units(chunk);
+            // SAFETY: this round reads the whole current state and writes only units
+            // `u0 .. u0 + w` of the next state, the cell state and this step's tape rows;
+            // chunks have disjoint units.
+            unsafe {
+                s.resize(b * g * w, 0.0);
+                matmul_packed_panels(
+                    b,
+                    Mat::new(cur.slice(0, b * hs), hs),
+                    &w_hh,
+                    ch.panels(chunk, g, &w_hh),
+                    0.0,
+                    MatMut::new(s, g * w),
+                );
+                for j in 0..b {
+                    let row = r0 + j;
+                    let at = j * hs + u0;
+                    let rec = &mut s[j * g * w..(j + 1) * g * w];
+                    let h_new = next.slice_mut(at, w);
+                    h_prev
+                        .slice_mut(row * hs + u0, w)
+                        .copy_from_slice(cur.slice(at, w));
+                    match p.mode {
+                        Mode::Lstm => {
+                            let x = gate_segments::<4>(&gates, row, hs, u0, w);
+                            let cj = cell.slice_mut(at, w);
+                            c_prev.slice_mut(row * hs + u0, w).copy_from_slice(cj);
+                            cells::lstm_forward(x, rec, cj, h_new);
+                            c_new.slice_mut(row * hs + u0, w).copy_from_slice(cj);
+                        }
+                        Mode::Gru => {
+                            let bias = &bias_hh[u0 * g..(u0 + w) * g];
+                            rec.iter_mut().zip(bias).for_each(|(a, bv)| *a += bv);
+                            let x = gate_segments::<3>(&gates, row, hs, u0, w);
+                            let n = gh_n.slice_mut(row * hs + u0, w);
+                            cells::gru_forward(x, rec, cur.slice(at, w), h_new, n);
+                        }
+                        Mode::RnnTanh | Mode::RnnRelu => {
+                            let x = gates.slice_mut(row * hs + u0, w);
+                            cells::elman_forward(x, rec, h_new, p.mode == Mode::RnnRelu);
+                        }
+                    }
+                    out.slice_mut(row * hs + u0, w).copy_from_slice(h_new);
+                }
+                // Finished sequences keep their state.
+                for j in b..batch {
+                    next.slice_mut(j * hs + u0, w)
+                        .copy_from_slice(cur.slice(j * hs + u0, w));
+                }
+            }
+        });
+    }
+    if order.len() % 2 == 1 {
+        h.copy_from_slice(&other);
+    }
+}
+
+/// The time loop of [`super::direction::backward`] for [`supports`]ed parameters: fills
+/// `dg` (`(N, G*H)` pre-activation gradients) and, for GRU, `dg_hh` (their recurrent
+/// side), and turns `dh` / `dc` (`(B, H)`) from the gradients of `h_n` / `c_n` into those
+/// of `h0` / `c0`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    p: &DirectionParams,
+    layout: &SeqLayout,
+    reverse: bool,
+    tape: &DirTape,
+    d_out: &[f32],
+    dh: &mut [f32],
+    dc: &mut [f32],
+    dg: &mut [f32],
+    dg_hh: &mut [f32],
+) {
+    let hs = p.hidden_size;
+    let ch = Chunks::new(p);
+    let g = ch.gates;
+    let gru = p.mode == Mode::Gru;
+    // `(G*H, H)`: column panels are chunks of units.
+    let w_hh = PackedMatrix::pack(Mat::new(&p.weight_hh.value, hs), g * hs, hs);
+    let mut order = visit_order(layout, reverse);
+    order.reverse();
+    let dh = Shared::new(dh);
+    let dc = Shared::new(dc);
+    let dg = Shared::new(dg);
+    let dg_hh = Shared::new(dg_hh);
+    // Round i finishes `dh` of the step handled in round i - 1, then runs step i backward.
+    run_rounds(
+        order.len() + 1,
+        ch.count(),
+        |round, chunk, s: &mut Scratch| {
+            let (u0, w) = ch.units(chunk);
+            // SAFETY: this round reads the previous step's gate-gradient rows (written last
+            // round) and writes only units `u0 .. u0 + w` of `dh`, `dc` and this step's rows.
+            unsafe {
+                if round > 0 {
+                    let (rp, bp) = order[round - 1];
+                    let src = if gru { &dg_hh } else { &dg };
+                    s.resize(bp * w, 0.0);
+                    matmul_packed_panels(
+                        bp,
+                        Mat::new(src.slice(rp * g * hs, bp * g * hs), g * hs),
+                        &w_hh,
+                        ch.panels(chunk, 1, &w_hh),
+                        0.0,
+                        MatMut::new(s, w),
+                    );
+                    for j in 0..bp {
+                        let d = dh.slice_mut(j * hs + u0, w);
+                        let prod = &s[j * w..(j + 1) * w];
+                        if gru {
+                            d.iter_mut().zip(prod).for_each(|(a, v)| *a += v);
+                        } else {
+                            d.copy_from_slice(prod);
+                        }
+                    }
+                }
+                let Some(&(r0, b)) = order.get(round) else {
+                    return;
+                };
+                for j in 0..b {
+                    let row = r0 + j;
+                    let d = dh.slice_mut(j * hs + u0, w);
+                    d.iter_mut()
+                        .zip(&d_out[row * hs + u0..row * hs + u0 + w])
+                        .for_each(|(a, v)| *a += v);
+                    let at = row * hs + u0..row * hs + u0 + w;
+                    match p.mode {
+                        Mode::Lstm => {
+                            let gates = tape_segments::<4>(&tape.gates, row, hs, u0, w);
+                            let (c_new, c_prev) = (&tape.c[at.clone()], &tape.c_prev[at]);
+                            let dcj = dc.slice_mut(j * hs + u0, w);
+                            let dgj = gate_segments::<4>(&dg, row, hs, u0, w);
+                            cells::lstm_backward(gates, c_new, c_prev, d, dcj, dgj);
+                        }
+                        Mode::Gru => {
+                            let gates = tape_segments::<3>(&tape.gates, row, hs, u0, w);
+                            let (hp, ghn) = (&tape.h_prev[at.clone()], &tape.gh_n[at]);
+                            let dgj = gate_segments::<3>(&dg, row, hs, u0, w);
+                            let dghj = gate_segments::<3>(&dg_hh, row, hs, u0, w);
+                            cells::gru_backward(gates, hp, ghn, d, dgj, dghj);
+                        }
+                        Mode::RnnTanh | Mode::RnnRelu => {
+                            let acts = &tape.gates[at];
+                            let dgj = dg.slice_mut(row * hs + u0, w);
+                            for ((dv, &a), &dd) in dgj.iter_mut().zip(acts).zip(d.iter()) {
+                                *dv = match p.mode {
+                                    Mode::RnnTanh => dd * (1.0 - a * a),
+                                    _ if a > 0.0 => dd,
+                                    _ => 0.0,
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
+}

@@ -1,0 +1,244 @@
+//! Rounds of chunked work shared by the threads of the rayon pool, for time loops.
+//!
+//! A time step is one *round*; its work is split into *chunks* (ranges of hidden units)
+//! that depend on everything the previous round wrote but not on each other. The calling
+//! thread and up to `threads - 1` helpers claim chunks from one atomic word and wait for
+//! the round's last chunk before the next round opens: one synchronisation per step, no
+//! task spawned inside the loop. The caller claims chunks from the front and helpers from
+//! the back, so each thread tends to keep the same chunks (and their weights in its own
+//! cache) from step to step.
+//!
+//! No thread ever waits for another to *arrive*: if the pool is busy and no helper
+//! starts, the caller does every chunk itself. So a team inside a parallel region (both
+//! directions of a layer at once) cannot deadlock; it only runs with fewer threads.
+
+use std::cell::UnsafeCell;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Round number that tells helpers to leave.
+const END: u64 = u32::MAX as u64;
+
+/// `(round, first unclaimed chunk, one past the last unclaimed chunk)` in one word.
+fn encode(round: u64, lo: usize, hi: usize) -> u64 {
+    (round << 32) | ((lo as u64) << 16) | hi as u64
+}
+
+fn decode(s: u64) -> (u64, usize, usize) {
+    (
+        s >> 32,
+        ((s >> 16) & 0xFFFF) as usize,
+        (s & 0xFFFF) as usize,
+    )
+}
+
+struct Board {
+    state: AtomicU64,
+    done: AtomicUsize,
+}
+
+impl Board {
+    /// Claims a chunk of the open round from the front or the back.
+    fn claim(&self, front: bool) -> Option<(usize, usize)> {
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            let (round, lo, hi) = decode(s);
+            if round == END || lo >= hi {
+                return None;
+            }
+            let (next, chunk) = if front {
+                (encode(round, lo + 1, hi), lo)
+            } else {
+                (encode(round, lo, hi - 1), hi - 1)
+            };
+            match self
+                .state
+                .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some((round as usize, chunk)),
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    fn finish_chunk(&self) {
+        self.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Closes the board when the caller leaves, even by a panic, so helpers never spin on.
+struct CloseOnDrop<'a>(&'a Board);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.state.store(encode(END, 0, 0), Ordering::Release);
+    }
+}
+
+/// Runs `work(round, chunk, scratch)` for every chunk `0..chunks` of every round
+/// `0..rounds`; all of round `r` happens before any of round `r + 1`. Each participating
+/// thread gets its own `S::default()` scratch. Uses at most `rayon::current_num_threads()`
+/// threads.
+pub fn run_rounds<S: Default>(
+    rounds: usize,
+    chunks: usize,
+    work: impl Fn(usize, usize, &mut S) + Sync,
+) {
+    assert!(
+        chunks < 1 << 16 && (rounds as u64) < END,
+        "team: too many chunks or rounds"
+    );
+    let helpers = rayon::current_num_threads().min(chunks).saturating_sub(1);
+    if helpers == 0 || rounds == 0 {
+        let mut scratch = S::default();
+        for round in 0..rounds {
+            for chunk in 0..chunks {
+                work(round, chunk, &mut scratch);
+            }
+        }
+        return;
+    }
+    let board = Board {
+        state: AtomicU64::new(encode(0, 0, chunks)),
+        done: AtomicUsize::new(0),
+    };
+    let (board, work) = (&board, &work);
+    rayon::in_place_scope(|scope| {
+        for _ in 0..helpers {
+            scope.spawn(move |_| {
+                let mut scratch = S::default();
+                loop {
+                    let (round, lo, hi) = decode(board.state.load(Ordering::Acquire));
+                    if round == END {
+                        break;
+                    }
+                    if lo >= hi {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    if let Some((round, chunk)) = board.claim(false) {
+                        work(round, chunk, &mut scratch);
+                        board.finish_chunk();
+                    }
+                }
+            });
+        }
+        let _close = CloseOnDrop(board);
+        let mut scratch = S::default();
+        for round in 0..rounds {
+            while let Some((r, chunk)) = board.claim(true) {
+                debug_assert_eq!(r, round);
+                work(round, chunk, &mut scratch);
+                board.finish_chunk();
+            }
+            while board.done.load(Ordering::Acquire) < chunks {
+                std::hint::spin_loop();
+            }
+            board.done.store(0, Ordering::Relaxed);
+            if round + 1 < rounds {
+                board
+                    .state
+                    .store(encode(round as u64 + 1, 0, chunks), Ordering::Release);
+            }
+        }
+    });
+}
+
+/// A mutable buffer that the chunks of a round write through, each to its own disjoint
+/// parts. Reads and writes go through [`Shared::slice`] / [`Shared::slice_mut`], whose
+/// callers promise that no two threads touch overlapping ranges within one round.
+pub struct Shared<'a> {
+    data: &'a [UnsafeCell<f32>],
+    _marker: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: access is to disjoint ranges per thread within a round, and rounds are ordered
+// by the board's acquire/release synchronisation.
+unsafe impl Sync for Shared<'_> {}
+
+impl<'a> Shared<'a> {
+    /// Shares `data` for the duration of a team run.
+    pub fn new(data: &'a mut [f32]) -> Self {
+        let len = data.len();
+        let ptr = data.as_mut_ptr() as *const UnsafeCell<f32>;
+        // SAFETY: `UnsafeCell<f32>` has the layout of `f32`, and the exclusive borrow is
+        // held for `'a`.
+        let data = unsafe { std::slice::from_raw_parts(ptr, len) };
+        Shared {
+            data,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Reads `start .. start + len`.
+    ///
+    /// # Safety
+    /// No other thread may write this range during the current round.
+    pub unsafe fn slice(&self, start: usize, len: usize) -> &[f32] {
+        let cells = &self.data[start..start + len];
+        std::slice::from_raw_parts(cells.as_ptr() as *const f32, len)
+    }
+
+    /// Writes `start .. start + len`.
+    ///
+    /// # Safety
+    /// No other thread may read or write this range during the current round.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [f32] {
+        let cells = &self.data[start..start + len];
+        std::slice::from_raw_parts_mut(UnsafeCell::raw_get(cells.as_ptr()), len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each round reads every value the previous round wrote (a running sum over chunks),
+    /// so a chunk started before its round opened, or a round that ended early, shows up.
+    #[test]
+    fn rounds_see_all_of_the_previous_round() {
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let (chunks, rounds) = (7, 200);
+                let mut a = vec![1.0f32; chunks];
+                let mut b = vec![0.0f32; chunks];
+                let (sa, sb) = (Shared::new(&mut a), Shared::new(&mut b));
+                run_rounds::<()>(rounds, chunks, |round, chunk, _| {
+                    let (src, dst) = if round % 2 == 0 {
+                        (&sa, &sb)
+                    } else {
+                        (&sb, &sa)
+                    };
+                    // SAFETY: the source is only read this round; each chunk writes its own
+                    // element of the destination.
+                    let total: f32 = unsafe { src.slice(0, chunks) }.iter().sum();
+                    unsafe { dst.slice_mut(chunk, 1)[0] = (total / chunks as f32).round() + 1.0 };
+                });
+                let last = if rounds % 2 == 0 { &a } else { &b };
+                assert!(last.iter().all(|&v| v == rounds as f32 + 1.0), "{last:?}");
+            });
+        }
+    }
+
+    /// A team inside both halves of a `rayon::join` on a two-thread pool finishes.
+    #[test]
+    fn nested_teams_do_not_deadlock() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let count = |n: &AtomicUsize| {
+            run_rounds::<()>(50, 4, |_, _, _| {
+                n.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let (x, y) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        pool.install(|| rayon::join(|| count(&x), || count(&y)));
+        assert_eq!((x.into_inner(), y.into_inner()), (200, 200));
+    }
+}
