@@ -5,7 +5,7 @@ PyTorch time / recurrent time (higher is better for recurrent).
 
 Usage:
     python bench/compare.py [--threads 2] [--binary target/release/recurrent] [--rows latency,gru_train]
-        [--markdown]
+        [--repeats 3] [--markdown]
 
 Needs `torch` in the running interpreter (e.g. a virtualenv outside the repository) and a
 release build (`cargo build --release`). Each PyTorch row runs in a fresh subprocess, so its
@@ -95,9 +95,10 @@ print(json.dumps({"median_ms": times[len(times) // 2], "min_ms": times[0], "max_
 
 
 def iters_for(row):
+    """About a second of timed work per run (fewer repetitions for the heavy rows)."""
     _, _, i, h, layers, _, _, b, t, train, _, _ = row
     work = i * h * layers * b * t * (3 if train else 1)
-    return 5 if work > 5e8 else 20
+    return 10 if work > 2e9 else 30 if work > 2e8 else 100
 
 
 def torch_row(row, threads):
@@ -130,6 +131,8 @@ def main():
     ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "recurrent"))
     ap.add_argument("--rows", default="")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs of each side per row, alternating; the median of their medians is reported")
     a = ap.parse_args()
     wanted = set(filter(None, a.rows.split(",")))
     rows = [r for r in ROWS if not wanted or r[0] in wanted]
@@ -138,8 +141,11 @@ def main():
     lines = []
     for row in rows:
         name, mode, i, h, layers, bi, proj, b, t, train, lengths, target = row
-        ours = ours_row(row, a.threads, a.binary)
-        pt = torch_row(row, a.threads)
+        # The machine is shared: alternate the two sides and keep the median of each
+        # side's per-run medians, so a slow spell does not land on one side only.
+        runs = [(ours_row(row, a.threads, a.binary), torch_row(row, a.threads)) for _ in range(a.repeats)]
+        ours = sorted((r[0] for r in runs), key=lambda r: r["median_ms"])[len(runs) // 2]
+        pt = sorted((r[1] for r in runs), key=lambda r: r["median_ms"])[len(runs) // 2]
         ratio = pt["median_ms"] / ours["median_ms"]
         cfg = f"{mode} I={i} H={h} L={layers}{' bi' if bi else ''}{f' proj={proj}' if proj else ''} B={b} T={t}" \
               f"{' train' if train else ''}{' lengths=' + lengths if lengths else ''}"
