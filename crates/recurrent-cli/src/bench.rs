@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Inference: pack the weights inside every call (`Rnn::forward`) instead of once
+    /// before timing (`Rnn::prepare`, as a deployed model does).
+    #[arg(long)]
+    repack: bool,
 }
 
 /// Evenly spread lengths over `1..=steps`.
@@ -135,9 +139,16 @@ fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
     } else {
         let mut rnn = rnn;
         rnn.eval();
+        // A deployed model packs its weights once (`Rnn::prepare`); `--repack` times
+        // `Rnn::forward`, which packs them in every call.
+        let prepared = rnn.prepare();
         for i in 0..a.warmup + a.iters {
             let start = Instant::now();
-            let out = rnn.forward(x.view(), None, lengths.as_deref())?;
+            let out = if a.repack {
+                rnn.forward(x.view(), None, lengths.as_deref())?
+            } else {
+                prepared.forward(x.view(), None, lengths.as_deref())?
+            };
             std::hint::black_box(&out);
             if i >= a.warmup {
                 times.push(start.elapsed().as_secs_f64() * 1e3);

@@ -178,6 +178,7 @@ impl Cell {
             &mut hs,
             &mut cs,
             &mut tape,
+            None,
         );
         let to_array =
             |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&state_shape), v).expect("shape matches");

@@ -52,4 +52,4 @@ pub use config::{Mode, RnnConfig};
 pub use error::{Error, Result};
 pub use packed::{pack_padded_sequence, pad_packed_sequence, PackedSequence};
 pub use param::{Param, Parameters};
-pub use rnn::{InitialState, InputGrads, OutputGrads, Rnn, RnnOutput, Tape};
+pub use rnn::{InitialState, InputGrads, OutputGrads, PreparedRnn, Rnn, RnnOutput, Tape};

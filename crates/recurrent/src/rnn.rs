@@ -3,7 +3,7 @@
 
 use crate::config::{Mode, RnnConfig};
 use crate::error::{check_finite, Error, Result};
-use crate::layer::direction::{self, DirScratch, DirTape};
+use crate::layer::direction::{self, DirScratch, DirTape, PackedDirection};
 use crate::layer::{BatchOrder, DirectionParams, DirectionShape};
 use crate::param::{Param, Parameters};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
@@ -234,6 +234,24 @@ impl Rnn {
         state: Option<InitialState>,
         lengths: Option<&[usize]>,
     ) -> Result<RnnOutput> {
+        self.infer(input, state, lengths, None)
+    }
+
+    /// Packs the weights once for repeated inference: see [`PreparedRnn`].
+    pub fn prepare(&self) -> PreparedRnn<'_> {
+        PreparedRnn {
+            rnn: self,
+            packed: self.params.iter().map(PackedDirection::new).collect(),
+        }
+    }
+
+    fn infer(
+        &self,
+        input: ArrayViewD<f32>,
+        state: Option<InitialState>,
+        lengths: Option<&[usize]>,
+        packed: Option<&[PackedDirection]>,
+    ) -> Result<RnnOutput> {
         // One layer's work buffers, kept per thread so repeated inference does not
         // allocate (and fault in) fresh memory on every call.
         thread_local! {
@@ -241,7 +259,7 @@ impl Rnn {
         }
         INFERENCE_TAPE.with(|cell| {
             let mut tape = cell.take();
-            let out = self.run(input, state, lengths, None, &mut tape, false);
+            let out = self.run(input, state, lengths, None, &mut tape, false, packed);
             cell.replace(tape);
             out
         })
@@ -272,11 +290,13 @@ impl Rnn {
         tape: &mut Tape,
     ) -> Result<RnnOutput> {
         let rng: &mut dyn rand::RngCore = rng;
-        self.run(input, state, lengths, Some(rng), tape, true)
+        self.run(input, state, lengths, Some(rng), tape, true, None)
     }
 
     /// The forward pass. With `keep`, every layer's tape stays in `tape`; without it one
-    /// slot is reused layer after layer.
+    /// slot is reused layer after layer. `packed` holds every direction's weights already
+    /// packed, in parameter order.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         input: ArrayViewD<f32>,
@@ -285,6 +305,7 @@ impl Rnn {
         mut rng: Option<&mut dyn rand::RngCore>,
         tape: &mut Tape,
         keep: bool,
+        packed: Option<&[PackedDirection]>,
     ) -> Result<RnnOutput> {
         let cfg = &self.config;
         let geo = self.geometry(&input, lengths)?;
@@ -327,7 +348,8 @@ impl Rnn {
             } else {
                 &mut c_state[..0]
             };
-            run_directions(params, &lt.input, layout, hs, cs, &mut lt.dirs);
+            let packed = packed.map(|pk| &pk[layer * d..(layer + 1) * d]);
+            run_directions(params, &lt.input, layout, hs, cs, &mut lt.dirs, packed);
             let last = layer + 1 == l;
             let next = if last {
                 &mut output_rows
@@ -594,17 +616,43 @@ fn run_directions(
     h: &mut [f32],
     c: &mut [f32],
     tapes: &mut [DirTape],
+    packed: Option<&[PackedDirection]>,
 ) {
+    let pk = |k: usize| packed.map(|p| &p[k]);
     if params.len() == 2 {
         let (hf, hb) = h.split_at_mut(h.len() / 2);
         let (cf, cb) = c.split_at_mut(c.len() / 2);
         let (tf, tb) = tapes.split_at_mut(1);
         rayon::join(
-            || direction::forward(&params[0], x, layout, false, hf, cf, &mut tf[0]),
-            || direction::forward(&params[1], x, layout, true, hb, cb, &mut tb[0]),
+            || direction::forward(&params[0], x, layout, false, hf, cf, &mut tf[0], pk(0)),
+            || direction::forward(&params[1], x, layout, true, hb, cb, &mut tb[0], pk(1)),
         );
     } else {
-        direction::forward(&params[0], x, layout, false, h, c, &mut tapes[0]);
+        direction::forward(&params[0], x, layout, false, h, c, &mut tapes[0], pk(0));
+    }
+}
+
+/// An [`Rnn`] with its weights packed once, for repeated inference (streaming, serving,
+/// sampling): [`PreparedRnn::forward`] gives exactly what [`Rnn::forward`] gives without
+/// repacking the weights on every call, which dominates short calls (batch 1, a few
+/// steps). It borrows the model, so the weights cannot change while it exists. The
+/// recurrent weights are split for the thread pool current at [`Rnn::prepare`]; other
+/// pools give the same results.
+#[derive(Debug, Clone)]
+pub struct PreparedRnn<'a> {
+    rnn: &'a Rnn,
+    packed: Vec<PackedDirection>,
+}
+
+impl PreparedRnn<'_> {
+    /// Inference, as [`Rnn::forward`].
+    pub fn forward(
+        &self,
+        input: ArrayViewD<f32>,
+        state: Option<InitialState>,
+        lengths: Option<&[usize]>,
+    ) -> Result<RnnOutput> {
+        self.rnn.infer(input, state, lengths, Some(&self.packed))
     }
 }
 

@@ -207,10 +207,14 @@ fn check_forward(case: &Case) {
         h0: h.view(),
         c0: c0.as_ref().map(|c| c.view()),
     });
-    let out = s
+    let lengths = s.inputs.lengths.as_deref();
+    let out = s.rnn.forward(input.view(), state.clone(), lengths).unwrap();
+    let prepared = s
         .rnn
-        .forward(input.view(), state, s.inputs.lengths.as_deref())
+        .prepare()
+        .forward(input.view(), state, lengths)
         .unwrap();
+    assert!(prepared == out, "prepared weights give different results");
     let r = reference::forward(cfg, &s.params, &s.inputs);
     let width = cfg.num_directions() * cfg.output_size();
     assert_close(
@@ -454,14 +458,15 @@ fn results_do_not_depend_on_thread_count() {
         results.push(pool.install(|| {
             let mut out = Vec::new();
             for mode in [Mode::Lstm, Mode::Gru, Mode::RnnTanh] {
-                let cfg = RnnConfig::new(mode, 20, 70)
+                // Large enough for the time loop to use a team of threads.
+                let cfg = RnnConfig::new(mode, 20, 160)
                     .with_num_layers(2)
                     .with_bidirectional(true);
                 let mut rnn = Rnn::new(cfg, &mut rand::rngs::StdRng::seed_from_u64(3)).unwrap();
                 let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-                let x = ArrayD::from_shape_vec(IxDyn(&[6, 3, 20]), randn(&mut rng, 6 * 3 * 20))
+                let x = ArrayD::from_shape_vec(IxDyn(&[20, 4, 20]), randn(&mut rng, 20 * 4 * 20))
                     .unwrap();
-                let lengths = [6, 2, 5];
+                let lengths = [20, 7, 13, 1];
                 let (y, tape) = rnn
                     .forward_train(x.view(), None, Some(&lengths), &mut rng)
                     .unwrap();

@@ -13,6 +13,7 @@ use super::params::DirectionParams;
 use crate::config::Mode;
 use crate::kernels::activation::{sigmoid, tanh};
 use crate::kernels::{cells, gemm, matmul_packed, Mat, MatMut, PackedMatrix};
+use rayon::prelude::*;
 
 /// What the forward pass of one direction keeps for its backward pass (`N` = packed rows).
 #[derive(Debug, Default, Clone)]
@@ -94,11 +95,58 @@ fn add_bias_rows(rows: &mut [f32], bias: &[f32]) {
     }
 }
 
-/// Adds the column sums of `rows` (`width` wide) to `acc`.
-fn add_column_sums(acc: &mut [f32], rows: &[f32]) {
-    for row in rows.chunks_exact(acc.len()) {
-        acc.iter_mut().zip(row).for_each(|(a, r)| *a += r);
+/// Elements below which [`column_sums`] stays on one thread.
+const PARALLEL_SUM_MIN: usize = 1 << 15;
+
+/// Column sums of `rows` (`width` wide), split by columns across the pool (each column
+/// is summed in row order whatever the split).
+fn column_sums(rows: &[f32], width: usize) -> Vec<f32> {
+    let threads = if rows.len() < PARALLEL_SUM_MIN {
+        1
+    } else {
+        rayon::current_num_threads()
+    };
+    let block = width.div_ceil(threads).max(1);
+    let mut sums = vec![0.0; width];
+    sums.par_chunks_mut(block)
+        .enumerate()
+        .for_each(|(k, part)| {
+            let c0 = k * block;
+            for row in rows.chunks_exact(width) {
+                let row = &row[c0..c0 + part.len()];
+                part.iter_mut().zip(row).for_each(|(a, r)| *a += r);
+            }
+        });
+    sums
+}
+
+/// `acc += add`, element by element.
+fn add_into(acc: &mut [f32], add: &[f32]) {
+    acc.iter_mut().zip(add).for_each(|(a, v)| *a += v);
+}
+
+/// The weights of one direction packed once, for repeated inference calls.
+#[derive(Debug, Clone)]
+pub struct PackedDirection {
+    /// `W_ih^T`, `(I, G*H)`.
+    w_ih: PackedMatrix,
+    /// The recurrent weights, for parameters the threaded time loop handles.
+    recurrent: Option<fused::RecurrentWeights>,
+}
+
+impl PackedDirection {
+    /// Packs `p`'s weights for the current CPU level and thread pool.
+    pub fn new(p: &DirectionParams) -> Self {
+        PackedDirection {
+            w_ih: pack_input_weights(p),
+            recurrent: fused::supports(p).then(|| fused::RecurrentWeights::pack(p)),
+        }
     }
+}
+
+fn pack_input_weights(p: &DirectionParams) -> PackedMatrix {
+    let (input_size, gh) = (p.input_size(), p.mode.gates() * p.hidden_size);
+    PackedMatrix::pack(Mat::t(&p.weight_ih.value, input_size), input_size, gh)
 }
 
 /// Runs one direction over the packed input.
@@ -107,6 +155,8 @@ fn add_column_sums(acc: &mut [f32], rows: &[f32]) {
 /// - `h`: `(B, H_out)`, in: the initial state (sorted batch order), out: `h_n`.
 /// - `c`: `(B, H)` for LSTM (empty otherwise), in: `c0`, out: `c_n`.
 /// - `tape`: receives the output and what backward needs.
+/// - `packed`: `p`'s weights already packed (else they are packed here).
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     p: &DirectionParams,
     x: &[f32],
@@ -115,6 +165,7 @@ pub fn forward(
     h: &mut [f32],
     c: &mut [f32],
     tape: &mut DirTape,
+    packed: Option<&PackedDirection>,
 ) {
     let n = layout.rows();
     let hs = p.hidden_size;
@@ -124,12 +175,18 @@ pub fn forward(
     tape.prepare(p, n);
 
     // Input projection for all steps at once.
-    gemm(
+    let w_ih_here;
+    let w_ih = match packed {
+        Some(pk) => &pk.w_ih,
+        None => {
+            w_ih_here = pack_input_weights(p);
+            &w_ih_here
+        }
+    };
+    matmul_packed(
         n,
-        gh,
-        input_size,
         Mat::new(x, input_size),
-        Mat::t(&p.weight_ih.value, input_size),
+        w_ih,
         0.0,
         MatMut::new(&mut tape.gates, gh),
     );
@@ -141,7 +198,18 @@ pub fn forward(
     }
 
     if fused::supports(p) {
-        fused::forward(p, layout, reverse, h, c, tape);
+        match packed.and_then(|pk| pk.recurrent.as_ref()) {
+            Some(w) => fused::forward(p, layout, reverse, h, c, tape, w),
+            None => fused::forward(
+                p,
+                layout,
+                reverse,
+                h,
+                c,
+                tape,
+                &fused::RecurrentWeights::pack(p),
+            ),
+        }
         return;
     }
     // LSTM with layer norm and/or projection: the time loop on this thread, with the
@@ -377,11 +445,18 @@ pub fn backward(
         1.0,
         MatMut::new(&mut p.weight_hh.grad, h_out),
     );
-    if let Some(b) = &mut p.bias_ih {
-        add_column_sums(&mut b.grad, dg);
-    }
-    if let Some(b) = &mut p.bias_hh {
-        add_column_sums(&mut b.grad, dg_hh);
+    if p.bias_ih.is_some() || p.bias_hh.is_some() {
+        // Both biases enter every gate pre-activation (GRU's `b_hn` only through `r`).
+        let sums = column_sums(dg, gh);
+        if let Some(b) = &mut p.bias_ih {
+            add_into(&mut b.grad, &sums);
+        }
+        if let Some(b) = &mut p.bias_hh {
+            add_into(
+                &mut b.grad,
+                &if gru { column_sums(dg_hh, gh) } else { sums },
+            );
+        }
     }
     if let Some(w_hr) = &mut p.weight_hr {
         gemm(

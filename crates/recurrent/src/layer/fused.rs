@@ -2,9 +2,8 @@
 //! split by hidden units across a [`team`](super::team) of threads.
 //!
 //! A chunk is a range of hidden units (a multiple of [`CHUNK_UNITS`], one chunk per
-//! thread) together with all their gates. In
-//! the forward pass a chunk computes its gates' recurrent product and applies the cell
-//! to its units; in the backward pass it finishes its units' part of `dh` from the
+//! thread) together with all their gates. In the forward pass a chunk computes its
+//! gates' recurrent product and applies the cell to its units; in the backward pass it finishes its units' part of `dh` from the
 //! previous step's gate gradients and then runs the cell backward for them. Either way a
 //! step needs every unit of the step before and nothing else, so one synchronisation per
 //! step suffices and each thread keeps its slice of the recurrent weights in its cache.
@@ -20,6 +19,16 @@ use crate::kernels::{cells, matmul_packed_panels, Mat, MatMut, PackedMatrix};
 /// GEMM panel width (8, 16, 32), so a chunk's gate columns are whole packed panels.
 pub const CHUNK_UNITS: usize = 32;
 
+/// Multiply-adds of a whole time loop below which it runs on the calling thread alone
+/// (waking another thread costs more than it would save, e.g. one step at batch 1).
+const PARALLEL_MIN_WORK: usize = 1 << 22;
+
+/// Whether the recurrent products of `order`'s steps are worth a team of threads.
+fn worth_a_team(order: &[(usize, usize)], p: &DirectionParams) -> bool {
+    let rows: usize = order.iter().map(|&(_, b)| b).sum();
+    rows * p.mode.gates() * p.hidden_size * p.hidden_size >= PARALLEL_MIN_WORK
+}
+
 /// Whether [`forward`] and [`backward`] handle these parameters.
 pub fn supports(p: &DirectionParams) -> bool {
     p.layer_norm.is_none() && p.weight_hr.is_none()
@@ -28,7 +37,7 @@ pub fn supports(p: &DirectionParams) -> bool {
 /// The split of `H` hidden units into one chunk per thread. (Each chunk's product
 /// repacks the step's left-hand matrix, so more chunks than threads would cost more than
 /// the finer load balance gains.)
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Chunks {
     width: usize,
     hidden: usize,
@@ -118,10 +127,38 @@ fn tape_segments<const G: usize>(
     std::array::from_fn(|q| &gates[(row * G + q) * hidden + u0..][..w])
 }
 
+/// The recurrent weights of one direction packed for [`forward`]: `W_hh^T` with its gate
+/// columns in chunk order (and GRU's `b_hh` in the same order).
+#[derive(Debug, Clone)]
+pub struct RecurrentWeights {
+    ch: Chunks,
+    w_hh: PackedMatrix,
+    bias_hh: Vec<f32>,
+}
+
+impl RecurrentWeights {
+    /// Packs `p`'s recurrent weights, split into one chunk per thread of the current pool.
+    pub fn pack(p: &DirectionParams) -> Self {
+        let ch = Chunks::new(p);
+        let cols = ch.gate_columns();
+        let w_hh = PackedMatrix::pack_columns(
+            Mat::t(&p.weight_hh.value, p.hidden_size),
+            p.hidden_size,
+            &cols,
+        );
+        let bias_hh = match (&p.bias_hh, p.mode) {
+            (Some(b), Mode::Gru) => cols.iter().map(|&j| b.value[j]).collect(),
+            _ => vec![0.0; cols.len()],
+        };
+        RecurrentWeights { ch, w_hh, bias_hh }
+    }
+}
+
 /// The time loop of [`super::direction::forward`] for [`supports`]ed parameters, after
 /// the input projection (with `b_ih`, and `b_hh` except for GRU) is in `tape.gates`.
 ///
-/// `h`: `(B, H)` initial state in, `h_n` out; `c`: `(B, H)` likewise (LSTM).
+/// `h`: `(B, H)` initial state in, `h_n` out; `c`: `(B, H)` likewise (LSTM); `weights`:
+/// `p`'s recurrent weights, packed.
 pub fn forward(
     p: &DirectionParams,
     layout: &SeqLayout,
@@ -129,16 +166,11 @@ pub fn forward(
     h: &mut [f32],
     c: &mut [f32],
     tape: &mut DirTape,
+    weights: &RecurrentWeights,
 ) {
     let hs = p.hidden_size;
-    let ch = Chunks::new(p);
-    let g = ch.gates;
-    let cols = ch.gate_columns();
-    let w_hh = PackedMatrix::pack_columns(Mat::t(&p.weight_hh.value, hs), hs, &cols);
-    let bias_hh: Vec<f32> = match (&p.bias_hh, p.mode) {
-        (Some(b), Mode::Gru) => cols.iter().map(|&j| b.value[j]).collect(),
-        _ => vec![0.0; cols.len()],
-    };
+    let RecurrentWeights { ch, w_hh, bias_hh } = weights;
+    let (ch, g) = (*ch, ch.gates);
     let batch = h.len() / hs;
     let order = visit_order(layout, reverse);
     let mut other = vec![0.0; h.len()];
@@ -151,60 +183,66 @@ pub fn forward(
         let c_new = Shared::new(&mut tape.c);
         let c_prev = Shared::new(&mut tape.c_prev);
         let gh_n = Shared::new(&mut tape.gh_n);
-        run_rounds(order.len(), ch.count(), |round, chunk, s: &mut Scratch| {
-            let (r0, b) = order[round];
-            let (cur, next) = (&states[round % 2], &states[(round + 1) % 2]);
-            let (u0, w) = ch.units(chunk);
-            // SAFETY: this round reads the whole current state and writes only units
-            // `u0 .. u0 + w` of the next state, the cell state and this step's tape rows;
-            // chunks have disjoint units.
-            unsafe {
-                s.resize(b * g * w, 0.0);
-                matmul_packed_panels(
-                    b,
-                    Mat::new(cur.slice(0, b * hs), hs),
-                    &w_hh,
-                    ch.panels(chunk, g, &w_hh),
-                    0.0,
-                    MatMut::new(s, g * w),
-                );
-                for j in 0..b {
-                    let row = r0 + j;
-                    let at = j * hs + u0;
-                    let rec = &mut s[j * g * w..(j + 1) * g * w];
-                    let h_new = next.slice_mut(at, w);
-                    h_prev
-                        .slice_mut(row * hs + u0, w)
-                        .copy_from_slice(cur.slice(at, w));
-                    match p.mode {
-                        Mode::Lstm => {
-                            let x = gate_segments::<4>(&gates, row, hs, u0, w);
-                            let cj = cell.slice_mut(at, w);
-                            c_prev.slice_mut(row * hs + u0, w).copy_from_slice(cj);
-                            cells::lstm_forward(x, rec, cj, h_new);
-                            c_new.slice_mut(row * hs + u0, w).copy_from_slice(cj);
+        let parallel = worth_a_team(&order, p);
+        run_rounds(
+            order.len(),
+            ch.count(),
+            parallel,
+            |round, chunk, s: &mut Scratch| {
+                let (r0, b) = order[round];
+                let (cur, next) = (&states[round % 2], &states[(round + 1) % 2]);
+                let (u0, w) = ch.units(chunk);
+                // SAFETY: this round reads the whole current state and writes only units
+                // `u0 .. u0 + w` of the next state, the cell state and this step's tape rows;
+                // chunks have disjoint units.
+                unsafe {
+                    s.resize(b * g * w, 0.0);
+                    matmul_packed_panels(
+                        b,
+                        Mat::new(cur.slice(0, b * hs), hs),
+                        w_hh,
+                        ch.panels(chunk, g, w_hh),
+                        0.0,
+                        MatMut::new(s, g * w),
+                    );
+                    for j in 0..b {
+                        let row = r0 + j;
+                        let at = j * hs + u0;
+                        let rec = &mut s[j * g * w..(j + 1) * g * w];
+                        let h_new = next.slice_mut(at, w);
+                        h_prev
+                            .slice_mut(row * hs + u0, w)
+                            .copy_from_slice(cur.slice(at, w));
+                        match p.mode {
+                            Mode::Lstm => {
+                                let x = gate_segments::<4>(&gates, row, hs, u0, w);
+                                let cj = cell.slice_mut(at, w);
+                                c_prev.slice_mut(row * hs + u0, w).copy_from_slice(cj);
+                                cells::lstm_forward(x, rec, cj, h_new);
+                                c_new.slice_mut(row * hs + u0, w).copy_from_slice(cj);
+                            }
+                            Mode::Gru => {
+                                let bias = &bias_hh[u0 * g..(u0 + w) * g];
+                                rec.iter_mut().zip(bias).for_each(|(a, bv)| *a += bv);
+                                let x = gate_segments::<3>(&gates, row, hs, u0, w);
+                                let n = gh_n.slice_mut(row * hs + u0, w);
+                                cells::gru_forward(x, rec, cur.slice(at, w), h_new, n);
+                            }
+                            Mode::RnnTanh | Mode::RnnRelu => {
+                                let x = gates.slice_mut(row * hs + u0, w);
+                                cells::elman_forward(x, rec, h_new, p.mode == Mode::RnnRelu);
+                            }
                         }
-                        Mode::Gru => {
-                            let bias = &bias_hh[u0 * g..(u0 + w) * g];
-                            rec.iter_mut().zip(bias).for_each(|(a, bv)| *a += bv);
-                            let x = gate_segments::<3>(&gates, row, hs, u0, w);
-                            let n = gh_n.slice_mut(row * hs + u0, w);
-                            cells::gru_forward(x, rec, cur.slice(at, w), h_new, n);
-                        }
-                        Mode::RnnTanh | Mode::RnnRelu => {
-                            let x = gates.slice_mut(row * hs + u0, w);
-                            cells::elman_forward(x, rec, h_new, p.mode == Mode::RnnRelu);
-                        }
+                        out.slice_mut(row * hs + u0, w).copy_from_slice(h_new);
                     }
-                    out.slice_mut(row * hs + u0, w).copy_from_slice(h_new);
+                    // Finished sequences keep their state.
+                    for j in b..batch {
+                        next.slice_mut(j * hs + u0, w)
+                            .copy_from_slice(cur.slice(j * hs + u0, w));
+                    }
                 }
-                // Finished sequences keep their state.
-                for j in b..batch {
-                    next.slice_mut(j * hs + u0, w)
-                        .copy_from_slice(cur.slice(j * hs + u0, w));
-                }
-            }
-        });
+            },
+        );
     }
     if order.len() % 2 == 1 {
         h.copy_from_slice(&other);
@@ -243,6 +281,7 @@ pub fn backward(
     run_rounds(
         order.len() + 1,
         ch.count(),
+        worth_a_team(&order, p),
         |round, chunk, s: &mut Scratch| {
             let (u0, w) = ch.units(chunk);
             // SAFETY: this round reads the previous step's gate-gradient rows (written last

@@ -78,17 +78,24 @@ impl Drop for CloseOnDrop<'_> {
 /// Runs `work(round, chunk, scratch)` for every chunk `0..chunks` of every round
 /// `0..rounds`; all of round `r` happens before any of round `r + 1`. Each participating
 /// thread gets its own `S::default()` scratch. Uses at most `rayon::current_num_threads()`
-/// threads.
+/// threads, and only the calling one unless `parallel` (for work too small to be worth
+/// waking other threads).
 pub fn run_rounds<S: Default>(
     rounds: usize,
     chunks: usize,
+    parallel: bool,
     work: impl Fn(usize, usize, &mut S) + Sync,
 ) {
     assert!(
         chunks < 1 << 16 && (rounds as u64) < END,
         "team: too many chunks or rounds"
     );
-    let helpers = rayon::current_num_threads().min(chunks).saturating_sub(1);
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let helpers = threads.min(chunks).saturating_sub(1);
     if helpers == 0 || rounds == 0 {
         let mut scratch = S::default();
         for round in 0..rounds {
@@ -208,7 +215,7 @@ mod tests {
                 let mut a = vec![1.0f32; chunks];
                 let mut b = vec![0.0f32; chunks];
                 let (sa, sb) = (Shared::new(&mut a), Shared::new(&mut b));
-                run_rounds::<()>(rounds, chunks, |round, chunk, _| {
+                run_rounds::<()>(rounds, chunks, true, |round, chunk, _| {
                     let (src, dst) = if round % 2 == 0 {
                         (&sa, &sb)
                     } else {
@@ -233,7 +240,7 @@ mod tests {
             .build()
             .unwrap();
         let count = |n: &AtomicUsize| {
-            run_rounds::<()>(50, 4, |_, _, _| {
+            run_rounds::<()>(50, 4, true, |_, _, _| {
                 n.fetch_add(1, Ordering::Relaxed);
             })
         };

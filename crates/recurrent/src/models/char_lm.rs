@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::loss::CrossEntropyLoss;
 use crate::nn::{Embedding, Linear, Module};
 use crate::param::{Param, Parameters};
-use crate::rnn::{InitialState, OutputGrads, Rnn, Tape};
+use crate::rnn::{InitialState, OutputGrads, PreparedRnn, Rnn, Tape};
 use ndarray::{ArrayD, IxDyn};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -82,20 +82,8 @@ impl CharLm {
         batch: usize,
         state: Option<&LmState>,
     ) -> Result<(ArrayD<f32>, LmState)> {
-        let steps = ids.len() / batch;
-        let x = self.embedding.forward(ids, &[batch, steps])?;
-        let init = state.map(|(h, c)| InitialState {
-            h0: h.view(),
-            c0: c.as_ref().map(|c| c.view()),
-        });
-        let out = self.rnn.forward(x.view(), init, None)?;
-        let w = out.output.shape()[2];
-        let flat = out
-            .output
-            .into_shape_with_order(IxDyn(&[batch * steps, w]))
-            .expect("contiguous");
-        self.head.set_training(false);
-        Ok((self.head.forward(&flat)?, (out.h_n, out.c_n)))
+        let rnn = self.rnn.prepare();
+        logits_through(&mut self.embedding, &rnn, &mut self.head, ids, batch, state)
     }
 
     /// Mean cross-entropy in bits per character of `text` indices, read as `streams`
@@ -106,6 +94,7 @@ impl CharLm {
         if per == 0 {
             return Err(Error::Invalid("text too short to evaluate".into()));
         }
+        let rnn = self.rnn.prepare();
         let mut state: Option<LmState> = None;
         let (mut total, mut count) = (0.0f64, 0usize);
         let mut pos = 0;
@@ -118,7 +107,14 @@ impl CharLm {
                 input.extend_from_slice(&ids[start..start + len]);
                 target.extend(ids[start + 1..start + 1 + len].iter().map(|&t| t as i64));
             }
-            let (logits, st) = self.logits(&input, streams, state.as_ref())?;
+            let (logits, st) = logits_through(
+                &mut self.embedding,
+                &rnn,
+                &mut self.head,
+                &input,
+                streams,
+                state.as_ref(),
+            )?;
             let loss = CrossEntropyLoss::default().forward(&logits, &target, &[target.len()])?;
             total += loss.item() as f64 * target.len() as f64;
             count += target.len();
@@ -189,7 +185,9 @@ impl CharLm {
                 "temperature must be positive, found {temperature}"
             )));
         }
-        let (logits, mut state) = self.logits(&ids, 1, None)?;
+        let rnn = self.rnn.prepare();
+        let (embedding, head) = (&mut self.embedding, &mut self.head);
+        let (logits, mut state) = logits_through(embedding, &rnn, head, &ids, 1, None)?;
         let v = self.vocab.len();
         let mut last: Vec<f32> =
             logits.as_slice().expect("contiguous")[(ids.len() - 1) * v..].to_vec();
@@ -197,7 +195,7 @@ impl CharLm {
         for _ in 0..length {
             let next = sample(&last, temperature, top_k, rng);
             out.push(self.vocab.chars()[next]);
-            let (l, s) = self.logits(&[next], 1, Some(&state))?;
+            let (l, s) = logits_through(embedding, &rnn, head, &[next], 1, Some(&state))?;
             last = l.as_slice().expect("contiguous").to_vec();
             state = s;
         }
@@ -217,6 +215,32 @@ impl CharLm {
         let mut e = Ensemble::<CharLm>::load(path)?;
         Ok(e.members.remove(0))
     }
+}
+
+/// Inference logits `(B*T, V)` of `(B, T)` indices through the model's parts, with its
+/// recurrent stack prepared once by the caller (see [`CharLm::logits`]).
+fn logits_through(
+    embedding: &mut Embedding,
+    rnn: &PreparedRnn,
+    head: &mut Linear,
+    ids: &[usize],
+    batch: usize,
+    state: Option<&LmState>,
+) -> Result<(ArrayD<f32>, LmState)> {
+    let steps = ids.len() / batch;
+    let x = embedding.forward(ids, &[batch, steps])?;
+    let init = state.map(|(h, c)| InitialState {
+        h0: h.view(),
+        c0: c.as_ref().map(|c| c.view()),
+    });
+    let out = rnn.forward(x.view(), init, None)?;
+    let w = out.output.shape()[2];
+    let flat = out
+        .output
+        .into_shape_with_order(IxDyn(&[batch * steps, w]))
+        .expect("contiguous");
+    head.set_training(false);
+    Ok((head.forward(&flat)?, (out.h_n, out.c_n)))
 }
 
 /// Draws an index from `softmax(logits / temperature)` restricted to the `top_k` largest.
