@@ -12,7 +12,7 @@ const DEFAULTS: Defaults = Defaults {
     hidden_size: 512,
     num_layers: 1,
     bidirectional: false,
-    dropout: 0.0,
+    dropout: 0.2,
     epochs: 10,
     batch_size: 64,
     lr: 5e-3,

@@ -446,7 +446,8 @@ pub fn backward(
         MatMut::new(&mut p.weight_hh.grad, h_out),
     );
     if p.bias_ih.is_some() || p.bias_hh.is_some() {
-        // Both biases enter every gate pre-activation (GRU's `b_hn` only through `r`).
+        // LSTM and RNN: both biases get the pre-activation gradient; GRU's `b_hh` gets
+        // that of the recurrent side (its `b_hn` part is scaled by `r`).
         let sums = column_sums(dg, gh);
         if let Some(b) = &mut p.bias_ih {
             add_into(&mut b.grad, &sums);
