@@ -372,7 +372,7 @@ impl Rnn {
                 std::mem::swap(&mut lt.input, &mut spare);
             }
         }
-        let output = unpack(&output_rows, &geo, d * h_out, cfg.batch_first);
+        let output = unpack_owned(output_rows, &geo, d * h_out, cfg.batch_first);
         let h_n = unsort_state(&h_state, &geo, d * l, h_out);
         let c_n = lstm.then(|| unsort_state(&c_state, &geo, d * l, h));
         tape.geometry = Some(geo);
@@ -791,12 +791,28 @@ fn unpack(rows: &[f32], geo: &Geometry, width: usize, batch_first: bool) -> Arra
             out[to..to + width].copy_from_slice(&rows[from..from + width]);
         }
     }
-    let shape: Vec<usize> = match (geo.batched, batch_first) {
-        (false, _) => vec![geo.steps, width],
-        (true, false) => vec![geo.steps, geo.batch, width],
-        (true, true) => vec![geo.batch, geo.steps, width],
-    };
-    ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape matches")
+    ArrayD::from_shape_vec(padded_shape(geo, width, batch_first), out).expect("shape matches")
+}
+
+/// [`unpack`] of rows given by value: when the packed rows already are the padded layout
+/// (every sequence full length, in caller order, time-major or a single sequence), they
+/// become the array without a copy.
+fn unpack_owned(rows: Vec<f32>, geo: &Geometry, width: usize, batch_first: bool) -> ArrayD<f32> {
+    let full = geo.order.layout.rows() == geo.steps * geo.batch;
+    let in_order = geo.order.sorted.iter().enumerate().all(|(j, &o)| j == o);
+    if full && in_order && (!batch_first || !geo.batched || geo.batch == 1) {
+        ArrayD::from_shape_vec(padded_shape(geo, width, batch_first), rows).expect("shape matches")
+    } else {
+        unpack(&rows, geo, width, batch_first)
+    }
+}
+
+fn padded_shape(geo: &Geometry, width: usize, batch_first: bool) -> IxDyn {
+    match (geo.batched, batch_first) {
+        (false, _) => IxDyn(&[geo.steps, width]),
+        (true, false) => IxDyn(&[geo.steps, geo.batch, width]),
+        (true, true) => IxDyn(&[geo.batch, geo.steps, width]),
+    }
 }
 
 fn padded_index(t: usize, b: usize, geo: &Geometry, batch_first: bool) -> usize {

@@ -23,23 +23,9 @@ pub fn segments_mut<const G: usize>(row: &mut [f32]) -> [&mut [f32]; G] {
     std::array::from_fn(|_| parts.next().expect("G segments"))
 }
 
-/// Adds the recurrent part `rec` (`G*w`, gate by gate; empty: nothing) to the segments.
 #[inline(always)]
-fn add_recurrent<const G: usize>(x: &mut [&mut [f32]; G], rec: &[f32], w: usize) {
-    if rec.is_empty() {
-        return;
-    }
-    for (q, seg) in x.iter_mut().enumerate() {
-        for (a, r) in seg[..w].iter_mut().zip(&rec[q * w..(q + 1) * w]) {
-            *a += r;
-        }
-    }
-}
-
-#[inline(always)]
-fn lstm_forward_generic(mut x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) {
+fn lstm_forward_generic(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) {
     let w = c.len();
-    add_recurrent(&mut x, rec, w);
     let [xi, xf, xg, xo] = x;
     let (xi, xf, xg, xo, h) = (
         &mut xi[..w],
@@ -48,11 +34,14 @@ fn lstm_forward_generic(mut x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &
         &mut xo[..w],
         &mut h[..w],
     );
+    let (ri, rest) = rec[..4 * w].split_at(w);
+    let (rf, rest) = rest.split_at(w);
+    let (rg, ro) = rest.split_at(w);
     for k in 0..w {
-        let i = fast_sigmoid(xi[k]);
-        let f = fast_sigmoid(xf[k]);
-        let g = fast_tanh(xg[k]);
-        let o = fast_sigmoid(xo[k]);
+        let i = fast_sigmoid(xi[k] + ri[k]);
+        let f = fast_sigmoid(xf[k] + rf[k]);
+        let g = fast_tanh(xg[k] + rg[k]);
+        let o = fast_sigmoid(xo[k] + ro[k]);
         let cn = f * c[k] + i * g;
         (xi[k], xf[k], xg[k], xo[k]) = (i, f, g, o);
         c[k] = cn;
@@ -61,8 +50,8 @@ fn lstm_forward_generic(mut x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &
 }
 
 multiversion!(
-    /// LSTM step: the gate segments `x` (i, f, g, o pre-activations, plus `rec` when not
-    /// empty) become activations; `c` becomes `c' = f c + i g`; `h` receives `o tanh(c')`.
+    /// LSTM step: the gate segments `x` (i, f, g, o pre-activations, to which the
+    /// recurrent parts `rec`, `4w` gate by gate, are added) become activations; `c` becomes `c' = f c + i g`; `h` receives `o tanh(c')`.
     pub fn lstm_forward(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) => lstm_forward_generic
 );
 

@@ -40,6 +40,8 @@ pub struct DirTape {
     pub cell_hat: Vec<f32>,
     /// `(N)`: layer-norm LSTM: reciprocal standard deviation of the cell LayerNorm.
     pub cell_rstd: Vec<f32>,
+    /// `(B, H)`: work buffer for the state of every other step.
+    pub(crate) state_spare: Vec<f32>,
 }
 
 /// Sets the length of a buffer that is about to be overwritten completely: keeps its
@@ -220,6 +222,8 @@ pub fn forward(
         .as_ref()
         .map(|w| PackedMatrix::pack(Mat::t(&w.value, hs), hs, h_out));
     let mut cell_out = vec![0.0; hs];
+    // The recurrent product is already in the gates.
+    let no_recurrent = vec![0.0; gh];
     let steps = layout.steps();
     for step in 0..steps {
         let t = step_index(step, steps, reverse);
@@ -250,7 +254,7 @@ pub fn forward(
                     .zip(c[..b * hs].chunks_exact_mut(hs))
                     .zip(target.chunks_exact_mut(hs))
                 {
-                    cells::lstm_forward(cells::segments_mut(g), &[], c, r);
+                    cells::lstm_forward(cells::segments_mut(g), &no_recurrent, c, r);
                 }
                 tape.c[r0 * hs..(r0 + b) * hs].copy_from_slice(&c[..b * hs]);
             }

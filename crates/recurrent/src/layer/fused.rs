@@ -98,8 +98,26 @@ fn visit_order(layout: &SeqLayout, reverse: bool) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Per-thread work buffer: `(b, G*w)`, the chunk's recurrent product.
-type Scratch = Vec<f32>;
+/// Per-thread work buffer: `(b, G*w)`, the chunk's recurrent product. It is kept in a
+/// thread-local between calls: a fresh buffer this large would be mapped (and
+/// page-faulted) anew on every call.
+struct Scratch(Vec<f32>);
+
+thread_local! {
+    static SPARE: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch(SPARE.take())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        SPARE.set(std::mem::take(&mut self.0));
+    }
+}
 
 /// The `G` segments of units `u0 .. u0 + w` of row `row` of `gates` (`G*H` wide).
 ///
@@ -173,7 +191,8 @@ pub fn forward(
     let (ch, g) = (*ch, ch.gates);
     let batch = h.len() / hs;
     let order = visit_order(layout, reverse);
-    let mut other = vec![0.0; h.len()];
+    let mut other = std::mem::take(&mut tape.state_spare);
+    other.resize(h.len(), 0.0);
     {
         let states = [Shared::new(h), Shared::new(&mut other)];
         let cell = Shared::new(c);
@@ -196,6 +215,7 @@ pub fn forward(
                 // `u0 .. u0 + w` of the next state, the cell state and this step's tape rows;
                 // chunks have disjoint units.
                 unsafe {
+                    let s = &mut s.0;
                     s.resize(b * g * w, 0.0);
                     matmul_packed_panels(
                         b,
@@ -247,6 +267,7 @@ pub fn forward(
     if order.len() % 2 == 1 {
         h.copy_from_slice(&other);
     }
+    tape.state_spare = other;
 }
 
 /// The time loop of [`super::direction::backward`] for [`supports`]ed parameters: fills
@@ -290,6 +311,7 @@ pub fn backward(
                 if round > 0 {
                     let (rp, bp) = order[round - 1];
                     let src = if gru { &dg_hh } else { &dg };
+                    let s = &mut s.0;
                     s.resize(bp * w, 0.0);
                     matmul_packed_panels(
                         bp,
