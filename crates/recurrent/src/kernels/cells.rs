@@ -34,9 +34,7 @@ fn lstm_forward_generic(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut 
         &mut xo[..w],
         &mut h[..w],
     );
-    let (ri, rest) = rec[..4 * w].split_at(w);
-    let (rf, rest) = rest.split_at(w);
-    let (rg, ro) = rest.split_at(w);
+    let [ri, rf, rg, ro] = segments::<4>(&rec[..4 * w]);
     for k in 0..w {
         let i = fast_sigmoid(xi[k] + ri[k]);
         let f = fast_sigmoid(xf[k] + rf[k]);
@@ -51,7 +49,8 @@ fn lstm_forward_generic(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut 
 
 multiversion!(
     /// LSTM step: the gate segments `x` (i, f, g, o pre-activations, to which the
-    /// recurrent parts `rec`, `4w` gate by gate, are added) become activations; `c` becomes `c' = f c + i g`; `h` receives `o tanh(c')`.
+    /// recurrent parts `rec`, `4w` gate by gate, are added) become activations; `c`
+    /// becomes `c' = f c + i g`; `h` receives `o tanh(c')`.
     pub fn lstm_forward(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) => lstm_forward_generic
 );
 

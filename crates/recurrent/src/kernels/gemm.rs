@@ -195,32 +195,9 @@ unsafe impl Sync for Out {}
 /// `C[m x N] = beta * C + A[m x K] * B` with `B` packed.
 pub fn matmul_packed(m: usize, a: Mat, b: &PackedMatrix, beta: f32, c: MatMut) {
     let (k, n) = (b.k, b.n);
-    if m == 0 || n == 0 {
+    let Some(out) = output(m, a, b, (0, b.panels()), beta, c) else {
         return;
-    }
-    assert!((m - 1) * c.ld + n <= c.data.len(), "matmul: C too small");
-    if k > 0 {
-        let last = if a.transposed {
-            (k - 1) * a.ld + m - 1
-        } else {
-            (m - 1) * a.ld + k - 1
-        };
-        assert!(last < a.data.len(), "matmul: A too small");
-    }
-    let out = Out {
-        ptr: c.data.as_mut_ptr(),
-        ld: c.ld,
-        col0: 0,
     };
-    if k == 0 {
-        for i in 0..m {
-            for j in 0..n {
-                let v = &mut c.data[i * c.ld + j];
-                *v = if beta == 0.0 { 0.0 } else { *v * beta };
-            }
-        }
-        return;
-    }
     let (mr, _) = block_shape(b.level);
     let threads = rayon::current_num_threads();
     let panels = b.panels();
@@ -242,9 +219,9 @@ pub fn matmul_packed(m: usize, a: Mat, b: &PackedMatrix, beta: f32, c: MatMut) {
 }
 
 /// `C = beta * C + A[m x K] * B[:, cols]` on the calling thread only, where `cols` are the
-/// columns of panels `panels` ([`PackedMatrix::panel_width`] columns each, the last
-/// panel possibly narrower) and column 0 of `C` is the first of them. For work that is already split
-/// across threads.
+/// columns of panels `panels` ([`PackedMatrix::panel_width`] columns each, the last panel
+/// possibly narrower) and column 0 of `C` is the first of them. For work that is already
+/// split across threads.
 pub fn matmul_packed_panels(
     m: usize,
     a: Mat,
@@ -254,8 +231,24 @@ pub fn matmul_packed_panels(
     c: MatMut,
 ) {
     let panels = (panels.start, panels.end.min(b.panels()));
+    if let Some(out) = output(m, a, b, panels, beta, c) {
+        run_level(b.level, a, b, out, beta, (0, m), panels);
+    }
+}
+
+/// Checks that `A` and `C` are large enough for the product's `m` rows and the columns of
+/// `panels` (which `C` stores from its column 0), and returns where to write them; `None`
+/// when nothing is left to compute (no rows or columns, or `K = 0`: `C = beta * C`).
+fn output(
+    m: usize,
+    a: Mat,
+    b: &PackedMatrix,
+    panels: (usize, usize),
+    beta: f32,
+    c: MatMut,
+) -> Option<Out> {
     if m == 0 || panels.0 >= panels.1 {
-        return;
+        return None;
     }
     let col0 = panels.0 * b.nr;
     let width = (panels.1 * b.nr).min(b.n) - col0;
@@ -269,7 +262,7 @@ pub fn matmul_packed_panels(
                 *v = if beta == 0.0 { 0.0 } else { *v * beta };
             }
         }
-        return;
+        return None;
     }
     let last = if a.transposed {
         (b.k - 1) * a.ld + m - 1
@@ -277,12 +270,11 @@ pub fn matmul_packed_panels(
         (m - 1) * a.ld + b.k - 1
     };
     assert!(last < a.data.len(), "matmul: A too small");
-    let out = Out {
+    Some(Out {
         ptr: c.data.as_mut_ptr(),
         ld: c.ld,
         col0,
-    };
-    run_level(b.level, a, b, out, beta, (0, m), panels);
+    })
 }
 
 /// Runs rows `rows` x panels `panels` of the product with the kernel of `level`.
