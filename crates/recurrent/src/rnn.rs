@@ -4,6 +4,7 @@
 use crate::config::{Mode, RnnConfig};
 use crate::error::{check_finite, Error, Result};
 use crate::layer::direction::{self, DirScratch, DirTape, PackedDirection};
+use crate::layer::team;
 use crate::layer::{BatchOrder, DirectionParams, DirectionShape};
 use crate::param::{Param, Parameters};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
@@ -241,7 +242,12 @@ impl Rnn {
     pub fn prepare(&self) -> PreparedRnn<'_> {
         PreparedRnn {
             rnn: self,
-            packed: self.params.iter().map(PackedDirection::new).collect(),
+            packed: {
+                let threads = per_direction_threads(self.config.num_directions());
+                team::with_limit(threads, || {
+                    self.params.iter().map(PackedDirection::new).collect()
+                })
+            },
         }
     }
 
@@ -609,6 +615,11 @@ fn expect_shape(name: &str, t: &ArrayViewD<f32>, shape: &[usize]) -> Result<()> 
 }
 
 /// Runs the directions of one layer (in parallel when bidirectional).
+/// Threads for each direction's time loop when `directions` run at once.
+fn per_direction_threads(directions: usize) -> usize {
+    (rayon::current_num_threads() / directions).max(1)
+}
+
 fn run_directions(
     params: &[DirectionParams],
     x: &[f32],
@@ -623,9 +634,18 @@ fn run_directions(
         let (hf, hb) = h.split_at_mut(h.len() / 2);
         let (cf, cb) = c.split_at_mut(c.len() / 2);
         let (tf, tb) = tapes.split_at_mut(1);
+        let threads = per_direction_threads(2);
         rayon::join(
-            || direction::forward(&params[0], x, layout, false, hf, cf, &mut tf[0], pk(0)),
-            || direction::forward(&params[1], x, layout, true, hb, cb, &mut tb[0], pk(1)),
+            || {
+                team::with_limit(threads, || {
+                    direction::forward(&params[0], x, layout, false, hf, cf, &mut tf[0], pk(0))
+                })
+            },
+            || {
+                team::with_limit(threads, || {
+                    direction::forward(&params[1], x, layout, true, hb, cb, &mut tb[0], pk(1))
+                })
+            },
         );
     } else {
         direction::forward(&params[0], x, layout, false, h, c, &mut tapes[0], pk(0));
@@ -684,34 +704,39 @@ fn backward_directions(
         let [sf, sb] = &mut s.dirs;
         let [xf, xb] = &mut s.dx;
         let (gf, gb) = (&s.d_dir[0], &s.d_dir[1]);
+        let threads = per_direction_threads(2);
         rayon::join(
             || {
-                direction::backward(
-                    &mut pf[0],
-                    &lt.input,
-                    layout,
-                    false,
-                    &lt.dirs[0],
-                    gf,
-                    dhf,
-                    dcf,
-                    want_dx.then_some(&mut xf[..]),
-                    sf,
-                )
+                team::with_limit(threads, || {
+                    direction::backward(
+                        &mut pf[0],
+                        &lt.input,
+                        layout,
+                        false,
+                        &lt.dirs[0],
+                        gf,
+                        dhf,
+                        dcf,
+                        want_dx.then_some(&mut xf[..]),
+                        sf,
+                    )
+                })
             },
             || {
-                direction::backward(
-                    &mut pb[0],
-                    &lt.input,
-                    layout,
-                    true,
-                    &lt.dirs[1],
-                    gb,
-                    dhb,
-                    dcb,
-                    want_dx.then_some(&mut xb[..]),
-                    sb,
-                )
+                team::with_limit(threads, || {
+                    direction::backward(
+                        &mut pb[0],
+                        &lt.input,
+                        layout,
+                        true,
+                        &lt.dirs[1],
+                        gb,
+                        dhb,
+                        dcb,
+                        want_dx.then_some(&mut xb[..]),
+                        sb,
+                    )
+                })
             },
         );
         s.d_next.clear();

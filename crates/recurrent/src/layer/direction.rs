@@ -51,7 +51,9 @@ fn resized(v: &mut Vec<f32>, len: usize) {
 }
 
 impl DirTape {
-    fn prepare(&mut self, p: &DirectionParams, n: usize) {
+    /// Sizes the buffers for `n` rows; without `record` (inference) the states before each
+    /// step and the cell states are not kept.
+    fn prepare(&mut self, p: &DirectionParams, n: usize, record: bool) {
         let h = p.hidden_size;
         let g = p.mode.gates();
         let h_out = p.output_size();
@@ -59,9 +61,10 @@ impl DirTape {
         let ln = p.layer_norm.is_some();
         resized(&mut self.out, n * h_out);
         resized(&mut self.gates, n * g * h);
-        resized(&mut self.h_prev, n * h_out);
-        resized(&mut self.c, if lstm { n * h } else { 0 });
-        resized(&mut self.c_prev, if lstm { n * h } else { 0 });
+        let kept = if record { n } else { 0 };
+        resized(&mut self.h_prev, kept * h_out);
+        resized(&mut self.c, if lstm { kept * h } else { 0 });
+        resized(&mut self.c_prev, if lstm { kept * h } else { 0 });
         resized(&mut self.r, if p.weight_hr.is_some() { n * h } else { 0 });
         resized(&mut self.gh_n, if p.mode == Mode::Gru { n * h } else { 0 });
         resized(&mut self.ln_hat, if ln { n * g * h } else { 0 });
@@ -157,7 +160,8 @@ fn pack_input_weights(p: &DirectionParams) -> PackedMatrix {
 /// - `h`: `(B, H_out)`, in: the initial state (sorted batch order), out: `h_n`.
 /// - `c`: `(B, H)` for LSTM (empty otherwise), in: `c0`, out: `c_n`.
 /// - `tape`: receives the output and what backward needs.
-/// - `packed`: `p`'s weights already packed (else they are packed here).
+/// - `packed`: `p`'s weights already packed, for inference (else they are packed here);
+///   the tape then only holds the output.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     p: &DirectionParams,
@@ -174,7 +178,8 @@ pub fn forward(
     let gh = p.mode.gates() * hs;
     let h_out = p.output_size();
     let input_size = p.input_size();
-    tape.prepare(p, n);
+    // With packed weights the pass is inference: the threaded loop keeps no history.
+    tape.prepare(p, n, packed.is_none() || !fused::supports(p));
 
     // Input projection for all steps at once.
     let w_ih_here;

@@ -49,7 +49,7 @@ impl Chunks {
         Chunks {
             width: p
                 .hidden_size
-                .div_ceil(rayon::current_num_threads())
+                .div_ceil(super::team::team_threads())
                 .next_multiple_of(CHUNK_UNITS),
             hidden: p.hidden_size,
             gates: p.mode.gates(),
@@ -191,6 +191,8 @@ pub fn forward(
     let (ch, g) = (*ch, ch.gates);
     let batch = h.len() / hs;
     let order = visit_order(layout, reverse);
+    // Inference tapes keep no history (see `DirTape::prepare`).
+    let record = !tape.h_prev.is_empty();
     let mut other = std::mem::take(&mut tape.state_spare);
     other.resize(h.len(), 0.0);
     {
@@ -230,16 +232,22 @@ pub fn forward(
                         let at = j * hs + u0;
                         let rec = &mut s[j * g * w..(j + 1) * g * w];
                         let h_new = next.slice_mut(at, w);
-                        h_prev
-                            .slice_mut(row * hs + u0, w)
-                            .copy_from_slice(cur.slice(at, w));
+                        if record {
+                            h_prev
+                                .slice_mut(row * hs + u0, w)
+                                .copy_from_slice(cur.slice(at, w));
+                        }
                         match p.mode {
                             Mode::Lstm => {
                                 let x = gate_segments::<4>(&gates, row, hs, u0, w);
                                 let cj = cell.slice_mut(at, w);
-                                c_prev.slice_mut(row * hs + u0, w).copy_from_slice(cj);
+                                if record {
+                                    c_prev.slice_mut(row * hs + u0, w).copy_from_slice(cj);
+                                }
                                 cells::lstm_forward(x, rec, cj, h_new);
-                                c_new.slice_mut(row * hs + u0, w).copy_from_slice(cj);
+                                if record {
+                                    c_new.slice_mut(row * hs + u0, w).copy_from_slice(cj);
+                                }
                             }
                             Mode::Gru => {
                                 let bias = &bias_hh[u0 * g..(u0 + w) * g];

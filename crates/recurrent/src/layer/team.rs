@@ -16,6 +16,29 @@ use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+thread_local! {
+    static LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// Threads a team started on this thread may use: the pool's, or fewer inside
+/// [`with_limit`].
+pub fn team_threads() -> usize {
+    rayon::current_num_threads().min(LIMIT.get())
+}
+
+/// Runs `f` with the teams it starts on this thread limited to `threads` threads: for
+/// work that already runs beside other work, such as the two directions of a layer.
+pub fn with_limit<T>(threads: usize, f: impl FnOnce() -> T) -> T {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LIMIT.set(self.0);
+        }
+    }
+    let _restore = Restore(LIMIT.replace(threads.max(1)));
+    f()
+}
+
 /// Round number that tells helpers to leave.
 const END: u64 = u32::MAX as u64;
 
@@ -77,9 +100,9 @@ impl Drop for CloseOnDrop<'_> {
 
 /// Runs `work(round, chunk, scratch)` for every chunk `0..chunks` of every round
 /// `0..rounds`; all of round `r` happens before any of round `r + 1`. Each participating
-/// thread gets its own `S::default()` scratch. Uses at most `rayon::current_num_threads()`
-/// threads, and only the calling one unless `parallel` (for work too small to be worth
-/// waking other threads).
+/// thread gets its own `S::default()` scratch. Uses at most [`team_threads`] threads,
+/// and only the calling one unless `parallel` (for work too small to be worth waking
+/// other threads).
 pub fn run_rounds<S: Default>(
     rounds: usize,
     chunks: usize,
@@ -90,11 +113,7 @@ pub fn run_rounds<S: Default>(
         chunks < 1 << 16 && (rounds as u64) < END,
         "team: too many chunks or rounds"
     );
-    let threads = if parallel {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
+    let threads = if parallel { team_threads() } else { 1 };
     let helpers = threads.min(chunks).saturating_sub(1);
     if helpers == 0 || rounds == 0 {
         let mut scratch = S::default();
