@@ -188,25 +188,41 @@ fn as_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
+/// The case's input and initial state in the layout the model takes: `(input, h0, c0)`.
+fn model_inputs(
+    case: &Case,
+    inputs: &RefInputs,
+) -> (ArrayD<f32>, Option<ArrayD<f32>>, Option<ArrayD<f32>>) {
+    let cfg = &case.cfg;
+    let input = user_layout(case, &as_f32(&inputs.input), cfg.input_size);
+    let h0 = inputs
+        .h0
+        .as_ref()
+        .map(|h| state_array(case, &as_f32(h), cfg.output_size()));
+    let c0 = inputs
+        .c0
+        .as_ref()
+        .map(|c| state_array(case, &as_f32(c), cfg.hidden_size));
+    (input, h0, c0)
+}
+
+/// `(h0, c0)` as the model's initial state (`None`: zeros).
+fn initial_state<'a>(
+    h0: &'a Option<ArrayD<f32>>,
+    c0: &'a Option<ArrayD<f32>>,
+) -> Option<InitialState<'a>> {
+    h0.as_ref().map(|h| InitialState {
+        h0: h.view(),
+        c0: c0.as_ref().map(|c| c.view()),
+    })
+}
+
 /// Runs the case forward and compares output, `h_n` and `c_n` with the reference.
 fn check_forward(case: &Case) {
     let s = setup(case);
     let cfg = &case.cfg;
-    let input = user_layout(case, &as_f32(&s.inputs.input), cfg.input_size);
-    let h0 = s
-        .inputs
-        .h0
-        .as_ref()
-        .map(|h| state_array(case, &as_f32(h), cfg.output_size()));
-    let c0 = s
-        .inputs
-        .c0
-        .as_ref()
-        .map(|c| state_array(case, &as_f32(c), cfg.hidden_size));
-    let state = h0.as_ref().map(|h| InitialState {
-        h0: h.view(),
-        c0: c0.as_ref().map(|c| c.view()),
-    });
+    let (input, h0, c0) = model_inputs(case, &s.inputs);
+    let state = initial_state(&h0, &c0);
     let lengths = s.inputs.lengths.as_deref();
     let out = s.rnn.forward(input.view(), state.clone(), lengths).unwrap();
     let prepared = s
@@ -258,10 +274,8 @@ proptest! {
     fn backward_matches_finite_differences(case in case_strategy(2, 1..=4, true)) {
         let mut s = setup(&case);
         let cfg = case.cfg.clone();
-        let input = user_layout(&case, &as_f32(&s.inputs.input), cfg.input_size);
-        let h0 = s.inputs.h0.as_ref().map(|h| state_array(&case, &as_f32(h), cfg.output_size()));
-        let c0 = s.inputs.c0.as_ref().map(|c| state_array(&case, &as_f32(c), cfg.hidden_size));
-        let state = h0.as_ref().map(|h| InitialState { h0: h.view(), c0: c0.as_ref().map(|c| c.view()) });
+        let (input, h0, c0) = model_inputs(&case, &s.inputs);
+        let state = initial_state(&h0, &c0);
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
         let (_, tape) = s.rnn.forward_train(input.view(), state, s.inputs.lengths.as_deref(), &mut rng).unwrap();
         let width = cfg.num_directions() * cfg.output_size();
@@ -346,21 +360,8 @@ proptest! {
 fn check_directional_gradients(case: &Case) {
     let mut s = setup(case);
     let cfg = case.cfg.clone();
-    let input = user_layout(case, &as_f32(&s.inputs.input), cfg.input_size);
-    let h0 = s
-        .inputs
-        .h0
-        .as_ref()
-        .map(|h| state_array(case, &as_f32(h), cfg.output_size()));
-    let c0 = s
-        .inputs
-        .c0
-        .as_ref()
-        .map(|c| state_array(case, &as_f32(c), cfg.hidden_size));
-    let state = h0.as_ref().map(|h| InitialState {
-        h0: h.view(),
-        c0: c0.as_ref().map(|c| c.view()),
-    });
+    let (input, h0, c0) = model_inputs(case, &s.inputs);
+    let state = initial_state(&h0, &c0);
     let mut rng = rand::rngs::StdRng::seed_from_u64(case.seed ^ 1);
     let lengths = s.inputs.lengths.clone();
     let (_, tape) = s
