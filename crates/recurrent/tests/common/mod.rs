@@ -49,6 +49,19 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], atol: f32, rto
     }
 }
 
+/// Asserts `|a - e| <= atol + rtol * max|e|`: the relative part measured against the
+/// tensor's largest magnitude rather than each element's.
+pub fn assert_close_scaled(what: &str, actual: &[f32], expected: &[f32], atol: f32, rtol: f32) {
+    let scale = expected.iter().fold(0.0f32, |m, e| m.max(e.abs()));
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            (a - e).abs() <= atol + rtol * scale,
+            "{what}[{i}]: got {a}, expected {e} (atol {atol}, rtol {rtol} of max {scale})"
+        );
+    }
+}
+
 /// `(T, B, F)` time-major to `(B, T, F)`.
 pub fn time_to_batch_major(x: &[f32], t: usize, b: usize, f: usize) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
