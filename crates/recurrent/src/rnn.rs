@@ -620,6 +620,18 @@ fn per_direction_threads(directions: usize) -> usize {
     (rayon::current_num_threads() / directions).max(1)
 }
 
+/// Runs the two directions of a layer at once, each with half the pool for its time loop.
+fn join_directions<A: Send, B: Send>(
+    forward: impl FnOnce() -> A + Send,
+    backward: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    let threads = per_direction_threads(2);
+    rayon::join(
+        || team::with_limit(threads, forward),
+        || team::with_limit(threads, backward),
+    )
+}
+
 fn run_directions(
     params: &[DirectionParams],
     x: &[f32],
@@ -634,18 +646,9 @@ fn run_directions(
         let (hf, hb) = h.split_at_mut(h.len() / 2);
         let (cf, cb) = c.split_at_mut(c.len() / 2);
         let (tf, tb) = tapes.split_at_mut(1);
-        let threads = per_direction_threads(2);
-        rayon::join(
-            || {
-                team::with_limit(threads, || {
-                    direction::forward(&params[0], x, layout, false, hf, cf, &mut tf[0], pk(0))
-                })
-            },
-            || {
-                team::with_limit(threads, || {
-                    direction::forward(&params[1], x, layout, true, hb, cb, &mut tb[0], pk(1))
-                })
-            },
+        join_directions(
+            || direction::forward(&params[0], x, layout, false, hf, cf, &mut tf[0], pk(0)),
+            || direction::forward(&params[1], x, layout, true, hb, cb, &mut tb[0], pk(1)),
         );
     } else {
         direction::forward(&params[0], x, layout, false, h, c, &mut tapes[0], pk(0));
@@ -704,39 +707,36 @@ fn backward_directions(
         let [sf, sb] = &mut s.dirs;
         let [xf, xb] = &mut s.dx;
         let (gf, gb) = (&s.d_dir[0], &s.d_dir[1]);
-        let threads = per_direction_threads(2);
-        rayon::join(
+        join_directions(
             || {
-                team::with_limit(threads, || {
-                    direction::backward(
-                        &mut pf[0],
-                        &lt.input,
-                        layout,
-                        false,
-                        &lt.dirs[0],
-                        gf,
-                        dhf,
-                        dcf,
-                        want_dx.then_some(&mut xf[..]),
-                        sf,
-                    )
-                })
+                let dx = want_dx.then_some(&mut xf[..]);
+                direction::backward(
+                    &mut pf[0],
+                    &lt.input,
+                    layout,
+                    false,
+                    &lt.dirs[0],
+                    gf,
+                    dhf,
+                    dcf,
+                    dx,
+                    sf,
+                )
             },
             || {
-                team::with_limit(threads, || {
-                    direction::backward(
-                        &mut pb[0],
-                        &lt.input,
-                        layout,
-                        true,
-                        &lt.dirs[1],
-                        gb,
-                        dhb,
-                        dcb,
-                        want_dx.then_some(&mut xb[..]),
-                        sb,
-                    )
-                })
+                let dx = want_dx.then_some(&mut xb[..]);
+                direction::backward(
+                    &mut pb[0],
+                    &lt.input,
+                    layout,
+                    true,
+                    &lt.dirs[1],
+                    gb,
+                    dhb,
+                    dcb,
+                    dx,
+                    sb,
+                )
             },
         );
         s.d_next.clear();

@@ -355,13 +355,13 @@ pub fn backward(
     // Every row of `dg`, `dg_hh` and `dh_rows` is written before it is read.
     resized(dg, n * gh);
     resized(dg_hh, if gru { n * gh } else { 0 });
-    resized(dh_rows, if proj { n * h_out } else { 0 });
-    resized(dr, if p.mode == Mode::Lstm { batch * hs } else { 0 });
-    resized(dy, hs);
     if fused::supports(p) {
         fused::backward(p, layout, reverse, tape, d_out, dh, dc, dg, dg_hh);
     } else {
         // LSTM with layer norm and/or projection, step by step.
+        resized(dh_rows, if proj { n * h_out } else { 0 });
+        resized(dr, batch * hs);
+        resized(dy, hs);
         let w_hh = PackedMatrix::pack(Mat::new(&p.weight_hh.value, h_out), gh, h_out);
         let w_hr = p
             .weight_hr
