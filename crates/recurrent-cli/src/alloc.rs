@@ -52,3 +52,18 @@ pub fn peak() -> usize {
 pub fn reset_peak() {
     PEAK.store(current(), Ordering::Relaxed);
 }
+
+/// Asks glibc to keep freed memory for reuse instead of returning it to the system
+/// (`mmap` threshold at its 32 MiB maximum, trimming above 1 GiB). Training allocates
+/// and frees the same few-MiB buffers at every batch; with the default dynamic
+/// thresholds each one came back as fresh pages, and the page faults cost about 7% of a
+/// language model's training step. Does nothing on other platforms.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only changes allocator tunables; it is called at start-up, before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}

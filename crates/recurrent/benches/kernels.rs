@@ -6,7 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
-use recurrent::kernels::{matmul_packed, Mat, MatMut, PackedMatrix};
+use recurrent::kernels::{gemm as product, matmul_packed, Mat, MatMut, PackedMatrix};
 use recurrent::{Mode, Rnn, RnnConfig};
 
 fn random(n: usize, rng: &mut impl Rng) -> Vec<f32> {
@@ -27,6 +27,44 @@ fn gemm(c: &mut Criterion) {
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));
         group.bench_function(format!("{m}x{k}x{n}"), |b| {
             b.iter(|| matmul_packed(m, Mat::new(&a, k), &packed, 0.0, MatMut::new(&mut out, n)))
+        });
+    }
+    group.finish();
+}
+
+/// Narrow products of a language model's training step (B*T = 8192 rows, embedding 64,
+/// H = 512, 84 characters): the input gradient `dG W_ih` (2048 -> 64), the weight gradient
+/// `dG^T X` (left operand transposed) and the output layer (512 -> 84).
+fn narrow_gemm(c: &mut Criterion) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let mut group = c.benchmark_group("narrow_gemm");
+    for (m, k, n, transposed) in [
+        (8192, 2048, 64, false),
+        (2048, 8192, 64, true),
+        (8192, 512, 84, false),
+    ] {
+        let a = random(m * k, &mut rng);
+        let b = random(k * n, &mut rng);
+        let mut out = vec![0.0; m * n];
+        let a_view = if transposed {
+            Mat::t(&a, m)
+        } else {
+            Mat::new(&a, k)
+        };
+        let name = format!("{m}x{k}x{n}{}", if transposed { " A^T" } else { "" });
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        group.bench_function(name, |bench| {
+            bench.iter(|| {
+                product(
+                    m,
+                    n,
+                    k,
+                    a_view,
+                    Mat::new(&b, n),
+                    0.0,
+                    MatMut::new(&mut out, n),
+                )
+            })
         });
     }
     group.finish();
@@ -61,5 +99,5 @@ fn layers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gemm, layers);
+criterion_group!(benches, gemm, narrow_gemm, layers);
 criterion_main!(benches);
