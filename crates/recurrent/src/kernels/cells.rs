@@ -5,10 +5,11 @@
 //! a caller can pass the pieces of a wider `(G*H)` row without copying them together.
 //! Forward functions turn pre-activations into activations and the new state; backward
 //! functions turn the state gradient into pre-activation gradients. Each is compiled per
-//! CPU level and dispatched at run time.
+//! CPU level and dispatched at run time; the LSTM's, which dominate a step outside the
+//! products, also have hand-written AVX-512 versions (reciprocals without division).
 
 use super::activation::{fast_sigmoid, fast_tanh};
-use super::cpu::multiversion;
+use super::cpu::{level, multiversion, Level};
 
 /// Splits a row of `G*w` gate values into its `G` segments.
 pub fn segments<const G: usize>(row: &[f32]) -> [&[f32]; G] {
@@ -48,11 +49,20 @@ fn lstm_forward_generic(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut 
 }
 
 multiversion!(
-    /// LSTM step: the gate segments `x` (i, f, g, o pre-activations, to which the
-    /// recurrent parts `rec`, `4w` gate by gate, are added) become activations; `c`
-    /// becomes `c' = f c + i g`; `h` receives `o tanh(c')`.
-    pub fn lstm_forward(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) => lstm_forward_generic
+    fn lstm_forward_auto(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) => lstm_forward_generic
 );
+
+/// LSTM step: the gate segments `x` (i, f, g, o pre-activations, to which the recurrent
+/// parts `rec`, `4w` gate by gate, are added) become activations; `c` becomes
+/// `c' = f c + i g`; `h` receives `o tanh(c')`.
+pub fn lstm_forward(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if level() == Level::Avx512 {
+        // SAFETY: the AVX-512 level is only selected on CPUs that support it.
+        return unsafe { avx512::lstm_forward(x, rec, c, h) };
+    }
+    lstm_forward_auto(x, rec, c, h)
+}
 
 #[inline(always)]
 fn lstm_backward_generic(
@@ -81,10 +91,26 @@ fn lstm_backward_generic(
 }
 
 multiversion!(
-    /// LSTM step backward: from the gradient `dh` of `o tanh(c')` and `dc` of `c'`, writes
-    /// the pre-activation gradients `dg` and replaces `dc` by the gradient of `c`.
-    pub fn lstm_backward(gates: [&[f32]; 4], c_new: &[f32], c_prev: &[f32], dh: &[f32], dc: &mut [f32], dg: [&mut [f32]; 4]) => lstm_backward_generic
+    fn lstm_backward_auto(gates: [&[f32]; 4], c_new: &[f32], c_prev: &[f32], dh: &[f32], dc: &mut [f32], dg: [&mut [f32]; 4]) => lstm_backward_generic
 );
+
+/// LSTM step backward: from the gradient `dh` of `o tanh(c')` and `dc` of `c'`, writes
+/// the pre-activation gradients `dg` and replaces `dc` by the gradient of `c`.
+pub fn lstm_backward(
+    gates: [&[f32]; 4],
+    c_new: &[f32],
+    c_prev: &[f32],
+    dh: &[f32],
+    dc: &mut [f32],
+    dg: [&mut [f32]; 4],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if level() == Level::Avx512 {
+        // SAFETY: the AVX-512 level is only selected on CPUs that support it.
+        return unsafe { avx512::lstm_backward(gates, c_new, c_prev, dh, dc, dg) };
+    }
+    lstm_backward_auto(gates, c_new, c_prev, dh, dc, dg)
+}
 
 #[inline(always)]
 fn gru_forward_generic(
@@ -176,3 +202,89 @@ multiversion!(
     /// Elman step: `x + rec` goes through tanh (or ReLU) into both `x` and `h`.
     pub fn elman_forward(x: &mut [f32], rec: &[f32], h: &mut [f32], relu: bool) => elman_forward_generic
 );
+
+/// AVX-512 versions of the LSTM epilogues, 16 units at a time (the last block masked).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use crate::kernels::activation::avx512::{sigmoid, tanh};
+    use std::arch::x86_64::*;
+
+    /// Lane mask for the block of units starting at `k` of `w`.
+    #[inline(always)]
+    fn mask(k: usize, w: usize) -> __mmask16 {
+        if w - k >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << (w - k)) - 1) as u16
+        }
+    }
+
+    /// See [`super::lstm_forward`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn lstm_forward(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) {
+        let w = c.len();
+        assert!(x.iter().all(|s| s.len() >= w) && rec.len() >= 4 * w && h.len() >= w);
+        let [xi, xf, xg, xo] = x.map(|s| s.as_mut_ptr());
+        let (r, c, h) = (rec.as_ptr(), c.as_mut_ptr(), h.as_mut_ptr());
+        for k in (0..w).step_by(16) {
+            let m = mask(k, w);
+            let pre = |x: *mut f32, q: usize| {
+                _mm512_add_ps(
+                    _mm512_maskz_loadu_ps(m, x.add(k)),
+                    _mm512_maskz_loadu_ps(m, r.add(q * w + k)),
+                )
+            };
+            let i = sigmoid(pre(xi, 0));
+            let f = sigmoid(pre(xf, 1));
+            let g = tanh(pre(xg, 2));
+            let o = sigmoid(pre(xo, 3));
+            let cn = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, c.add(k)), _mm512_mul_ps(i, g));
+            for (dst, v) in [(xi, i), (xf, f), (xg, g), (xo, o), (c, cn)] {
+                _mm512_mask_storeu_ps(dst.add(k), m, v);
+            }
+            _mm512_mask_storeu_ps(h.add(k), m, _mm512_mul_ps(o, tanh(cn)));
+        }
+    }
+
+    /// See [`super::lstm_backward`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn lstm_backward(
+        gates: [&[f32]; 4],
+        c_new: &[f32],
+        c_prev: &[f32],
+        dh: &[f32],
+        dc: &mut [f32],
+        dg: [&mut [f32]; 4],
+    ) {
+        let w = dc.len();
+        assert!(gates.iter().all(|s| s.len() >= w) && dg.iter().all(|s| s.len() >= w));
+        assert!(c_new.len() >= w && c_prev.len() >= w && dh.len() >= w);
+        let [gi, gf, gg, go] = gates.map(|s| s.as_ptr());
+        let [dgi, dgf, dgg, dgo] = dg.map(|s| s.as_mut_ptr());
+        let one = _mm512_set1_ps(1.0);
+        for k in (0..w).step_by(16) {
+            let m = mask(k, w);
+            let ld = |p: *const f32| _mm512_maskz_loadu_ps(m, p.add(k));
+            let (i, f, g, o) = (ld(gi), ld(gf), ld(gg), ld(go));
+            let (dhk, dck) = (ld(dh.as_ptr()), ld(dc.as_ptr()));
+            let tc = tanh(ld(c_new.as_ptr()));
+            // d = dc + dh o (1 - tc^2)
+            let d = _mm512_fmadd_ps(_mm512_mul_ps(dhk, o), _mm512_fnmadd_ps(tc, tc, one), dck);
+            let dsig = |a: __m512| _mm512_mul_ps(a, _mm512_sub_ps(one, a));
+            let dgo_v = _mm512_mul_ps(_mm512_mul_ps(dhk, tc), dsig(o));
+            let dgi_v = _mm512_mul_ps(_mm512_mul_ps(d, g), dsig(i));
+            let dgf_v = _mm512_mul_ps(_mm512_mul_ps(d, ld(c_prev.as_ptr())), dsig(f));
+            let dgg_v = _mm512_mul_ps(_mm512_mul_ps(d, i), _mm512_fnmadd_ps(g, g, one));
+            for (dst, v) in [(dgi, dgi_v), (dgf, dgf_v), (dgg, dgg_v), (dgo, dgo_v)] {
+                _mm512_mask_storeu_ps(dst.add(k), m, v);
+            }
+            _mm512_mask_storeu_ps(dc.as_mut_ptr().add(k), m, _mm512_mul_ps(d, f));
+        }
+    }
+}

@@ -118,14 +118,14 @@ fn column_sums(rows: &[f32], width: usize) -> Vec<f32> {
         .for_each(|(k, part)| {
             let c0 = k * block;
             for row in rows.chunks_exact(width) {
-                let row = &row[c0..c0 + part.len()];
-                part.iter_mut().zip(row).for_each(|(a, r)| *a += r);
+                add_into(part, &row[c0..c0 + part.len()]);
             }
         });
     sums
 }
 
 /// `acc += add`, element by element.
+#[inline(always)]
 fn add_into(acc: &mut [f32], add: &[f32]) {
     acc.iter_mut().zip(add).for_each(|(a, v)| *a += v);
 }

@@ -7,32 +7,29 @@ use crate::param::Param;
 pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32, norm_type: f32) -> f32 {
     let per_tensor: Vec<f32> = params
         .iter()
-        .map(|(_, p)| {
-            if norm_type.is_infinite() {
-                p.grad.iter().fold(0.0f32, |m, g| m.max(g.abs()))
-            } else {
-                p.grad
-                    .iter()
-                    .map(|g| g.abs().powf(norm_type))
-                    .sum::<f32>()
-                    .powf(1.0 / norm_type)
-            }
-        })
+        .map(|(_, p)| norm(p.grad.iter().copied(), norm_type))
         .collect();
-    let total = if norm_type.is_infinite() {
-        per_tensor.iter().fold(0.0f32, |m, v| m.max(*v))
-    } else {
-        per_tensor
-            .iter()
-            .map(|v| v.powf(norm_type))
-            .sum::<f32>()
-            .powf(1.0 / norm_type)
-    };
+    let total = norm(per_tensor.into_iter(), norm_type);
     let coef = (max_norm / (total + 1e-6)).min(1.0);
     for (_, p) in params.iter_mut() {
         p.grad.iter_mut().for_each(|g| *g *= coef);
     }
     total
+}
+
+/// The `norm_type`-norm of `values` (the max norm for infinity; the common 2-norm
+/// without a power function per element).
+fn norm(values: impl Iterator<Item = f32>, norm_type: f32) -> f32 {
+    if norm_type.is_infinite() {
+        values.fold(0.0f32, |m, g| m.max(g.abs()))
+    } else if norm_type == 2.0 {
+        values.map(|g| g * g).sum::<f32>().sqrt()
+    } else {
+        values
+            .map(|g| g.abs().powf(norm_type))
+            .sum::<f32>()
+            .powf(1.0 / norm_type)
+    }
 }
 
 /// Clamps every gradient element to `[-clip_value, clip_value]`.
