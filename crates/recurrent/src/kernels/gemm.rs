@@ -454,11 +454,11 @@ mod avx512 {
                     let bp = b.panel(k0, p).as_ptr();
                     let a_block = (ap, row_step, k_step);
                     match mr {
-                        12 => tile::<12>(kc, a_block, bp, c, out.ld, nc, beta_block),
-                        8 => tile::<8>(kc, a_block, bp, c, out.ld, nc, beta_block),
-                        4 => tile::<4>(kc, a_block, bp, c, out.ld, nc, beta_block),
-                        2 => tile::<2>(kc, a_block, bp, c, out.ld, nc, beta_block),
-                        _ => tile::<1>(kc, a_block, bp, c, out.ld, nc, beta_block),
+                        12 => tile::<12, 1>(kc, a_block, bp, c, out.ld, nc, beta_block),
+                        8 => tile::<8, 1>(kc, a_block, bp, c, out.ld, nc, beta_block),
+                        4 => tile::<4, 1>(kc, a_block, bp, c, out.ld, nc, beta_block),
+                        2 => tile::<2, 2>(kc, a_block, bp, c, out.ld, nc, beta_block),
+                        _ => tile::<1, 4>(kc, a_block, bp, c, out.ld, nc, beta_block),
                     }
                 }
                 r0 += mr;
@@ -468,8 +468,12 @@ mod avx512 {
 
     /// `C[R x nc] = beta * C + A[R x kc] * B_panel[kc x 32]`, where element `(r, kk)` of
     /// `A` is at `a.0 + r * a.1 + kk * a.2`.
+    ///
+    /// Steps `kk` are dealt round-robin to `U` sets of accumulators, summed at the end, so
+    /// that short tiles (one or two rows: batch-1 inference) still have eight independent
+    /// chains of multiply-adds instead of waiting on each one's latency.
     #[inline(always)]
-    unsafe fn tile<const R: usize>(
+    unsafe fn tile<const R: usize, const U: usize>(
         kc: usize,
         a: (*const f32, usize, usize),
         b: *const f32,
@@ -479,9 +483,9 @@ mod avx512 {
         beta: f32,
     ) {
         let (a, row_step, k_step) = a;
-        let mut acc0 = [_mm512_setzero_ps(); R];
-        let mut acc1 = [_mm512_setzero_ps(); R];
-        for kk in 0..kc {
+        let mut acc0 = [[_mm512_setzero_ps(); R]; U];
+        let mut acc1 = [[_mm512_setzero_ps(); R]; U];
+        let step = |kk: usize, acc0: &mut [__m512; R], acc1: &mut [__m512; R]| {
             let b0 = _mm512_loadu_ps(b.add(kk * NR));
             let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
             let ak = a.add(kk * k_step);
@@ -490,7 +494,24 @@ mod avx512 {
                 acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
                 acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
             }
+        };
+        let unrolled = kc / U * U;
+        for k0 in (0..unrolled).step_by(U) {
+            for u in 0..U {
+                step(k0 + u, &mut acc0[u], &mut acc1[u]);
+            }
         }
+        for kk in unrolled..kc {
+            step(kk, &mut acc0[0], &mut acc1[0]);
+        }
+        let (mut sum0, mut sum1) = (acc0[0], acc1[0]);
+        for u in 1..U {
+            for r in 0..R {
+                sum0[r] = _mm512_add_ps(sum0[r], acc0[u][r]);
+                sum1[r] = _mm512_add_ps(sum1[r], acc1[u][r]);
+            }
+        }
+        let (acc0, acc1) = (sum0, sum1);
         let m0: __mmask16 = if nc >= 16 {
             0xFFFF
         } else {
