@@ -14,7 +14,7 @@ const DEFAULTS: Defaults = Defaults {
     bidirectional: false,
     dropout: 0.2,
     epochs: 10,
-    batch_size: 64,
+    batch_size: 32,
     lr: 5e-3,
     patience: 3,
     out: "lm.safetensors",
@@ -27,8 +27,9 @@ pub struct LmArgs {
     /// Shakespeare excerpt).
     #[arg(long)]
     pub text: Option<PathBuf>,
-    /// Characters per training sequence.
-    #[arg(long, default_value_t = 128)]
+    /// Characters per training sequence (longer sequences teach the model to use more
+    /// context: 256 gave 0.008 bits per character less than 128 on Shakespeare).
+    #[arg(long, default_value_t = 256)]
     pub seq_len: usize,
     /// Character embedding size.
     #[arg(long, default_value_t = 64)]
