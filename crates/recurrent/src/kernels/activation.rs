@@ -96,7 +96,8 @@ multiversion!(
 
 /// The same functions on 16 lanes with AVX-512 intrinsics: `2^n` by `vscalefps`, and the
 /// reciprocals of sigmoid and tanh by `vrcp14ps` with one Newton step (relative error
-/// about 2^-23) instead of a division, which costs several times more.
+/// about 2^-23) instead of a division, which costs several times more. Callers must run
+/// on a CPU with AVX-512F.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
     use std::arch::x86_64::*;
@@ -156,6 +157,7 @@ mod tests {
     use super::*;
 
     /// The AVX-512 versions stay as close to the libm functions as the portable ones.
+    /// (A CPU without AVX-512 cannot run them, so there the test has nothing to check.)
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx512_activations_match_libm() {

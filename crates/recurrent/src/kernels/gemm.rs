@@ -3,12 +3,12 @@
 //! A BLIS-style product: `B` is packed into column panels of `NR` columns (blocked by
 //! `KC` rows), `A` into row panels of `MR` rows, and a register-blocked `MR x NR`
 //! micro-kernel runs over them. The AVX-512 kernel reads `A` in place instead (its
-//! 12-row blocks stay in L1 across panels, and packing them cost more than it saved:
-//! up to 2.4x on the narrow products of a training step). Recurrent weights are packed once per sequence
-//! ([`PackedMatrix`]) and reused at every time step. The micro-kernel is plain Rust with
-//! constant sizes, compiled per CPU level (AVX-512: 12x32, AVX2: 6x16, portable: 4x8).
-//! Work is split across the rayon pool by rows of `C` when there are many, otherwise by
-//! column panels.
+//! 12-row blocks stay in cache across panels, and packing them cost more than it saved:
+//! up to 2.4x on the narrow products of a training step). Recurrent weights are packed
+//! once per sequence ([`PackedMatrix`]) and reused at every time step. The micro-kernels
+//! have constant sizes, compiled per CPU level (AVX-512: 12x32 with intrinsics; AVX2: 6x16
+//! and portable: 4x8 in plain Rust). Work is split across the rayon pool by rows of `C`
+//! when there are many, otherwise by column panels.
 
 use super::cpu::{level, Level};
 use rayon::prelude::*;
