@@ -9,7 +9,7 @@
 //! products, also have hand-written AVX-512 versions (reciprocals without division).
 
 use super::activation::{fast_sigmoid, fast_tanh};
-use super::cpu::{level, multiversion, Level};
+use super::cpu::multiversion;
 
 /// Splits a row of `G*w` gate values into its `G` segments.
 pub fn segments<const G: usize>(row: &[f32]) -> [&[f32]; G] {
@@ -49,20 +49,11 @@ fn lstm_forward_generic(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut 
 }
 
 multiversion!(
-    fn lstm_forward_auto(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) => lstm_forward_generic
+    /// LSTM step: the gate segments `x` (i, f, g, o pre-activations, to which the
+    /// recurrent parts `rec`, `4w` gate by gate, are added) become activations; `c`
+    /// becomes `c' = f c + i g`; `h` receives `o tanh(c')`.
+    pub fn lstm_forward(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) => lstm_forward_generic, avx512: avx512::lstm_forward
 );
-
-/// LSTM step: the gate segments `x` (i, f, g, o pre-activations, to which the recurrent
-/// parts `rec`, `4w` gate by gate, are added) become activations; `c` becomes
-/// `c' = f c + i g`; `h` receives `o tanh(c')`.
-pub fn lstm_forward(x: [&mut [f32]; 4], rec: &[f32], c: &mut [f32], h: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if level() == Level::Avx512 {
-        // SAFETY: the AVX-512 level is only selected on CPUs that support it.
-        return unsafe { avx512::lstm_forward(x, rec, c, h) };
-    }
-    lstm_forward_auto(x, rec, c, h)
-}
 
 #[inline(always)]
 fn lstm_backward_generic(
@@ -91,26 +82,10 @@ fn lstm_backward_generic(
 }
 
 multiversion!(
-    fn lstm_backward_auto(gates: [&[f32]; 4], c_new: &[f32], c_prev: &[f32], dh: &[f32], dc: &mut [f32], dg: [&mut [f32]; 4]) => lstm_backward_generic
+    /// LSTM step backward: from the gradient `dh` of `o tanh(c')` and `dc` of `c'`, writes
+    /// the pre-activation gradients `dg` and replaces `dc` by the gradient of `c`.
+    pub fn lstm_backward(gates: [&[f32]; 4], c_new: &[f32], c_prev: &[f32], dh: &[f32], dc: &mut [f32], dg: [&mut [f32]; 4]) => lstm_backward_generic, avx512: avx512::lstm_backward
 );
-
-/// LSTM step backward: from the gradient `dh` of `o tanh(c')` and `dc` of `c'`, writes
-/// the pre-activation gradients `dg` and replaces `dc` by the gradient of `c`.
-pub fn lstm_backward(
-    gates: [&[f32]; 4],
-    c_new: &[f32],
-    c_prev: &[f32],
-    dh: &[f32],
-    dc: &mut [f32],
-    dg: [&mut [f32]; 4],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if level() == Level::Avx512 {
-        // SAFETY: the AVX-512 level is only selected on CPUs that support it.
-        return unsafe { avx512::lstm_backward(gates, c_new, c_prev, dh, dc, dg) };
-    }
-    lstm_backward_auto(gates, c_new, c_prev, dh, dc, dg)
-}
 
 #[inline(always)]
 fn gru_forward_generic(

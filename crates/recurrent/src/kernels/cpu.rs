@@ -79,20 +79,35 @@ pub fn force_level(level: Option<Level>) {
 }
 
 /// Defines `$name` that dispatches to `$generic` compiled for the current [`level`].
-/// `$generic` must be `#[inline(always)]` so it is compiled inside each variant.
+/// `$generic` must be `#[inline(always)]` so it is compiled inside each variant. With
+/// `avx512: $fast`, the AVX-512 level calls the hand-written `unsafe` function `$fast`
+/// (same arguments, compiled with AVX-512F enabled) instead.
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)? => $generic:path) => {
+        $crate::kernels::cpu::multiversion!(
+            $(#[$m])* $vis fn $name($($arg: $ty),*) $(-> $ret)? => $generic, avx512: avx512
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
+            }
+        );
+    };
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)? => $generic:path, avx512: $fast:path) => {
+        $crate::kernels::cpu::multiversion!(
+            $(#[$m])* $vis fn $name($($arg: $ty),*) $(-> $ret)? => $generic, avx512: $fast {}
+        );
+    };
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)? => $generic:path, avx512: $fast:path { $($local:item)* }) => {
         $(#[$m])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
+                $($local)*
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
                 match $crate::kernels::cpu::level() {
                     // SAFETY: `level()` never exceeds what the running CPU supports.
-                    $crate::kernels::cpu::Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::kernels::cpu::Level::Avx512 => return unsafe { $fast($($arg),*) },
                     $crate::kernels::cpu::Level::Avx2 => return unsafe { avx2($($arg),*) },
                     $crate::kernels::cpu::Level::Portable => {}
                 }
