@@ -331,6 +331,8 @@ fn lm_trains_generates_and_rejects_non_utf8() {
         "20000",
         "--lr",
         "0.01",
+        "--embedding-dropout",
+        "0.1",
         "--quiet",
         "--threads",
         "1",
@@ -392,5 +394,19 @@ fn lm_trains_generates_and_rejects_non_utf8() {
             "--quiet",
         ]),
         "not UTF-8",
+    );
+    fail(
+        &recurrent(&[
+            "train",
+            "lm",
+            "--text",
+            s(&path),
+            "--embedding-dropout",
+            "1.5",
+            "--out",
+            s(&out),
+            "--quiet",
+        ]),
+        "--embedding-dropout must be",
     );
 }

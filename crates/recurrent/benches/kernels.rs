@@ -13,15 +13,20 @@ fn random(n: usize, rng: &mut impl Rng) -> Vec<f32> {
     (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()
 }
 
-/// The products of a time loop: the recurrent product of one step (64 rows) and an input
-/// projection over all steps (6400 rows), against 512 x 2048 packed weights.
+/// The products of a time loop against packed weights: the recurrent product of one step
+/// at 32 and 64 rows (512 -> 2048, and 2048 -> 512 as in backward) and an input projection
+/// over all steps (6400 rows).
 fn gemm(c: &mut Criterion) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let (k, n) = (512, 2048);
-    let w = random(k * n, &mut rng);
-    let packed = PackedMatrix::pack(Mat::new(&w, n), k, n);
     let mut group = c.benchmark_group("gemm");
-    for m in [64, 6400] {
+    for (m, k, n) in [
+        (32, 512, 2048),
+        (64, 512, 2048),
+        (6400, 512, 2048),
+        (32, 2048, 512),
+    ] {
+        let w = random(k * n, &mut rng);
+        let packed = PackedMatrix::pack(Mat::new(&w, n), k, n);
         let a = random(m * k, &mut rng);
         let mut out = vec![0.0; m * n];
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));

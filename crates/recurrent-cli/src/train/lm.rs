@@ -34,6 +34,9 @@ pub struct LmArgs {
     /// Character embedding size.
     #[arg(long, default_value_t = 64)]
     pub embedding_dim: usize,
+    /// Dropout probability of the character embeddings in training.
+    #[arg(long, default_value_t = 0.0)]
+    pub embedding_dropout: f32,
     /// Characters of training text per epoch (validation runs after each).
     #[arg(long, default_value_t = 2_000_000)]
     pub epoch_chars: usize,
@@ -49,6 +52,12 @@ pub fn run(a: LmArgs) -> Result<()> {
         return Err(Error::Invalid(
             "a language model predicts the next character, so it cannot be bidirectional".into(),
         ));
+    }
+    if !(0.0..1.0).contains(&a.embedding_dropout) {
+        return Err(Error::Invalid(format!(
+            "--embedding-dropout must be at least 0 and below 1, found {}",
+            a.embedding_dropout
+        )));
     }
     let text = match &a.text {
         Some(p) => {
@@ -99,7 +108,8 @@ pub fn run(a: LmArgs) -> Result<()> {
     );
     c.with_threads(|| {
         let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
-        let model = CharLm::new(cfg.clone(), vocab.clone(), a.embedding_dim, &mut rng)?;
+        let mut model = CharLm::new(cfg.clone(), vocab.clone(), a.embedding_dim, &mut rng)?;
+        model.embedding_dropout = a.embedding_dropout;
         let mut task = LmTask {
             model,
             train: train.to_vec(),
@@ -123,7 +133,7 @@ pub fn run(a: LmArgs) -> Result<()> {
         let metrics = serde_json::json!({
             "task": "lm", "test_bpc": bpc, "val_bpc": report.best_val_loss, "characters": ids.len(),
             "vocabulary_size": vocab.len(), "train_chars": train.len(), "val_chars": val.len(), "test_chars": test.len(),
-            "seq_len": seq_len, "embedding_dim": a.embedding_dim,
+            "seq_len": seq_len, "embedding_dim": a.embedding_dim, "embedding_dropout": a.embedding_dropout,
         });
         let checkpoints: Vec<PathBuf> = settings.checkpoint.iter().cloned().collect();
         c.finish(metrics, &report, c.settings_json(&DEFAULTS, &cfg), &checkpoints)

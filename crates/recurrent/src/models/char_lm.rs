@@ -28,7 +28,8 @@ pub struct CharLmMeta {
 ///
 /// In training, the stack's `dropout` applies between its layers (as in PyTorch) and also
 /// to its output before the linear layer (as in Zaremba et al.'s regularised LSTM
-/// language models), so it regularises one-layer models too.
+/// language models), so it regularises one-layer models too; `embedding_dropout` applies
+/// to the stack's input.
 #[derive(Debug, Clone)]
 pub struct CharLm {
     /// Character embeddings.
@@ -42,9 +43,43 @@ pub struct CharLm {
     meta: CharLmMeta,
     tape: Tape,
     shape: Option<(usize, usize)>,
-    /// `(B*T, D*H_out)` scaled keep-mask of the last training forward's output dropout
-    /// (kept allocated between batches), and whether it is in use.
-    output_mask: (Vec<f32>, bool),
+    /// Dropout probability of the embeddings fed to the recurrent stack in training
+    /// (default 0).
+    pub embedding_dropout: f32,
+    input_mask: KeepMask,
+    output_mask: KeepMask,
+}
+
+/// The scaled keep-mask of one dropout in the last training forward (its allocation kept
+/// between batches), and whether backward still has to apply it.
+#[derive(Debug, Clone, Default)]
+struct KeepMask {
+    mask: Vec<f32>,
+    pending: bool,
+}
+
+impl KeepMask {
+    /// Zeroes each of `values` with probability `p` and scales the rest by `1/(1-p)`.
+    fn apply(&mut self, values: &mut [f32], p: f32, rng: &mut impl Rng) {
+        self.pending = p > 0.0;
+        if !self.pending {
+            return;
+        }
+        let keep = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+        // A fast generator seeded from `rng`: the mask has millions of entries.
+        let mut bits = rand::rngs::SmallRng::seed_from_u64(rng.gen());
+        self.mask.clear();
+        self.mask
+            .extend((0..values.len()).map(|_| if bits.gen::<f32>() < p { 0.0 } else { keep }));
+        values.iter_mut().zip(&self.mask).for_each(|(v, m)| *v *= m);
+    }
+
+    /// Applies the mask of the last [`KeepMask::apply`] to `grads` (once).
+    fn backward(&mut self, grads: &mut [f32]) {
+        if std::mem::take(&mut self.pending) {
+            grads.iter_mut().zip(&self.mask).for_each(|(g, m)| *g *= m);
+        }
+    }
 }
 
 /// Recurrent state carried between calls: `(h, c)`.
@@ -78,7 +113,9 @@ impl CharLm {
             vocab,
             tape: Tape::default(),
             shape: None,
-            output_mask: (Vec::new(), false),
+            embedding_dropout: 0.0,
+            input_mask: KeepMask::default(),
+            output_mask: KeepMask::default(),
         })
     }
 
@@ -141,7 +178,9 @@ impl CharLm {
         let steps = ids.len() / batch;
         self.rnn.train(true);
         self.head.set_training(true);
-        let x = self.embedding.forward(ids, &[batch, steps])?;
+        let mut x = self.embedding.forward(ids, &[batch, steps])?;
+        let x_values = x.as_slice_mut().expect("contiguous");
+        self.input_mask.apply(x_values, self.embedding_dropout, rng);
         let out = self
             .rnn
             .forward_train_into(x.view(), None, None, rng, &mut self.tape)?;
@@ -151,17 +190,9 @@ impl CharLm {
             .output
             .into_shape_with_order(IxDyn(&[batch * steps, w]))
             .expect("contiguous");
-        let p = self.rnn.config().dropout;
-        let (mask, used) = &mut self.output_mask;
-        *used = p > 0.0;
-        if *used {
-            let keep = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-            // A fast generator seeded from `rng`: the mask has millions of entries.
-            let mut bits = rand::rngs::SmallRng::seed_from_u64(rng.gen());
-            mask.clear();
-            mask.extend((0..flat.len()).map(|_| if bits.gen::<f32>() < p { 0.0 } else { keep }));
-            flat.iter_mut().zip(mask.iter()).for_each(|(v, m)| *v *= m);
-        }
+        let flat_values = flat.as_slice_mut().expect("contiguous");
+        self.output_mask
+            .apply(flat_values, self.rnn.config().dropout, rng);
         self.head.forward(&flat)
     }
 
@@ -171,21 +202,21 @@ impl CharLm {
             .take()
             .ok_or_else(|| Error::Invalid("backward without forward_train".into()))?;
         let mut g = self.head.backward(grad_logits)?;
-        if let (mask, used @ true) = &mut self.output_mask {
-            g.iter_mut().zip(mask.iter()).for_each(|(v, m)| *v *= m);
-            *used = false;
-        }
+        self.output_mask
+            .backward(g.as_slice_mut().expect("contiguous"));
         let w = g.shape()[1];
         let g = g
             .into_shape_with_order(IxDyn(&[batch, steps, w]))
             .expect("contiguous");
-        let gi = self.rnn.backward(
+        let mut gi = self.rnn.backward(
             &self.tape,
             OutputGrads {
                 grad_output: Some(g.view()),
                 ..Default::default()
             },
         )?;
+        let grad_x = gi.grad_input.as_slice_mut().expect("contiguous");
+        self.input_mask.backward(grad_x);
         self.embedding.backward(&gi.grad_input)
     }
 
@@ -414,15 +445,16 @@ mod tests {
         loss.item() as f64
     }
 
-    /// The output dropout's mask reaches the gradient: parameter gradients match central
-    /// differences of the loss under the same mask (same random stream). Tolerance: f32
+    /// The embedding and output dropouts' masks reach the gradient: parameter gradients
+    /// match central differences of the loss under the same masks (same random stream). Tolerance: f32
     /// losses differenced over eps = 1e-2, relative 3e-2 of the larger side plus 1e-4.
     #[test]
-    fn output_dropout_gradients_match_finite_differences() {
+    fn dropout_gradients_match_finite_differences() {
         let vocab = Vocabulary::from_text("abcde");
         let cfg = RnnConfig::new(crate::Mode::Lstm, 3, 4).with_dropout(0.5);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut model = CharLm::new(cfg, vocab, 3, &mut rng).unwrap();
+        model.embedding_dropout = 0.3;
         let ids = [0, 1, 2, 3, 4, 0, 2, 1];
         let targets: Vec<i64> = vec![1, 2, 3, 4, 0, 2, 1, 3];
         model.zero_grad();
