@@ -19,18 +19,21 @@ import os
 import subprocess
 import sys
 
-# name, mode, I, H, layers, bidirectional, proj, B, T, train, lengths, target ratio
+# name, mode, I, H, layers, bidirectional, proj, B, T, train, lengths, target ratio, precision
+# (bf16: both sides train in mixed precision, PyTorch under torch.autocast("cpu", bfloat16))
 ROWS = [
-    ("latency", "LSTM", 256, 256, 1, False, 0, 1, 100, False, None, 3.0),
-    ("lstm_throughput", "LSTM", 512, 512, 2, False, 0, 64, 100, False, None, 1.0),
-    ("gru_throughput", "GRU", 512, 512, 2, False, 0, 64, 100, False, None, 1.4),
-    ("bilstm", "LSTM", 256, 256, 1, True, 0, 32, 100, False, None, 1.0),
-    ("lstm_train", "LSTM", 256, 256, 2, False, 0, 32, 50, True, None, 1.3),
-    ("gru_train", "GRU", 256, 256, 2, False, 0, 32, 50, True, None, 1.5),
-    ("rnn_train", "RNN_TANH", 256, 256, 2, False, 0, 32, 50, True, None, 1.5),
-    ("projections", "LSTM", 512, 512, 2, False, 128, 64, 100, False, None, 1.5),
-    ("variable_length", "LSTM", 256, 256, 2, False, 0, 64, 100, True, "uniform", 3.0),
-    ("variable_length_padded", "LSTM", 256, 256, 2, False, 0, 64, 100, True, None, None),
+    ("latency", "LSTM", 256, 256, 1, False, 0, 1, 100, False, None, 3.0, "f32"),
+    ("lstm_throughput", "LSTM", 512, 512, 2, False, 0, 64, 100, False, None, 1.0, "f32"),
+    ("gru_throughput", "GRU", 512, 512, 2, False, 0, 64, 100, False, None, 1.4, "f32"),
+    ("bilstm", "LSTM", 256, 256, 1, True, 0, 32, 100, False, None, 1.0, "f32"),
+    ("lstm_train", "LSTM", 256, 256, 2, False, 0, 32, 50, True, None, 1.3, "f32"),
+    ("gru_train", "GRU", 256, 256, 2, False, 0, 32, 50, True, None, 1.5, "f32"),
+    ("rnn_train", "RNN_TANH", 256, 256, 2, False, 0, 32, 50, True, None, 1.5, "f32"),
+    ("projections", "LSTM", 512, 512, 2, False, 128, 64, 100, False, None, 1.5, "f32"),
+    ("variable_length", "LSTM", 256, 256, 2, False, 0, 64, 100, True, "uniform", 3.0, "f32"),
+    ("variable_length_padded", "LSTM", 256, 256, 2, False, 0, 64, 100, True, None, None, "f32"),
+    ("lm_train", "LSTM", 64, 512, 1, False, 0, 32, 256, True, None, None, "f32"),
+    ("lm_train_bf16", "LSTM", 64, 512, 1, False, 0, 32, 256, True, None, None, "bf16"),
 ]
 
 TORCH_CHILD = r'''
@@ -69,8 +72,9 @@ if a["train"]:
     opt = torch.optim.SGD(params, lr=1e-3)
     y = torch.zeros(B, 1)
     def step():
-        _, last = run_rnn(x)
-        loss = nn.functional.mse_loss(head(last), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a["precision"] == "bf16"):
+            _, last = run_rnn(x)
+            loss = nn.functional.mse_loss(head(last).float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -96,23 +100,24 @@ print(json.dumps({"median_ms": times[len(times) // 2], "min_ms": times[0], "max_
 
 def iters_for(row):
     """About a second of timed work per run (fewer repetitions for the heavy rows)."""
-    _, _, i, h, layers, _, _, b, t, train, _, _ = row
+    _, _, i, h, layers, _, _, b, t, train, _, _, _ = row
     work = i * h * layers * b * t * (3 if train else 1)
     return 10 if work > 2e9 else 30 if work > 2e8 else 100
 
 
 def torch_row(row, threads):
-    name, mode, i, h, layers, bi, proj, b, t, train, lengths, _ = row
+    name, mode, i, h, layers, bi, proj, b, t, train, lengths, _, precision = row
     args = dict(mode=mode, I=i, H=h, L=layers, bi=bi, P=proj, B=b, T=t, train=train,
-                lengths=lengths, threads=threads, warmup=3, iters=iters_for(row))
+                lengths=lengths, threads=threads, warmup=3, iters=iters_for(row), precision=precision)
     out = subprocess.run([sys.executable, "-c", TORCH_CHILD, json.dumps(args)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
 def ours_row(row, threads, binary):
-    name, mode, i, h, layers, bi, proj, b, t, train, lengths, _ = row
+    name, mode, i, h, layers, bi, proj, b, t, train, lengths, _, precision = row
     cmd = [binary, "bench", "--json", "--mode", mode, "--input-size", str(i), "--hidden-size", str(h),
+           "--precision", precision,
            "--num-layers", str(layers), "--proj-size", str(proj), "--batch", str(b), "--seq-len", str(t),
            "--threads", str(threads), "--iters", str(iters_for(row)), "--warmup", "3"]
     if bi:
@@ -140,7 +145,7 @@ def main():
               "PyTorch RSS growth MiB", "recurrent peak MiB"]
     lines = []
     for row in rows:
-        name, mode, i, h, layers, bi, proj, b, t, train, lengths, target = row
+        name, mode, i, h, layers, bi, proj, b, t, train, lengths, target, precision = row
         # The machine is shared: alternate the two sides and keep the median of each
         # side's per-run medians, so a slow spell does not land on one side only.
         runs = [(ours_row(row, a.threads, a.binary), torch_row(row, a.threads)) for _ in range(a.repeats)]
@@ -148,7 +153,8 @@ def main():
         pt = sorted((r[1] for r in runs), key=lambda r: r["median_ms"])[len(runs) // 2]
         ratio = pt["median_ms"] / ours["median_ms"]
         cfg = f"{mode} I={i} H={h} L={layers}{' bi' if bi else ''}{f' proj={proj}' if proj else ''} B={b} T={t}" \
-              f"{' train' if train else ''}{' lengths=' + lengths if lengths else ''}"
+              f"{' train' if train else ''}{' lengths=' + lengths if lengths else ''}" \
+              f"{' bf16' if precision == 'bf16' else ''}"
         cells = [name, cfg, f"{pt['median_ms']:.2f}", f"{ours['median_ms']:.2f}", f"{ratio:.2f}x",
                  f">= {target}x" if target else "-", f"{ours['gflops']:.0f}", f"{pt['rss_growth_mib']:.1f}",
                  f"{ours['peak_mib']:.1f}"]

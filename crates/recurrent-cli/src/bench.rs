@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// before timing (`Rnn::prepare`, as a deployed model does).
     #[arg(long)]
     repack: bool,
+    /// Training: arithmetic of the recurrent layers' products, `f32` or `bf16` (operands
+    /// rounded to bfloat16, sums in f32; needs AVX-512 BF16, else f32).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 /// Evenly spread lengths over `1..=steps`.
@@ -116,6 +120,8 @@ fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
     crate::alloc::reset_peak();
     let base_mem = crate::alloc::current();
     if a.train {
+        let mut rnn = rnn;
+        rnn.set_precision(a.precision.parse()?);
         let mut block = RecurrentBlock::last_step(rnn);
         block.set_lengths(lengths.clone());
         // The data needs no gradient (as a PyTorch input without `requires_grad`).

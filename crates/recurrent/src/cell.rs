@@ -4,6 +4,7 @@
 
 use crate::config::Mode;
 use crate::error::{check_finite, Error, Result};
+use crate::kernels::Precision;
 use crate::layer::direction::{self, DirScratch, DirTape};
 use crate::layer::{DirectionParams, DirectionShape, SeqLayout};
 use crate::param::{Param, Parameters};
@@ -178,7 +179,7 @@ impl Cell {
             &mut hs,
             &mut cs,
             &mut tape,
-            None,
+            (None, Precision::F32),
         );
         let to_array =
             |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&state_shape), v).expect("shape matches");
@@ -234,6 +235,7 @@ impl Cell {
             &mut dh,
             &mut dc,
             Some(&mut dx),
+            Precision::F32,
             &mut DirScratch::default(),
         );
         let arr = |shape: Vec<usize>, v: Vec<f32>| {

@@ -3,6 +3,7 @@
 
 use crate::config::{Mode, RnnConfig};
 use crate::error::{check_finite, Error, Result};
+use crate::kernels::Precision;
 use crate::layer::direction::{self, DirScratch, DirTape, PackedDirection};
 use crate::layer::team;
 use crate::layer::{BatchOrder, DirectionParams, DirectionShape};
@@ -24,6 +25,7 @@ pub struct Rnn {
     /// Parameters of layer `l`, direction `d` at index `l * D + d`.
     params: Vec<DirectionParams>,
     training: bool,
+    precision: Precision,
     scratch: Scratch,
 }
 
@@ -146,6 +148,7 @@ impl Rnn {
             config,
             params,
             training: true,
+            precision: Precision::F32,
             scratch: Scratch::default(),
         })
     }
@@ -183,6 +186,20 @@ impl Rnn {
     /// Inference mode, as `module.eval()`.
     pub fn eval(&mut self) {
         self.training = false;
+    }
+
+    /// Sets the arithmetic of the matrix products in [`Rnn::forward_train`] and
+    /// [`Rnn::backward`] (default [`Precision::F32`]). With [`Precision::Bf16`] training
+    /// runs as under PyTorch's `torch.autocast("cpu", dtype=torch.bfloat16)`: operands
+    /// rounded to bfloat16, sums, gates, states, gradients and weights in `f32`. Inference
+    /// ([`Rnn::forward`], [`Rnn::prepare`]) always computes in `f32`.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    /// The arithmetic of training products (see [`Rnn::set_precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Whether the model is in training mode.
@@ -355,7 +372,8 @@ impl Rnn {
                 &mut c_state[..0]
             };
             let packed = packed.map(|pk| &pk[layer * d..(layer + 1) * d]);
-            run_directions(params, &lt.input, layout, hs, cs, &mut lt.dirs, packed);
+            let weights = (packed, self.precision);
+            run_directions(params, &lt.input, layout, hs, cs, &mut lt.dirs, weights);
             let last = layer + 1 == l;
             let next = if last {
                 &mut output_rows
@@ -461,6 +479,7 @@ impl Rnn {
                 dcs,
                 cfg.layer_input_size(layer),
                 want_dx,
+                self.precision,
                 &mut scratch,
             );
             std::mem::swap(&mut scratch.d_top, &mut scratch.d_next);
@@ -639,9 +658,9 @@ fn run_directions(
     h: &mut [f32],
     c: &mut [f32],
     tapes: &mut [DirTape],
-    packed: Option<&[PackedDirection]>,
+    (packed, precision): (Option<&[PackedDirection]>, Precision),
 ) {
-    let pk = |k: usize| packed.map(|p| &p[k]);
+    let pk = |k: usize| (packed.map(|p| &p[k]), precision);
     if params.len() == 2 {
         let (hf, hb) = h.split_at_mut(h.len() / 2);
         let (cf, cb) = c.split_at_mut(c.len() / 2);
@@ -690,6 +709,7 @@ fn backward_directions(
     dc: &mut [f32],
     in_size: usize,
     want_dx: bool,
+    precision: Precision,
     s: &mut Scratch,
 ) {
     let n = layout.rows();
@@ -720,6 +740,7 @@ fn backward_directions(
                     dhf,
                     dcf,
                     dx,
+                    precision,
                     sf,
                 )
             },
@@ -735,6 +756,7 @@ fn backward_directions(
                     dhb,
                     dcb,
                     dx,
+                    precision,
                     sb,
                 )
             },
@@ -754,6 +776,7 @@ fn backward_directions(
             dh,
             dc,
             want_dx.then_some(&mut dx[..]),
+            precision,
             &mut s.dirs[0],
         );
         std::mem::swap(&mut s.d_next, dx);

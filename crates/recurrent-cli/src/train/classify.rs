@@ -5,6 +5,7 @@ use clap::Args;
 use ndarray::Array2;
 use rand::SeedableRng;
 use recurrent::data::{parse_ts, read_sequences, LabelledSequences, Standardizer};
+use recurrent::kernels::Precision;
 use recurrent::models::{
     fit, ClassificationTask, ClassifierEnsemble, ClassifierMeta, FitReport, SequenceClassifier,
 };
@@ -21,6 +22,7 @@ const DEFAULTS: Defaults = Defaults {
     lr: 3e-3,
     patience: 30,
     out: "classifier.safetensors",
+    precision: Precision::F32,
 };
 
 /// Options of `train classify`.
@@ -139,6 +141,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         .unwrap_or_else(|| ClassifierMeta::auto_patch(max_len))
         .max(1);
     let cfg = c.rnn_config(&DEFAULTS, patch * train.dims())?;
+    let precision = c.precision(&DEFAULTS)?;
     let settings = c.fit_settings(&DEFAULTS);
     say(
         c.quiet,
@@ -164,7 +167,8 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
             let seed = member_settings.seed;
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let meta = ClassifierMeta { classes: classes.clone(), scaler: scaler.clone(), patch };
-            let model = SequenceClassifier::new(cfg.clone(), meta, &mut rng)?;
+            let mut model = SequenceClassifier::new(cfg.clone(), meta, &mut rng)?;
+            model.rnn.set_precision(precision);
             let mut task = ClassificationTask {
                 model,
                 train: train_part.clone(),

@@ -4,6 +4,7 @@ use super::{say, CliProgress, CommonArgs, Defaults};
 use clap::Args;
 use rand::SeedableRng;
 use recurrent::data::{parse_series_csv, read_series_csv, MissingValues, SeriesTable};
+use recurrent::kernels::Precision;
 use recurrent::models::{
     detect_season, fit, FitReport, ForecastMeta, ForecastTask, Forecaster, ForecasterEnsemble,
     Transform,
@@ -21,6 +22,7 @@ const DEFAULTS: Defaults = Defaults {
     lr: 3e-3,
     patience: 40,
     out: "forecaster.safetensors",
+    precision: Precision::F32,
 };
 
 /// Options of `train forecast`.
@@ -240,6 +242,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
     let (train_ends, val_ends) = ends.split_at(ends.len() - n_val);
 
     let cfg = c.rnn_config(&DEFAULTS, raw.len())?;
+    let precision = c.precision(&DEFAULTS)?;
     let settings = c.fit_settings(&DEFAULTS);
     say(
         c.quiet,
@@ -256,8 +259,10 @@ pub fn run(a: ForecastArgs) -> Result<()> {
             let s = super::member_settings(&settings, k, members);
             let seed = s.seed;
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut model = Forecaster::new(cfg.clone(), meta.clone(), &mut rng)?;
+            model.rnn.set_precision(precision);
             let mut task = ForecastTask {
-                model: Forecaster::new(cfg.clone(), meta.clone(), &mut rng)?,
+                model,
                 cols: cols_train.clone(),
                 train_ends: train_ends.to_vec(),
                 val_ends: val_ends.to_vec(),

@@ -4,6 +4,7 @@ use super::{say, CliProgress, CommonArgs, Defaults};
 use clap::Args;
 use rand::SeedableRng;
 use recurrent::data::{read_text, Vocabulary};
+use recurrent::kernels::Precision;
 use recurrent::models::{fit, CharLm, LmTask};
 use recurrent::{Error, Result};
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ const DEFAULTS: Defaults = Defaults {
     lr: 5e-3,
     patience: 3,
     out: "lm.safetensors",
+    precision: Precision::Bf16,
 };
 
 /// Options of `train lm`.
@@ -90,6 +92,7 @@ pub fn run(a: LmArgs) -> Result<()> {
     let cfg = c
         .rnn_config(&DEFAULTS, a.embedding_dim)?
         .with_bidirectional(false);
+    let precision = c.precision(&DEFAULTS)?;
     let mut settings = c.fit_settings(&DEFAULTS);
     settings.anneal = true;
     say(
@@ -110,6 +113,7 @@ pub fn run(a: LmArgs) -> Result<()> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
         let mut model = CharLm::new(cfg.clone(), vocab.clone(), a.embedding_dim, &mut rng)?;
         model.embedding_dropout = a.embedding_dropout;
+        model.rnn.set_precision(precision);
         let mut task = LmTask {
             model,
             train: train.to_vec(),

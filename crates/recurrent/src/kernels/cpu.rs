@@ -72,6 +72,21 @@ pub fn level() -> Level {
     detected()
 }
 
+/// Whether bfloat16 products ([`super::gemm::Precision::Bf16`]) run here: the current
+/// level is AVX-512 and the CPU has its BF16 extension.
+pub fn has_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        level() == Level::Avx512
+            && is_x86_feature_detected!("avx512bf16")
+            && is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Forces kernels to a level (capped at what the CPU supports); `None` restores detection.
 /// Meant for tests and benchmarks comparing kernel paths.
 pub fn force_level(level: Option<Level>) {

@@ -74,6 +74,62 @@ const A_PACK_LEN: usize = KC * 6;
 /// Multiply-adds below which a product runs on one thread.
 const PARALLEL_MIN_WORK: usize = 1 << 16;
 
+/// Arithmetic of a matrix product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// `f32` operands and sums: PyTorch's default arithmetic.
+    #[default]
+    F32,
+    /// Mixed precision, as under PyTorch's CPU autocast to bfloat16: both operands are
+    /// rounded to bfloat16 (8 significant bits) and the products summed in `f32`, at twice
+    /// the multiply-add rate. Only on CPUs with AVX-512 BF16 ([`super::cpu::has_bf16`]);
+    /// elsewhere products stay `f32`.
+    Bf16,
+}
+
+impl Precision {
+    /// The precision products actually run in on this CPU: [`Precision::Bf16`] falls back
+    /// to [`Precision::F32`] without AVX-512 BF16.
+    pub fn effective(self) -> Precision {
+        match self {
+            Precision::Bf16 if super::cpu::has_bf16() => Precision::Bf16,
+            _ => Precision::F32,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = crate::Error;
+    /// `f32` or `bf16`.
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(crate::Error::Invalid(format!(
+                "precision: expected f32 or bf16, found {s:?}"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+/// Rounds `x` to the nearest bfloat16 (ties to even), as the AVX-512 BF16 conversions do.
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
 /// Register-block shape of a CPU level: `(MR, NR)`.
 fn block_shape(level: Level) -> (usize, usize) {
     match level {
@@ -92,22 +148,40 @@ pub struct PackedMatrix {
     level: Level,
     nr: usize,
     data: Vec<f32>,
+    /// For [`Precision::Bf16`] (then `data` is empty): the same blocks and panels with rows
+    /// taken in pairs, each `u32` holding column `j` of rows `2q` (low half) and `2q + 1`
+    /// (high half) as bfloat16.
+    pairs: Vec<u32>,
 }
 
 impl PackedMatrix {
     /// Packs the logical `k x n` matrix `b` for the current CPU level.
     pub fn pack(b: Mat, k: usize, n: usize) -> Self {
-        Self::pack_with(b, k, n, |j| j)
+        Self::pack_with(b, k, n, |j| j, Precision::F32)
+    }
+
+    /// [`PackedMatrix::pack`] for products of the given precision.
+    pub fn pack_in(precision: Precision, b: Mat, k: usize, n: usize) -> Self {
+        Self::pack_with(b, k, n, |j| j, precision)
     }
 
     /// Packs the `k x cols.len()` matrix whose column `j` is column `cols[j]` of `b`.
-    pub fn pack_columns(b: Mat, k: usize, cols: &[usize]) -> Self {
-        Self::pack_with(b, k, cols.len(), |j| cols[j])
+    pub fn pack_columns(precision: Precision, b: Mat, k: usize, cols: &[usize]) -> Self {
+        Self::pack_with(b, k, cols.len(), |j| cols[j], precision)
     }
 
-    fn pack_with(b: Mat, k: usize, n: usize, col: impl Fn(usize) -> usize) -> Self {
+    fn pack_with(
+        b: Mat,
+        k: usize,
+        n: usize,
+        col: impl Fn(usize) -> usize,
+        precision: Precision,
+    ) -> Self {
         let level = level();
         let (_, nr) = block_shape(level);
+        if precision == Precision::Bf16 && super::cpu::has_bf16() {
+            return Self::pack_pairs(b, k, n, col, nr);
+        }
         let panels = n.div_ceil(nr);
         let mut data = vec![0.0; panels * nr * k];
         for (kb, k0) in (0..k).step_by(KC).enumerate() {
@@ -140,7 +214,55 @@ impl PackedMatrix {
             level,
             nr,
             data,
+            pairs: Vec::new(),
         }
+    }
+
+    /// The bfloat16 layout of [`PackedMatrix::pairs`].
+    fn pack_pairs(b: Mat, k: usize, n: usize, col: impl Fn(usize) -> usize, nr: usize) -> Self {
+        let panels = n.div_ceil(nr);
+        let pair = |lo: f32, hi: f32| to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16;
+        let mut pairs = vec![0u32; panels * nr * k.div_ceil(2)];
+        for (kb, k0) in (0..k).step_by(KC).enumerate() {
+            let kc = KC.min(k - k0);
+            let kc2 = kc.div_ceil(2);
+            let block = &mut pairs[kb * KC / 2 * panels * nr..];
+            for p in 0..panels {
+                let panel = &mut block[p * kc2 * nr..(p + 1) * kc2 * nr];
+                let cols = nr.min(n - p * nr);
+                if b.transposed {
+                    // Logical column j is stored row j: read it contiguously.
+                    for j in 0..cols {
+                        let src = &b.data[col(p * nr + j) * b.ld + k0..][..kc];
+                        for (q, two) in src.chunks(2).enumerate() {
+                            panel[q * nr + j] = pair(two[0], two.get(1).copied().unwrap_or(0.0));
+                        }
+                    }
+                } else {
+                    for q in 0..kc2 {
+                        let lo = &b.data[(k0 + 2 * q) * b.ld..];
+                        let hi = (2 * q + 1 < kc).then(|| &b.data[(k0 + 2 * q + 1) * b.ld..]);
+                        for j in 0..cols {
+                            let c = col(p * nr + j);
+                            panel[q * nr + j] = pair(lo[c], hi.map_or(0.0, |h| h[c]));
+                        }
+                    }
+                }
+            }
+        }
+        PackedMatrix {
+            k,
+            n,
+            level: Level::Avx512,
+            nr,
+            data: Vec::new(),
+            pairs,
+        }
+    }
+
+    /// Whether the products with this matrix round their operands to bfloat16.
+    pub fn is_bf16(&self) -> bool {
+        !self.pairs.is_empty()
     }
 
     /// `K`.
@@ -169,16 +291,39 @@ impl PackedMatrix {
         let start = (k0 / KC) * KC * self.panels() * self.nr + p * kc * self.nr;
         &self.data[start..start + kc * self.nr]
     }
+
+    /// Panel `p` of the block starting at row `k0`, in the bfloat16 pair layout.
+    #[cfg(target_arch = "x86_64")]
+    fn panel_pairs(&self, k0: usize, p: usize) -> &[u32] {
+        let kc2 = KC.min(self.k - k0).div_ceil(2);
+        let start = (k0 / KC) * KC / 2 * self.panels() * self.nr + p * kc2 * self.nr;
+        &self.pairs[start..start + kc2 * self.nr]
+    }
 }
 
 /// `C[m x n] = beta * C + A[m x k] * B[k x n]`.
 ///
 /// With `beta == 0` the previous content of `C` is ignored (NaN included).
 pub fn gemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, beta: f32, c: MatMut) {
+    gemm_in(Precision::F32, m, n, k, a, b, beta, c)
+}
+
+/// [`gemm`] in the given precision.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_in(
+    precision: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    beta: f32,
+    c: MatMut,
+) {
     if m == 0 || n == 0 {
         return;
     }
-    let packed = PackedMatrix::pack(b, k, n);
+    let packed = PackedMatrix::pack_in(precision, b, k, n);
     matmul_packed(m, a, &packed, beta, c);
 }
 
@@ -302,6 +447,10 @@ fn run_level(
         ) {
             run::<6, 16, true>(a, b, out, beta, rows, panels)
         }
+        if b.is_bf16() {
+            // SAFETY: bfloat16 panels are only packed where the CPU has AVX-512 BF16.
+            return unsafe { avx512::run_bf16(a, b, out, beta, rows, panels) };
+        }
         match level {
             // SAFETY: a packed matrix's level never exceeds what the running CPU supports.
             Level::Avx512 => return unsafe { avx512::run(a, b, out, beta, rows, panels) },
@@ -406,13 +555,38 @@ fn micro<const MR: usize, const NR: usize, const FMA: bool>(
 }
 
 /// The AVX-512 path: explicit 512-bit intrinsics, row blocks of 12, 8, 4, 2 or 1 read
-/// from `A` in place.
+/// from `A` in place (or, for bfloat16 products, converted block by block).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{Mat, Out, PackedMatrix, KC};
     use std::arch::x86_64::*;
 
     const NR: usize = 32;
+
+    /// Rows of the next tile when `left` rows remain.
+    fn tile_rows(left: usize) -> usize {
+        match left {
+            12.. => 12,
+            8..=11 => 8,
+            4..=7 => 4,
+            2..=3 => 2,
+            _ => 1,
+        }
+    }
+
+    /// Calls `$tile::<R, U>($args)` for the tile height `$mr` (fewer rows get more
+    /// accumulator sets `U`, see [`tile`]).
+    macro_rules! by_rows {
+        ($mr:expr, $tile:ident($($arg:expr),*)) => {
+            match $mr {
+                12 => $tile::<12, 1>($($arg),*),
+                8 => $tile::<8, 1>($($arg),*),
+                4 => $tile::<4, 1>($($arg),*),
+                2 => $tile::<2, 2>($($arg),*),
+                _ => $tile::<1, 4>($($arg),*),
+            }
+        };
+    }
 
     /// See `run_level`.
     ///
@@ -433,16 +607,9 @@ mod avx512 {
             let beta_block = if k0 == 0 { beta } else { 1.0 };
             let mut r0 = rows.0;
             while r0 < rows.1 {
-                let left = rows.1 - r0;
-                let mr = match left {
-                    12.. => 12,
-                    8..=11 => 8,
-                    4..=7 => 4,
-                    2..=3 => 2,
-                    _ => 1,
-                };
+                let mr = tile_rows(rows.1 - r0);
                 // Element (r, kk) of this block of A is at `ap + r * row_step + kk * k_step`.
-                let (ap, row_step, k_step) = if a.transposed {
+                let a_block = if a.transposed {
                     (a.data.as_ptr().add(k0 * a.ld + r0), 1, a.ld)
                 } else {
                     (a.data.as_ptr().add(r0 * a.ld + k0), a.ld, 1)
@@ -452,14 +619,7 @@ mod avx512 {
                     let nc = NR.min(b.n - col0);
                     let c = out.ptr.add(r0 * out.ld + col0 - out.col0);
                     let bp = b.panel(k0, p).as_ptr();
-                    let a_block = (ap, row_step, k_step);
-                    match mr {
-                        12 => tile::<12, 1>(kc, a_block, bp, c, out.ld, nc, beta_block),
-                        8 => tile::<8, 1>(kc, a_block, bp, c, out.ld, nc, beta_block),
-                        4 => tile::<4, 1>(kc, a_block, bp, c, out.ld, nc, beta_block),
-                        2 => tile::<2, 2>(kc, a_block, bp, c, out.ld, nc, beta_block),
-                        _ => tile::<1, 4>(kc, a_block, bp, c, out.ld, nc, beta_block),
-                    }
+                    by_rows!(mr, tile_f32(kc, a_block, bp, c, out.ld, nc, beta_block));
                 }
                 r0 += mr;
             }
@@ -468,12 +628,8 @@ mod avx512 {
 
     /// `C[R x nc] = beta * C + A[R x kc] * B_panel[kc x 32]`, where element `(r, kk)` of
     /// `A` is at `a.0 + r * a.1 + kk * a.2`.
-    ///
-    /// Steps `kk` are dealt round-robin to `U` sets of accumulators, summed at the end, so
-    /// that short tiles (one or two rows: batch-1 inference) still have eight independent
-    /// chains of multiply-adds instead of waiting on each one's latency.
     #[inline(always)]
-    unsafe fn tile<const R: usize, const U: usize>(
+    unsafe fn tile_f32<const R: usize, const U: usize>(
         kc: usize,
         a: (*const f32, usize, usize),
         b: *const f32,
@@ -483,8 +639,6 @@ mod avx512 {
         beta: f32,
     ) {
         let (a, row_step, k_step) = a;
-        let mut acc0 = [[_mm512_setzero_ps(); R]; U];
-        let mut acc1 = [[_mm512_setzero_ps(); R]; U];
         let step = |kk: usize, acc0: &mut [__m512; R], acc1: &mut [__m512; R]| {
             let b0 = _mm512_loadu_ps(b.add(kk * NR));
             let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
@@ -495,13 +649,158 @@ mod avx512 {
                 acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
             }
         };
-        let unrolled = kc / U * U;
+        tile::<R, U>(kc, step, c, ldc, nc, beta);
+    }
+
+    /// Length of the buffer one converted block of `A` needs (see [`convert_block`]).
+    const PAIRS_BLOCK: usize = KC / 2 * 16;
+
+    /// See `run_level`: the product of `A` rounded to bfloat16 with bfloat16 panels.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, BW and BF16; `out` must cover the product's rows and
+    /// columns.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2,fma")]
+    pub unsafe fn run_bf16(
+        a: Mat,
+        b: &PackedMatrix,
+        out: Out,
+        beta: f32,
+        rows: (usize, usize),
+        panels: (usize, usize),
+    ) {
+        debug_assert_eq!(b.nr, NR);
+        let mut buf = [0u32; PAIRS_BLOCK];
+        for k0 in (0..b.k).step_by(KC) {
+            let kc = KC.min(b.k - k0);
+            let kc2 = kc.div_ceil(2);
+            let beta_block = if k0 == 0 { beta } else { 1.0 };
+            let mut r0 = rows.0;
+            while r0 < rows.1 {
+                let mr = tile_rows(rows.1 - r0);
+                let a_block = convert_block(a, r0, mr, k0, kc, &mut buf);
+                for p in panels.0..panels.1 {
+                    let col0 = p * NR;
+                    let nc = NR.min(b.n - col0);
+                    let c = out.ptr.add(r0 * out.ld + col0 - out.col0);
+                    let bp = b.panel_pairs(k0, p).as_ptr();
+                    by_rows!(mr, tile_bf16(kc2, a_block, bp, c, out.ld, nc, beta_block));
+                }
+                r0 += mr;
+            }
+        }
+    }
+
+    /// Rounds rows `r0 .. r0 + mr` (at most 16), columns `k0 .. k0 + kc` of `A` to bfloat16
+    /// pairs in `buf` (an odd last column is paired with zero) and returns where pair
+    /// `(r, q)` is, as `(start, row step, pair step)`.
+    #[inline(always)]
+    unsafe fn convert_block(
+        a: Mat,
+        r0: usize,
+        mr: usize,
+        k0: usize,
+        kc: usize,
+        buf: &mut [u32; PAIRS_BLOCK],
+    ) -> (*const u32, usize, usize) {
+        let kc2 = kc.div_ceil(2);
+        let out = buf.as_mut_ptr();
+        if a.transposed {
+            // Stored row `k` holds logical column `k`: convert two of them at a time and
+            // interleave them into pairs, pair-major.
+            let rows: __mmask16 = ((1u32 << mr) - 1) as u16;
+            let interleave = _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+            );
+            for q in 0..kc2 {
+                let k = k0 + 2 * q;
+                let lo = _mm512_maskz_loadu_ps(rows, a.data.as_ptr().add(k * a.ld + r0));
+                let hi = if 2 * q + 1 < kc {
+                    _mm512_maskz_loadu_ps(rows, a.data.as_ptr().add((k + 1) * a.ld + r0))
+                } else {
+                    _mm512_setzero_ps()
+                };
+                let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                let pairs = _mm512_permutexvar_epi16(interleave, halves);
+                _mm512_mask_storeu_epi32(out.add(q * 16) as *mut _, rows, pairs);
+            }
+            (out, 1, 16)
+        } else {
+            // Rows are contiguous: 32 columns (16 pairs) per conversion, row-major.
+            for r in 0..mr {
+                let src = a.data.as_ptr().add((r0 + r) * a.ld + k0);
+                for k in (0..kc).step_by(32) {
+                    let left = kc - k;
+                    let mask = |from: usize| -> __mmask16 {
+                        match left.saturating_sub(from) {
+                            16.. => 0xFFFF,
+                            n => ((1u32 << n) - 1) as u16,
+                        }
+                    };
+                    let lo = _mm512_maskz_loadu_ps(mask(0), src.add(k));
+                    let hi = _mm512_maskz_loadu_ps(mask(16), src.add(k + 16));
+                    let pairs: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                    let n_pairs = (kc2 - k / 2).min(16);
+                    let store: __mmask16 = ((1u32 << n_pairs) - 1) as u16;
+                    _mm512_mask_storeu_epi32(out.add(r * KC / 2 + k / 2) as *mut _, store, pairs);
+                }
+            }
+            (out, KC / 2, 1)
+        }
+    }
+
+    /// [`tile_f32`] on bfloat16 pairs: `kc2` pair steps of `A` and of the panel.
+    #[inline(always)]
+    unsafe fn tile_bf16<const R: usize, const U: usize>(
+        kc2: usize,
+        a: (*const u32, usize, usize),
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        nc: usize,
+        beta: f32,
+    ) {
+        let (a, row_step, k_step) = a;
+        let step = |q: usize, acc0: &mut [__m512; R], acc1: &mut [__m512; R]| {
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR) as *const _));
+            let b1: __m512bh =
+                std::mem::transmute(_mm512_loadu_si512(b.add(q * NR + 16) as *const _));
+            let aq = a.add(q * k_step);
+            for r in 0..R {
+                let av: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*aq.add(r * row_step) as i32));
+                acc0[r] = _mm512_dpbf16_ps(acc0[r], av, b0);
+                acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
+            }
+        };
+        tile::<R, U>(kc2, step, c, ldc, nc, beta);
+    }
+
+    /// Runs `steps` calls of `step` on `R` rows of two 16-wide accumulators, then stores
+    /// `C[R x nc] = beta * C + acc`.
+    ///
+    /// Steps are dealt round-robin to `U` sets of accumulators, summed at the end, so that
+    /// short tiles (one or two rows: batch-1 inference) still have eight independent
+    /// chains of multiply-adds instead of waiting on each one's latency.
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const U: usize>(
+        steps: usize,
+        step: impl Fn(usize, &mut [__m512; R], &mut [__m512; R]),
+        c: *mut f32,
+        ldc: usize,
+        nc: usize,
+        beta: f32,
+    ) {
+        let mut acc0 = [[_mm512_setzero_ps(); R]; U];
+        let mut acc1 = [[_mm512_setzero_ps(); R]; U];
+        let unrolled = steps / U * U;
         for k0 in (0..unrolled).step_by(U) {
             for u in 0..U {
                 step(k0 + u, &mut acc0[u], &mut acc1[u]);
             }
         }
-        for kk in unrolled..kc {
+        for kk in unrolled..steps {
             step(kk, &mut acc0[0], &mut acc1[0]);
         }
         let (mut sum0, mut sum1) = (acc0[0], acc1[0]);
@@ -511,7 +810,6 @@ mod avx512 {
                 sum1[r] = _mm512_add_ps(sum1[r], acc1[u][r]);
             }
         }
-        let (acc0, acc1) = (sum0, sum1);
         let m0: __mmask16 = if nc >= 16 {
             0xFFFF
         } else {
@@ -527,7 +825,7 @@ mod avx512 {
         let vb = _mm512_set1_ps(beta);
         for r in 0..R {
             let row = c.add(r * ldc);
-            let (mut v0, mut v1) = (acc0[r], acc1[r]);
+            let (mut v0, mut v1) = (sum0[r], sum1[r]);
             if beta != 0.0 {
                 v0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, row), vb, v0);
                 v1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, row.add(16)), vb, v1);
@@ -553,6 +851,87 @@ mod tests {
                 } else {
                     c[i * n + j] * beta + s as f32
                 };
+            }
+        }
+    }
+
+    /// Rounding to bfloat16: to nearest, ties to even, NaN kept.
+    #[test]
+    fn bf16_rounding_is_nearest_even() {
+        let half_ulp = 2f32.powi(-8);
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        assert_eq!(to_bf16(-2.0), 0xc000);
+        assert_eq!(to_bf16(1.0 + half_ulp), 0x3f80);
+        assert_eq!(to_bf16(1.0 + 3.0 * half_ulp), 0x3f82);
+        assert_eq!(to_bf16(1.0 + half_ulp + 2f32.powi(-20)), 0x3f81);
+        assert!(f32::from_bits((to_bf16(f32::NAN) as u32) << 16).is_nan());
+    }
+
+    /// bfloat16 products against a naive f64 product of the operands rounded to bfloat16
+    /// (exact products, so only the f32 sums differ: same tolerance as the f32 kernels),
+    /// on the same awkward sizes plus odd depths. Without AVX-512 BF16 the matrix is
+    /// packed for `f32` and must match the unrounded product.
+    #[test]
+    fn bf16_products_match_rounded_operands() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        fn mat(d: &[f32], rows: usize, cols: usize, transposed: bool) -> Mat<'_> {
+            if transposed {
+                Mat::t(d, rows)
+            } else {
+                Mat::new(d, cols)
+            }
+        }
+        let round = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .map(|&x| f32::from_bits((to_bf16(x) as u32) << 16))
+                .collect()
+        };
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 7, 33),
+            (3, 9, 64),
+            (5, 70, 64),
+            (13, 3, 100),
+            (25, 385, 40),
+            (30, 800, 40),
+            (200, 64, 70),
+        ] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let ad: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let bd: Vec<f32> = (0..k * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let packed = PackedMatrix::pack_in(Precision::Bf16, mat(&bd, k, n, tb), k, n);
+                let (ar, br) = if packed.is_bf16() {
+                    (round(&ad), round(&bd))
+                } else {
+                    (ad.clone(), bd.clone())
+                };
+                let c0: Vec<f32> = (0..m * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                for beta in [0.0, 1.0] {
+                    let mut want = c0.clone();
+                    naive(
+                        m,
+                        n,
+                        k,
+                        mat(&ar, m, k, ta),
+                        mat(&br, k, n, tb),
+                        beta,
+                        &mut want,
+                    );
+                    let mut got = c0.clone();
+                    matmul_packed(
+                        m,
+                        mat(&ad, m, k, ta),
+                        &packed,
+                        beta,
+                        MatMut::new(&mut got, n),
+                    );
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() < 1e-4,
+                            "bf16 {m}x{k}x{n} ta={ta} tb={tb} beta={beta}: {g} vs {w}"
+                        );
+                    }
+                }
             }
         }
     }

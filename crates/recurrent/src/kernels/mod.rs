@@ -7,4 +7,6 @@ pub mod cells;
 pub mod cpu;
 pub mod gemm;
 
-pub use gemm::{gemm, matmul_packed, matmul_packed_panels, Mat, MatMut, PackedMatrix};
+pub use gemm::{
+    gemm, gemm_in, matmul_packed, matmul_packed_panels, Mat, MatMut, PackedMatrix, Precision,
+};

@@ -12,7 +12,7 @@ use super::norm;
 use super::params::DirectionParams;
 use crate::config::Mode;
 use crate::kernels::activation::{sigmoid, tanh};
-use crate::kernels::{cells, gemm, matmul_packed, Mat, MatMut, PackedMatrix};
+use crate::kernels::{cells, gemm_in, matmul_packed, Mat, MatMut, PackedMatrix, Precision};
 use rayon::prelude::*;
 
 /// What the forward pass of one direction keeps for its backward pass (`N` = packed rows).
@@ -143,15 +143,16 @@ impl PackedDirection {
     /// Packs `p`'s weights for the current CPU level and thread pool.
     pub fn new(p: &DirectionParams) -> Self {
         PackedDirection {
-            w_ih: pack_input_weights(p),
-            recurrent: fused::supports(p).then(|| fused::RecurrentWeights::pack(p)),
+            w_ih: pack_input_weights(p, Precision::F32),
+            recurrent: fused::supports(p).then(|| fused::RecurrentWeights::pack(p, Precision::F32)),
         }
     }
 }
 
-fn pack_input_weights(p: &DirectionParams) -> PackedMatrix {
+fn pack_input_weights(p: &DirectionParams, precision: Precision) -> PackedMatrix {
     let (input_size, gh) = (p.input_size(), p.mode.gates() * p.hidden_size);
-    PackedMatrix::pack(Mat::t(&p.weight_ih.value, input_size), input_size, gh)
+    let w = Mat::t(&p.weight_ih.value, input_size);
+    PackedMatrix::pack_in(precision, w, input_size, gh)
 }
 
 /// Runs one direction over the packed input.
@@ -160,8 +161,8 @@ fn pack_input_weights(p: &DirectionParams) -> PackedMatrix {
 /// - `h`: `(B, H_out)`, in: the initial state (sorted batch order), out: `h_n`.
 /// - `c`: `(B, H)` for LSTM (empty otherwise), in: `c0`, out: `c_n`.
 /// - `tape`: receives the output and what backward needs.
-/// - `packed`: `p`'s weights already packed, for inference (else they are packed here);
-///   the tape then only holds the output.
+/// - `(packed, precision)`: `p`'s weights already packed, for inference (the tape then
+///   only holds the output); else `None`, and they are packed here in `precision`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     p: &DirectionParams,
@@ -171,7 +172,7 @@ pub fn forward(
     h: &mut [f32],
     c: &mut [f32],
     tape: &mut DirTape,
-    packed: Option<&PackedDirection>,
+    (packed, precision): (Option<&PackedDirection>, Precision),
 ) {
     let n = layout.rows();
     let hs = p.hidden_size;
@@ -186,7 +187,7 @@ pub fn forward(
     let w_ih = match packed {
         Some(pk) => &pk.w_ih,
         None => {
-            w_ih_here = pack_input_weights(p);
+            w_ih_here = pack_input_weights(p, precision);
             &w_ih_here
         }
     };
@@ -214,18 +215,18 @@ pub fn forward(
                 h,
                 c,
                 tape,
-                &fused::RecurrentWeights::pack(p),
+                &fused::RecurrentWeights::pack(p, precision),
             ),
         }
         return;
     }
     // LSTM with layer norm and/or projection: the time loop on this thread, with the
     // recurrent product and the plain cell split across the pool.
-    let w_hh = PackedMatrix::pack(Mat::t(&p.weight_hh.value, h_out), h_out, gh);
+    let w_hh = PackedMatrix::pack_in(precision, Mat::t(&p.weight_hh.value, h_out), h_out, gh);
     let w_hr = p
         .weight_hr
         .as_ref()
-        .map(|w| PackedMatrix::pack(Mat::t(&w.value, hs), hs, h_out));
+        .map(|w| PackedMatrix::pack_in(precision, Mat::t(&w.value, hs), hs, h_out));
     let mut cell_out = vec![0.0; hs];
     // The recurrent product is already in the gates.
     let no_recurrent = vec![0.0; gh];
@@ -322,6 +323,7 @@ pub fn forward(
 /// - `dh`: `(B, H_out)`, in: gradient of `h_n`, out: gradient of `h0`.
 /// - `dc`: `(B, H)` (LSTM), in: gradient of `c_n`, out: gradient of `c0`.
 /// - `dx`: `(N, I)`, receives the input gradient (overwritten); `None` skips it.
+/// - `precision`: arithmetic of the products.
 /// - `scratch`: work buffers, reused between calls.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
@@ -334,6 +336,7 @@ pub fn backward(
     dh: &mut [f32],
     dc: &mut [f32],
     dx: Option<&mut [f32]>,
+    precision: Precision,
     scratch: &mut DirScratch,
 ) {
     let n = layout.rows();
@@ -356,17 +359,18 @@ pub fn backward(
     resized(dg, n * gh);
     resized(dg_hh, if gru { n * gh } else { 0 });
     if fused::supports(p) {
-        fused::backward(p, layout, reverse, tape, d_out, dh, dc, dg, dg_hh);
+        let d_gates = (&mut dg[..], &mut dg_hh[..]);
+        fused::backward(p, layout, reverse, tape, d_out, dh, dc, d_gates, precision);
     } else {
         // LSTM with layer norm and/or projection, step by step.
         resized(dh_rows, if proj { n * h_out } else { 0 });
         resized(dr, batch * hs);
         resized(dy, hs);
-        let w_hh = PackedMatrix::pack(Mat::new(&p.weight_hh.value, h_out), gh, h_out);
+        let w_hh = PackedMatrix::pack_in(precision, Mat::new(&p.weight_hh.value, h_out), gh, h_out);
         let w_hr = p
             .weight_hr
             .as_ref()
-            .map(|w| PackedMatrix::pack(Mat::new(&w.value, hs), h_out, hs));
+            .map(|w| PackedMatrix::pack_in(precision, Mat::new(&w.value, hs), h_out, hs));
         let steps = layout.steps();
         for step in (0..steps).rev() {
             let t = step_index(step, steps, reverse);
@@ -424,7 +428,8 @@ pub fn backward(
 
     // Weight gradients and the input gradient: one product each over all rows.
     let w_ih = &mut p.weight_ih;
-    gemm(
+    gemm_in(
+        precision,
         gh,
         input_size,
         n,
@@ -434,7 +439,8 @@ pub fn backward(
         MatMut::new(&mut w_ih.grad, input_size),
     );
     if let Some(dx) = dx {
-        gemm(
+        gemm_in(
+            precision,
             n,
             input_size,
             gh,
@@ -445,7 +451,8 @@ pub fn backward(
         );
     }
     let dg_hh: &[f32] = if gru { dg_hh } else { dg };
-    gemm(
+    gemm_in(
+        precision,
         gh,
         h_out,
         n,
@@ -469,7 +476,8 @@ pub fn backward(
         }
     }
     if let Some(w_hr) = &mut p.weight_hr {
-        gemm(
+        gemm_in(
+            precision,
             h_out,
             hs,
             n,

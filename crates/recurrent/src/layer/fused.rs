@@ -13,7 +13,7 @@ use super::layout::SeqLayout;
 use super::params::DirectionParams;
 use super::team::{run_rounds, Shared};
 use crate::config::Mode;
-use crate::kernels::{cells, matmul_packed_panels, Mat, MatMut, PackedMatrix};
+use crate::kernels::{cells, matmul_packed_panels, Mat, MatMut, PackedMatrix, Precision};
 
 /// Chunks are made of blocks of this many hidden units: a multiple of every CPU level's
 /// GEMM panel width (8, 16, 32), so a chunk's gate columns are whole packed panels.
@@ -156,10 +156,11 @@ pub struct RecurrentWeights {
 
 impl RecurrentWeights {
     /// Packs `p`'s recurrent weights, split into one chunk per thread of the current pool.
-    pub fn pack(p: &DirectionParams) -> Self {
+    pub fn pack(p: &DirectionParams, precision: Precision) -> Self {
         let ch = Chunks::new(p);
         let cols = ch.gate_columns();
         let w_hh = PackedMatrix::pack_columns(
+            precision,
             Mat::t(&p.weight_hh.value, p.hidden_size),
             p.hidden_size,
             &cols,
@@ -281,7 +282,7 @@ pub fn forward(
 /// The time loop of [`super::direction::backward`] for [`supports`]ed parameters: fills
 /// `dg` (`(N, G*H)` pre-activation gradients) and, for GRU, `dg_hh` (their recurrent
 /// side), and turns `dh` / `dc` (`(B, H)`) from the gradients of `h_n` / `c_n` into those
-/// of `h0` / `c0`.
+/// of `h0` / `c0`. `precision`: arithmetic of the recurrent products.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     p: &DirectionParams,
@@ -291,15 +292,15 @@ pub fn backward(
     d_out: &[f32],
     dh: &mut [f32],
     dc: &mut [f32],
-    dg: &mut [f32],
-    dg_hh: &mut [f32],
+    (dg, dg_hh): (&mut [f32], &mut [f32]),
+    precision: Precision,
 ) {
     let hs = p.hidden_size;
     let ch = Chunks::new(p);
     let g = ch.gates;
     let gru = p.mode == Mode::Gru;
     // `(G*H, H)`: column panels are chunks of units.
-    let w_hh = PackedMatrix::pack(Mat::new(&p.weight_hh.value, hs), g * hs, hs);
+    let w_hh = PackedMatrix::pack_in(precision, Mat::new(&p.weight_hh.value, hs), g * hs, hs);
     let mut order = visit_order(layout, reverse);
     order.reverse();
     let dh = Shared::new(dh);
