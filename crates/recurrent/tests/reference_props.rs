@@ -369,14 +369,17 @@ const BF16_RTOL: f32 = 6e-2;
 /// See [`BF16_RTOL`]: bound on the mean difference, relative to the largest magnitude.
 const BF16_MEAN_RTOL: f32 = 1e-2;
 
-/// Output and every gradient of one training step of `case` in `precision`, by name.
-fn training_step(case: &Case, precision: Precision) -> Vec<(String, Vec<f32>)> {
-    let mut s = setup(case);
-    s.rnn.set_precision(precision);
-    let cfg = case.cfg.clone();
+/// One training-mode forward of `case` (dropout masks drawn from `seed`) and the backward
+/// pass of `s`'s upstream gradients, from zeroed parameter gradients.
+fn forward_backward(
+    case: &Case,
+    s: &mut Setup,
+    seed: u64,
+) -> (recurrent::RnnOutput, recurrent::InputGrads) {
+    let cfg = &case.cfg;
     let (input, h0, c0) = model_inputs(case, &s.inputs);
     let state = initial_state(&h0, &c0);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(case.seed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let lengths = s.inputs.lengths.clone();
     let (out, tape) = s
         .rnn
@@ -398,6 +401,14 @@ fn training_step(case: &Case, precision: Precision) -> Vec<(String, Vec<f32>)> {
             },
         )
         .unwrap();
+    (out, grads)
+}
+
+/// Output and every gradient of one training step of `case` in `precision`, by name.
+fn training_step(case: &Case, precision: Precision) -> Vec<(String, Vec<f32>)> {
+    let mut s = setup(case);
+    s.rnn.set_precision(precision);
+    let (out, grads) = forward_backward(case, &mut s, case.seed);
     let mut all = vec![
         ("output".to_string(), flat(&out.output)),
         ("h_n".to_string(), flat(&out.h_n)),
@@ -449,31 +460,8 @@ proptest! {
 fn check_directional_gradients(case: &Case) {
     let mut s = setup(case);
     let cfg = case.cfg.clone();
-    let (input, h0, c0) = model_inputs(case, &s.inputs);
-    let state = initial_state(&h0, &c0);
+    let (_, grads) = forward_backward(case, &mut s, case.seed ^ 1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(case.seed ^ 1);
-    let lengths = s.inputs.lengths.clone();
-    let (_, tape) = s
-        .rnn
-        .forward_train(input.view(), state, lengths.as_deref(), &mut rng)
-        .unwrap();
-    let width = cfg.num_directions() * cfg.output_size();
-    let go = user_layout(case, &s.go, width);
-    let gh = state_array(case, &s.gh, cfg.output_size());
-    let gc = (cfg.mode == Mode::Lstm).then(|| state_array(case, &s.gc, cfg.hidden_size));
-    s.rnn.zero_grad();
-    let grads = s
-        .rnn
-        .backward(
-            &tape,
-            OutputGrads {
-                grad_output: Some(go.view()),
-                grad_h_n: Some(gh.view()),
-                grad_c_n: gc.as_ref().map(|g| g.view()),
-                skip_input_grad: false,
-            },
-        )
-        .unwrap();
     let (go64, gh64, gc64) = (to_f64(&s.go), to_f64(&s.gh), to_f64(&s.gc));
     let loss = |params: &RefParams, inputs: &RefInputs| {
         reference::weighted_sum(

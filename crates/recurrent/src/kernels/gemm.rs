@@ -602,24 +602,70 @@ mod avx512 {
         panels: (usize, usize),
     ) {
         debug_assert_eq!(b.nr, NR);
+        // Element (r, kk) of a block of A is at `ap + r * row_step + kk * k_step`.
+        let block_of_a = |k0: usize, _kc: usize, r0: usize, _mr: usize| {
+            if a.transposed {
+                (a.data.as_ptr().add(k0 * a.ld + r0), 1, a.ld)
+            } else {
+                (a.data.as_ptr().add(r0 * a.ld + k0), a.ld, 1)
+            }
+        };
+        for_each_tile(b, out, beta, rows, panels, block_of_a, |t, a_block| {
+            let bp = b.panel(t.k0, t.panel).as_ptr();
+            let (c, ldc, nc, beta) = (t.c, out.ld, t.nc, t.beta);
+            by_rows!(t.mr, tile_f32(t.kc, a_block, bp, c, ldc, nc, beta));
+        });
+    }
+
+    /// Where one tile of the product goes: see [`for_each_tile`].
+    #[derive(Clone, Copy)]
+    struct TileAt {
+        /// First row of `B`'s depth block and its depth.
+        k0: usize,
+        kc: usize,
+        /// Rows of the tile and panel of `B`.
+        mr: usize,
+        panel: usize,
+        /// The tile's first output element, its width and the `beta` it applies.
+        c: *mut f32,
+        nc: usize,
+        beta: f32,
+    }
+
+    /// The blocked loops both kernels share: for each `KC`-deep block and each block of up
+    /// to 12 rows, `block_of_a(k0, kc, r0, mr)` readies that block of `A` once, and `tile`
+    /// multiplies it with every panel in `panels`.
+    #[inline(always)]
+    unsafe fn for_each_tile<A: Copy>(
+        b: &PackedMatrix,
+        out: Out,
+        beta: f32,
+        rows: (usize, usize),
+        panels: (usize, usize),
+        mut block_of_a: impl FnMut(usize, usize, usize, usize) -> A,
+        tile: impl Fn(TileAt, A),
+    ) {
         for k0 in (0..b.k).step_by(KC) {
             let kc = KC.min(b.k - k0);
-            let beta_block = if k0 == 0 { beta } else { 1.0 };
+            let beta = if k0 == 0 { beta } else { 1.0 };
             let mut r0 = rows.0;
             while r0 < rows.1 {
                 let mr = tile_rows(rows.1 - r0);
-                // Element (r, kk) of this block of A is at `ap + r * row_step + kk * k_step`.
-                let a_block = if a.transposed {
-                    (a.data.as_ptr().add(k0 * a.ld + r0), 1, a.ld)
-                } else {
-                    (a.data.as_ptr().add(r0 * a.ld + k0), a.ld, 1)
-                };
-                for p in panels.0..panels.1 {
-                    let col0 = p * NR;
-                    let nc = NR.min(b.n - col0);
+                let a_block = block_of_a(k0, kc, r0, mr);
+                for panel in panels.0..panels.1 {
+                    let col0 = panel * NR;
                     let c = out.ptr.add(r0 * out.ld + col0 - out.col0);
-                    let bp = b.panel(k0, p).as_ptr();
-                    by_rows!(mr, tile_f32(kc, a_block, bp, c, out.ld, nc, beta_block));
+                    let nc = NR.min(b.n - col0);
+                    let at = TileAt {
+                        k0,
+                        kc,
+                        mr,
+                        panel,
+                        c,
+                        nc,
+                        beta,
+                    };
+                    tile(at, a_block);
                 }
                 r0 += mr;
             }
@@ -671,24 +717,12 @@ mod avx512 {
     ) {
         debug_assert_eq!(b.nr, NR);
         let mut buf = [0u32; PAIRS_BLOCK];
-        for k0 in (0..b.k).step_by(KC) {
-            let kc = KC.min(b.k - k0);
-            let kc2 = kc.div_ceil(2);
-            let beta_block = if k0 == 0 { beta } else { 1.0 };
-            let mut r0 = rows.0;
-            while r0 < rows.1 {
-                let mr = tile_rows(rows.1 - r0);
-                let a_block = convert_block(a, r0, mr, k0, kc, &mut buf);
-                for p in panels.0..panels.1 {
-                    let col0 = p * NR;
-                    let nc = NR.min(b.n - col0);
-                    let c = out.ptr.add(r0 * out.ld + col0 - out.col0);
-                    let bp = b.panel_pairs(k0, p).as_ptr();
-                    by_rows!(mr, tile_bf16(kc2, a_block, bp, c, out.ld, nc, beta_block));
-                }
-                r0 += mr;
-            }
-        }
+        let block_of_a = |k0, kc, r0, mr| convert_block(a, r0, mr, k0, kc, &mut buf);
+        for_each_tile(b, out, beta, rows, panels, block_of_a, |t, a_block| {
+            let bp = b.panel_pairs(t.k0, t.panel).as_ptr();
+            let (kc2, c, ldc, nc, beta) = (t.kc.div_ceil(2), t.c, out.ld, t.nc, t.beta);
+            by_rows!(t.mr, tile_bf16(kc2, a_block, bp, c, ldc, nc, beta));
+        });
     }
 
     /// Rounds rows `r0 .. r0 + mr` (at most 16), columns `k0 .. k0 + kc` of `A` to bfloat16
