@@ -901,13 +901,29 @@ mod tests {
         assert!(f32::from_bits((to_bf16(f32::NAN) as u32) << 16).is_nan());
     }
 
-    /// bfloat16 products against a naive f64 product of the operands rounded to bfloat16
-    /// (exact products, so only the f32 sums differ: same tolerance as the f32 kernels),
-    /// on the same awkward sizes plus odd depths. Without AVX-512 BF16 the matrix is
-    /// packed for `f32` and must match the unrounded product.
-    #[test]
-    fn bf16_products_match_rounded_operands() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    /// Awkward sizes `(m, k, n)`: row and panel tails, K = 1, odd K, K beyond one block.
+    const SHAPES: [(usize, usize, usize); 9] = [
+        (1, 1, 1),
+        (1, 7, 33),
+        (3, 9, 64),
+        (5, 70, 64),
+        (13, 3, 100),
+        (64, 20, 130),
+        (25, 385, 40),
+        (30, 800, 40),
+        (200, 64, 70),
+    ];
+
+    /// Runs `product(m, n, k, a, b, beta, c)` on random operands of every shape in
+    /// [`SHAPES`], both layouts of each operand, beta 0 and 1, against a naive f64 product.
+    /// `product` returns whether it rounded its operands to bfloat16; the naive product
+    /// then takes the rounded operands (their products are exact in f32, so either way only
+    /// the f32 sums differ). Tolerance: f32 accumulation of up to 800 products of magnitude
+    /// below 1.
+    fn check_against_naive(
+        what: &str,
+        product: impl Fn(usize, usize, usize, Mat, Mat, f32, MatMut) -> bool,
+    ) {
         fn mat(d: &[f32], rows: usize, cols: usize, transposed: bool) -> Mat<'_> {
             if transposed {
                 Mat::t(d, rows)
@@ -920,49 +936,28 @@ mod tests {
                 .map(|&x| f32::from_bits((to_bf16(x) as u32) << 16))
                 .collect()
         };
-        for &(m, k, n) in &[
-            (1, 1, 1),
-            (1, 7, 33),
-            (3, 9, 64),
-            (5, 70, 64),
-            (13, 3, 100),
-            (25, 385, 40),
-            (30, 800, 40),
-            (200, 64, 70),
-        ] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        for &(m, k, n) in &SHAPES {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let ad: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
                 let bd: Vec<f32> = (0..k * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
-                let packed = PackedMatrix::pack_in(Precision::Bf16, mat(&bd, k, n, tb), k, n);
-                let (ar, br) = if packed.is_bf16() {
-                    (round(&ad), round(&bd))
-                } else {
-                    (ad.clone(), bd.clone())
-                };
                 let c0: Vec<f32> = (0..m * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
                 for beta in [0.0, 1.0] {
-                    let mut want = c0.clone();
-                    naive(
-                        m,
-                        n,
-                        k,
-                        mat(&ar, m, k, ta),
-                        mat(&br, k, n, tb),
-                        beta,
-                        &mut want,
-                    );
                     let mut got = c0.clone();
-                    matmul_packed(
-                        m,
-                        mat(&ad, m, k, ta),
-                        &packed,
-                        beta,
-                        MatMut::new(&mut got, n),
-                    );
+                    let (a, b) = (mat(&ad, m, k, ta), mat(&bd, k, n, tb));
+                    let rounded = product(m, n, k, a, b, beta, MatMut::new(&mut got, n));
+                    let (ar, br) = if rounded {
+                        (round(&ad), round(&bd))
+                    } else {
+                        (ad.clone(), bd.clone())
+                    };
+                    let mut want = c0.clone();
+                    let (a, b) = (mat(&ar, m, k, ta), mat(&br, k, n, tb));
+                    naive(m, n, k, a, b, beta, &mut want);
                     for (g, w) in got.iter().zip(&want) {
                         assert!(
                             (g - w).abs() < 1e-4,
-                            "bf16 {m}x{k}x{n} ta={ta} tb={tb} beta={beta}: {g} vs {w}"
+                            "{what} {m}x{k}x{n} ta={ta} tb={tb} beta={beta}: {g} vs {w}"
                         );
                     }
                 }
@@ -970,43 +965,26 @@ mod tests {
         }
     }
 
-    /// Every kernel level against a naive f64-accumulated product, on awkward sizes (row and
-    /// panel tails, K = 1, K beyond one block, both operand layouts, beta 0 and 1).
-    /// Tolerance: f32 accumulation of up to 800 products of magnitude below 1.
+    /// bfloat16 products against the rounded operands' product. Without AVX-512 BF16 the
+    /// matrix is packed for `f32` and must match the unrounded product.
+    #[test]
+    fn bf16_products_match_rounded_operands() {
+        check_against_naive("bf16", |m, n, k, a, b, beta, c| {
+            let packed = PackedMatrix::pack_in(Precision::Bf16, b, k, n);
+            matmul_packed(m, a, &packed, beta, c);
+            packed.is_bf16()
+        });
+    }
+
+    /// Every kernel level against the naive product.
     #[test]
     fn all_levels_match_naive_product() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
         for lvl in [Level::Portable, Level::Avx2, Level::Avx512] {
             force_level(Some(lvl));
-            for &(m, k, n) in &[
-                (1, 1, 1),
-                (1, 7, 33),
-                (5, 70, 64),
-                (13, 3, 100),
-                (64, 20, 130),
-                (30, 800, 40),
-                (200, 64, 70),
-            ] {
-                for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                    let ad: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
-                    let bd: Vec<f32> = (0..k * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
-                    let a = if ta { Mat::t(&ad, m) } else { Mat::new(&ad, k) };
-                    let b = if tb { Mat::t(&bd, k) } else { Mat::new(&bd, n) };
-                    let c0: Vec<f32> = (0..m * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
-                    for beta in [0.0, 1.0] {
-                        let mut want = c0.clone();
-                        naive(m, n, k, a, b, beta, &mut want);
-                        let mut got = c0.clone();
-                        gemm(m, n, k, a, b, beta, MatMut::new(&mut got, n));
-                        for (g, w) in got.iter().zip(&want) {
-                            assert!(
-                                (g - w).abs() < 1e-4,
-                                "{lvl:?} {m}x{k}x{n} ta={ta} tb={tb} beta={beta}: {g} vs {w}"
-                            );
-                        }
-                    }
-                }
-            }
+            check_against_naive(&format!("{lvl:?}"), |m, n, k, a, b, beta, c| {
+                gemm(m, n, k, a, b, beta, c);
+                false
+            });
         }
         force_level(None);
     }
