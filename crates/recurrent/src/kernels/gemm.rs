@@ -563,6 +563,11 @@ mod avx512 {
 
     const NR: usize = 32;
 
+    /// Bytes of packed `B` one pass over the rows of `A` multiplies: panels are taken in
+    /// groups this large, so that a group stays in the core's L2 cache while every row block
+    /// of `A` meets it (instead of streaming all of `B` from memory once per row block).
+    const PANEL_GROUP_BYTES: usize = 384 << 10;
+
     /// Rows of the next tile when `left` rows remain.
     fn tile_rows(left: usize) -> usize {
         match left {
@@ -632,9 +637,9 @@ mod avx512 {
         beta: f32,
     }
 
-    /// The blocked loops both kernels share: for each `KC`-deep block and each block of up
-    /// to 12 rows, `block_of_a(k0, kc, r0, mr)` readies that block of `A` once, and `tile`
-    /// multiplies it with every panel in `panels`.
+    /// The blocked loops both kernels share: for each `KC`-deep block, each group of panels
+    /// (see [`PANEL_GROUP_BYTES`]) and each block of up to 12 rows, `block_of_a(k0, kc, r0,
+    /// mr)` readies that block of `A`, and `tile` multiplies it with every panel of the group.
     #[inline(always)]
     unsafe fn for_each_tile<A: Copy>(
         b: &PackedMatrix,
@@ -645,30 +650,45 @@ mod avx512 {
         mut block_of_a: impl FnMut(usize, usize, usize, usize) -> A,
         tile: impl Fn(TileAt, A),
     ) {
+        let element_bytes = if b.is_bf16() { 2 } else { 4 };
         for k0 in (0..b.k).step_by(KC) {
             let kc = KC.min(b.k - k0);
             let beta = if k0 == 0 { beta } else { 1.0 };
-            let mut r0 = rows.0;
-            while r0 < rows.1 {
-                let mr = tile_rows(rows.1 - r0);
-                let a_block = block_of_a(k0, kc, r0, mr);
-                for panel in panels.0..panels.1 {
-                    let col0 = panel * NR;
-                    let c = out.ptr.add(r0 * out.ld + col0 - out.col0);
-                    let nc = NR.min(b.n - col0);
-                    let at = TileAt {
-                        k0,
-                        kc,
-                        mr,
-                        panel,
-                        c,
-                        nc,
-                        beta,
-                    };
-                    tile(at, a_block);
+            let group = (PANEL_GROUP_BYTES / (kc * NR * element_bytes)).max(1);
+            for_each_group(panels, group, |group| {
+                let mut r0 = rows.0;
+                while r0 < rows.1 {
+                    let mr = tile_rows(rows.1 - r0);
+                    let a_block = block_of_a(k0, kc, r0, mr);
+                    for panel in group.0..group.1 {
+                        let col0 = panel * NR;
+                        let c = out.ptr.add(r0 * out.ld + col0 - out.col0);
+                        let nc = NR.min(b.n - col0);
+                        let at = TileAt {
+                            k0,
+                            kc,
+                            mr,
+                            panel,
+                            c,
+                            nc,
+                            beta,
+                        };
+                        tile(at, a_block);
+                    }
+                    r0 += mr;
                 }
-                r0 += mr;
-            }
+            });
+        }
+    }
+
+    /// Calls `f` on consecutive ranges of at most `group` panels covering `panels`.
+    #[inline(always)]
+    fn for_each_group(panels: (usize, usize), group: usize, mut f: impl FnMut((usize, usize))) {
+        let mut p0 = panels.0;
+        while p0 < panels.1 {
+            let p1 = (p0 + group).min(panels.1);
+            f((p0, p1));
+            p0 = p1;
         }
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Rows are in the packed time-major order of [`SeqLayout`]: step `t` owns rows
 //! `offsets[t] .. offsets[t] + batch_sizes[t]`, and the active sequences are a prefix of
-//! the batch. The input projection and every weight gradient are single large products
-//! over all rows; the time loop only does the recurrent product and the fused gate math.
+//! the batch. Every weight gradient is a single large product over all rows. The threaded
+//! time loop of [`fused`] projects the input in blocks of steps just before it reads them
+//! (so they are still in cache); the other loop gets one projection of all rows.
 
 use super::fused;
 use super::layout::SeqLayout;
@@ -20,7 +21,8 @@ use rayon::prelude::*;
 pub struct DirTape {
     /// `(N, H_out)`: the direction's output `h_t`.
     pub out: Vec<f32>,
-    /// `(N, G*H)`: gate activations (LSTM i,f,g,o; GRU r,z,n; RNN the new state).
+    /// `(N, G*H)`: gate activations (LSTM i,f,g,o; GRU r,z,n; RNN the new state); empty
+    /// after inference through the threaded time loop.
     pub gates: Vec<f32>,
     /// `(N, H_out)`: the state each row started from.
     pub h_prev: Vec<f32>,
@@ -53,15 +55,15 @@ fn resized(v: &mut Vec<f32>, len: usize) {
 impl DirTape {
     /// Sizes the buffers for `n` rows; without `record` (inference) the states before each
     /// step and the cell states are not kept.
-    fn prepare(&mut self, p: &DirectionParams, n: usize, record: bool) {
+    pub(super) fn prepare(&mut self, p: &DirectionParams, n: usize, record: bool) {
         let h = p.hidden_size;
         let g = p.mode.gates();
         let h_out = p.output_size();
         let lstm = p.mode == Mode::Lstm;
         let ln = p.layer_norm.is_some();
-        resized(&mut self.out, n * h_out);
-        resized(&mut self.gates, n * g * h);
         let kept = if record { n } else { 0 };
+        resized(&mut self.out, n * h_out);
+        resized(&mut self.gates, kept * g * h);
         resized(&mut self.h_prev, kept * h_out);
         resized(&mut self.c, if lstm { kept * h } else { 0 });
         resized(&mut self.c_prev, if lstm { kept * h } else { 0 });
@@ -94,7 +96,7 @@ fn step_index(step: usize, steps: usize, reverse: bool) -> usize {
 }
 
 /// Adds `bias` to every `bias.len()`-wide row of `rows`.
-fn add_bias_rows(rows: &mut [f32], bias: &[f32]) {
+pub(super) fn add_bias_rows(rows: &mut [f32], bias: &[f32]) {
     for row in rows.chunks_exact_mut(bias.len()) {
         row.iter_mut().zip(bias).for_each(|(r, b)| *r += b);
     }
@@ -132,19 +134,20 @@ fn add_into(acc: &mut [f32], add: &[f32]) {
 
 /// The weights of one direction packed once, for repeated inference calls.
 #[derive(Debug, Clone)]
-pub struct PackedDirection {
-    /// `W_ih^T`, `(I, G*H)`.
-    w_ih: PackedMatrix,
-    /// The recurrent weights, for parameters the threaded time loop handles.
-    recurrent: Option<fused::RecurrentWeights>,
+pub enum PackedDirection {
+    /// Parameters the threaded time loop handles: all its weights.
+    Fused(fused::FusedWeights),
+    /// Otherwise: `W_ih^T`, `(I, G*H)`.
+    Input(PackedMatrix),
 }
 
 impl PackedDirection {
     /// Packs `p`'s weights for the current CPU level and thread pool.
     pub fn new(p: &DirectionParams) -> Self {
-        PackedDirection {
-            w_ih: pack_input_weights(p, Precision::F32),
-            recurrent: fused::supports(p).then(|| fused::RecurrentWeights::pack(p, Precision::F32)),
+        if fused::supports(p) {
+            PackedDirection::Fused(fused::FusedWeights::pack(p, Precision::F32))
+        } else {
+            PackedDirection::Input(pack_input_weights(p, Precision::F32))
         }
     }
 }
@@ -182,13 +185,25 @@ pub fn forward(
     // With packed weights the pass is inference: the threaded loop keeps no history.
     tape.prepare(p, n, packed.is_none() || !fused::supports(p));
 
+    if fused::supports(p) {
+        let here;
+        let weights = match packed {
+            Some(PackedDirection::Fused(w)) => w,
+            _ => {
+                here = fused::FusedWeights::pack(p, precision);
+                &here
+            }
+        };
+        fused::forward(p, x, layout, reverse, h, c, tape, weights);
+        return;
+    }
     // Input projection for all steps at once.
-    let w_ih_here;
+    let here;
     let w_ih = match packed {
-        Some(pk) => &pk.w_ih,
-        None => {
-            w_ih_here = pack_input_weights(p, precision);
-            &w_ih_here
+        Some(PackedDirection::Input(w)) => w,
+        _ => {
+            here = pack_input_weights(p, precision);
+            &here
         }
     };
     matmul_packed(
@@ -198,30 +213,11 @@ pub fn forward(
         0.0,
         MatMut::new(&mut tape.gates, gh),
     );
-    if let Some(b) = &p.bias_ih {
-        add_bias_rows(&mut tape.gates, &b.value);
-    }
-    if let (Some(b), false) = (&p.bias_hh, p.mode == Mode::Gru) {
-        add_bias_rows(&mut tape.gates, &b.value);
-    }
-
-    if fused::supports(p) {
-        match packed.and_then(|pk| pk.recurrent.as_ref()) {
-            Some(w) => fused::forward(p, layout, reverse, h, c, tape, w),
-            None => fused::forward(
-                p,
-                layout,
-                reverse,
-                h,
-                c,
-                tape,
-                &fused::RecurrentWeights::pack(p, precision),
-            ),
-        }
-        return;
-    }
     // LSTM with layer norm and/or projection: the time loop on this thread, with the
     // recurrent product and the plain cell split across the pool.
+    for b in [&p.bias_ih, &p.bias_hh].into_iter().flatten() {
+        add_bias_rows(&mut tape.gates, &b.value);
+    }
     let w_hh = PackedMatrix::pack_in(precision, Mat::t(&p.weight_hh.value, h_out), h_out, gh);
     let w_hr = p
         .weight_hr
