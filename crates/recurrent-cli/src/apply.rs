@@ -1,13 +1,14 @@
 //! `recurrent predict` and `recurrent generate`: using trained task models.
 
 use rand::SeedableRng;
-use recurrent::data::{read_sequences, read_series_csv, MissingValues};
+use recurrent::data::{read_sequences, read_series_csv, read_text, MissingValues};
 use recurrent::io::{write_atomic, TensorFile};
 use recurrent::models::{CharLm, ClassifierEnsemble, ForecasterEnsemble};
 use recurrent::{Error, Result};
 use std::path::Path;
 
-/// Runs a classifier or forecaster on new data and writes CSV to `output`.
+/// Runs a classifier or forecaster on new data, or scores a text with a language model,
+/// and writes CSV to `output`.
 pub fn predict(model: &Path, data: &Path, output: &Path, interpolate: bool) -> Result<()> {
     let task = TensorFile::read(model)?
         .metadata("task")
@@ -15,9 +16,7 @@ pub fn predict(model: &Path, data: &Path, output: &Path, interpolate: bool) -> R
     match task.as_deref() {
         Some("classify") => predict_classes(model, data, output),
         Some("forecast") => predict_forecast(model, data, output, interpolate),
-        Some("lm") => Err(Error::Invalid(
-            "this is a language model: use `recurrent generate`".into(),
-        )),
+        Some("lm") => score_text(model, data, output),
         _ => Err(Error::File {
             path: model.display().to_string(),
             message: "not a model written by `recurrent train` (no `task` metadata)".into(),
@@ -104,6 +103,38 @@ fn predict_forecast(model: &Path, data: &Path, output: &Path, interpolate: bool)
         "{}-step forecast after {} written to {}",
         meta.horizon,
         table.index[n - 1],
+        output.display()
+    );
+    Ok(())
+}
+
+/// Bits per character of a language model on a UTF-8 text, read as one stream (every
+/// character predicted from all the text before it); writes `characters,bits_per_char`.
+fn score_text(model: &Path, data: &Path, output: &Path) -> Result<()> {
+    let mut lm = CharLm::load(model)?;
+    let text = read_text(data)?;
+    if let Some((line, c)) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| l.chars().find(|&c| lm.vocab.index(c).is_none()).map(|c| (i + 1, c)))
+    {
+        return Err(Error::File {
+            path: data.display().to_string(),
+            message: format!("line {line}: character {c:?} is not in the model's vocabulary"),
+        });
+    }
+    let ids = lm.vocab.encode(&text)?;
+    if ids.len() < 2 {
+        return Err(Error::File {
+            path: data.display().to_string(),
+            message: format!("{} characters; at least 2 are needed", ids.len()),
+        });
+    }
+    let bpc = lm.bits_per_char(&ids, 1, 256)?;
+    write_atomic(output, format!("characters,bits_per_char\n{},{bpc}\n", ids.len()).as_bytes())?;
+    println!(
+        "bits_per_char: {bpc:.4} over {} characters; written to {}",
+        ids.len(),
         output.display()
     );
     Ok(())

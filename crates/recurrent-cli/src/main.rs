@@ -57,12 +57,14 @@ enum Command {
     /// Trains a model for a task on a data file (or the bundled data).
     #[command(subcommand)]
     Train(train::TrainTask),
-    /// Runs a trained classifier or forecaster on new data and writes CSV.
+    /// Runs a trained classifier or forecaster on new data, or gives a language model's bits
+    /// per character on a text, and writes CSV.
     Predict {
-        /// Model written by `recurrent train classify` or `train forecast`.
+        /// Model written by `recurrent train classify`, `train forecast` or `train lm`.
         #[arg(long)]
         model: PathBuf,
-        /// Sequences (long CSV or `.ts`) to classify, or a series CSV to forecast from.
+        /// Sequences (long CSV or `.ts`) to classify, a series CSV to forecast from, or a
+        /// UTF-8 text to score.
         #[arg(long)]
         data: PathBuf,
         /// CSV to write.

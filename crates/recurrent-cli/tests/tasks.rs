@@ -381,6 +381,35 @@ fn lm_trains_generates_and_rejects_non_utf8() {
         "vocabulary",
     );
 
+    // `predict` scores the held-out tail as the report did: one stream.
+    let n = text.chars().count();
+    let tail: String = text.chars().skip(n - n / 10).collect();
+    let (tail_path, scored) = (d.path().join("tail.txt"), d.path().join("bpc.csv"));
+    std::fs::write(&tail_path, &tail).unwrap();
+    ok(&recurrent(&[
+        "predict",
+        "--model",
+        s(&out),
+        "--data",
+        s(&tail_path),
+        "--output",
+        s(&scored),
+    ]));
+    let csv = std::fs::read_to_string(&scored).unwrap();
+    let row = csv.strip_prefix("characters,bits_per_char\n").unwrap();
+    let (count, value) = row.trim_end().split_once(',').unwrap();
+    assert_eq!(count.parse::<usize>().unwrap(), n / 10);
+    let scored_bpc: f64 = value.parse().unwrap();
+    assert!(
+        (scored_bpc - bpc).abs() < 1e-9,
+        "predict {scored_bpc} vs report {bpc}"
+    );
+    std::fs::write(&tail_path, "the cat\nthe Zebra").unwrap();
+    fail(
+        &recurrent(&["predict", "--model", s(&out), "--data", s(&tail_path)]),
+        "line 2: character 'Z' is not in the model's vocabulary",
+    );
+
     let bad = d.path().join("bad.txt");
     std::fs::write(&bad, b"abc\xfe").unwrap();
     fail(
