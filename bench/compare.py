@@ -32,8 +32,8 @@ ROWS = [
     ("projections", "LSTM", 512, 512, 2, False, 128, 64, 100, False, None, 1.5, "f32"),
     ("variable_length", "LSTM", 256, 256, 2, False, 0, 64, 100, True, "uniform", 3.0, "f32"),
     ("variable_length_padded", "LSTM", 256, 256, 2, False, 0, 64, 100, True, None, None, "f32"),
-    ("lm_train", "LSTM", 64, 512, 1, False, 0, 32, 256, True, None, None, "f32"),
-    ("lm_train_bf16", "LSTM", 64, 512, 1, False, 0, 32, 256, True, None, None, "bf16"),
+    ("lm_train", "LSTM", 64, 640, 1, False, 0, 32, 256, True, None, None, "f32"),
+    ("lm_train_bf16", "LSTM", 64, 640, 1, False, 0, 32, 256, True, None, None, "bf16"),
 ]
 
 TORCH_CHILD = r'''

@@ -113,11 +113,11 @@ fn predict_forecast(model: &Path, data: &Path, output: &Path, interpolate: bool)
 fn score_text(model: &Path, data: &Path, output: &Path) -> Result<()> {
     let mut lm = CharLm::load(model)?;
     let text = read_text(data)?;
-    if let Some((line, c)) = text
-        .lines()
-        .enumerate()
-        .find_map(|(i, l)| l.chars().find(|&c| lm.vocab.index(c).is_none()).map(|c| (i + 1, c)))
-    {
+    if let Some((line, c)) = text.lines().enumerate().find_map(|(i, l)| {
+        l.chars()
+            .find(|&c| lm.vocab.index(c).is_none())
+            .map(|c| (i + 1, c))
+    }) {
         return Err(Error::File {
             path: data.display().to_string(),
             message: format!("line {line}: character {c:?} is not in the model's vocabulary"),
@@ -131,7 +131,10 @@ fn score_text(model: &Path, data: &Path, output: &Path) -> Result<()> {
         });
     }
     let bpc = lm.bits_per_char(&ids, 1, 256)?;
-    write_atomic(output, format!("characters,bits_per_char\n{},{bpc}\n", ids.len()).as_bytes())?;
+    write_atomic(
+        output,
+        format!("characters,bits_per_char\n{},{bpc}\n", ids.len()).as_bytes(),
+    )?;
     println!(
         "bits_per_char: {bpc:.4} over {} characters; written to {}",
         ids.len(),
