@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
 
 /// How element losses are combined, as PyTorch's `reduction` argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -219,53 +220,47 @@ impl CrossEntropyLoss {
                 target_shape,
             ));
         }
-        let x = input.as_standard_layout();
-        let x = x.as_slice().expect("standard");
-        let eps = self.label_smoothing as f64;
-        let mut grad = vec![0.0f64; x.len()];
-        let mut values = vec![0.0f64; n * inner];
         let mut counted = 0usize;
-        for i in 0..n {
-            for s in 0..inner {
-                let t = target[i * inner + s];
-                if t == self.ignore_index {
-                    continue;
-                }
-                if t < 0 || t as usize >= c {
-                    return Err(Error::Invalid(format!(
-                        "CrossEntropyLoss target {t} at position {} is not a class index in 0..{c}",
-                        i * inner + s
-                    )));
-                }
-                counted += 1;
-                let at = |k: usize| (i * c + k) * inner + s;
-                let max = (0..c)
-                    .map(|k| x[at(k)] as f64)
-                    .fold(f64::NEG_INFINITY, f64::max);
-                let lse = max
-                    + (0..c)
-                        .map(|k| (x[at(k)] as f64 - max).exp())
-                        .sum::<f64>()
-                        .ln();
-                let nll = lse - x[at(t as usize)] as f64;
-                let smooth = (0..c).map(|k| lse - x[at(k)] as f64).sum::<f64>() / c as f64;
-                values[i * inner + s] = (1.0 - eps) * nll + eps * smooth;
-                for k in 0..c {
-                    let p = (x[at(k)] as f64 - lse).exp();
-                    let onehot = if k == t as usize { 1.0 } else { 0.0 };
-                    grad[at(k)] = p - (1.0 - eps) * onehot - eps / c as f64;
-                }
+        for (at, &t) in target.iter().enumerate() {
+            if t == self.ignore_index {
+                continue;
             }
+            if t < 0 || t as usize >= c {
+                return Err(Error::Invalid(format!(
+                    "CrossEntropyLoss target {t} at position {at} is not a class index in 0..{c}"
+                )));
+            }
+            counted += 1;
         }
         let scale = match self.reduction {
             Reduction::Mean => 1.0 / counted as f64,
             _ => 1.0,
         };
-        let grad = ArrayD::from_shape_vec(
-            IxDyn(shape),
-            grad.iter().map(|g| (g * scale) as f32).collect(),
-        )
-        .expect("shape");
+        let x = input.as_standard_layout();
+        let x = x.as_slice().expect("standard");
+        let mut grad = vec![0.0f32; x.len()];
+        let mut values = vec![0.0f64; n * inner];
+        // Samples are independent: each takes its logits, gradient and loss slots.
+        let per_sample = (c * inner).max(1);
+        grad.par_chunks_mut(per_sample)
+            .zip(x.par_chunks(per_sample))
+            .zip(values.par_chunks_mut(inner.max(1)))
+            .zip(target.par_chunks(inner.max(1)))
+            .for_each_init(
+                || vec![0.0f64; c],
+                |exps, (((grad, x), values), target)| {
+                    for s in 0..inner {
+                        if target[s] != self.ignore_index {
+                            let at = |k: usize| k * inner + s;
+                            let t = target[s] as usize;
+                            values[s] = self.sample(|k| x[at(k)] as f64, t, exps, scale);
+                            for (k, p) in exps.iter().enumerate() {
+                                grad[at(k)] = *p as f32;
+                            }
+                        }
+                    }
+                },
+            );
         let value = match self.reduction {
             Reduction::None => ArrayD::from_shape_vec(
                 IxDyn(target_shape),
@@ -274,6 +269,32 @@ impl CrossEntropyLoss {
             .expect("shape"),
             _ => ArrayD::from_elem(IxDyn(&[]), (values.iter().sum::<f64>() * scale) as f32),
         };
+        let grad = ArrayD::from_shape_vec(IxDyn(shape), grad).expect("shape");
         Ok(LossOutput { value, grad })
+    }
+
+    /// The loss of one sample with logits `logit(0..C)` and class `t`; leaves the
+    /// gradient of `scale * loss` with respect to each logit in `grads` (`C` entries).
+    fn sample(&self, logit: impl Fn(usize) -> f64, t: usize, grads: &mut [f64], scale: f64) -> f64 {
+        let c = grads.len();
+        let eps = self.label_smoothing as f64;
+        let max = (0..c).map(&logit).fold(f64::NEG_INFINITY, f64::max);
+        let mut sum = 0.0;
+        for (k, e) in grads.iter_mut().enumerate() {
+            *e = (logit(k) - max).exp();
+            sum += *e;
+        }
+        let lse = max + sum.ln();
+        let nll = lse - logit(t);
+        let smooth = if eps > 0.0 {
+            (0..c).map(|k| lse - logit(k)).sum::<f64>() / c as f64
+        } else {
+            0.0
+        };
+        for (k, g) in grads.iter_mut().enumerate() {
+            let onehot = if k == t { 1.0 } else { 0.0 };
+            *g = (*g / sum - (1.0 - eps) * onehot - eps / c as f64) * scale;
+        }
+        (1.0 - eps) * nll + eps * smooth
     }
 }

@@ -7,6 +7,7 @@ use crate::kernels::Precision;
 use crate::layer::direction::{self, DirScratch, DirTape, PackedDirection};
 use crate::layer::team;
 use crate::layer::{BatchOrder, DirectionParams, DirectionShape};
+use crate::nn::dropout::dropout_in_place;
 use crate::param::{Param, Parameters};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rand::Rng;
@@ -192,7 +193,7 @@ impl Rnn {
     /// [`Rnn::backward`] (default [`Precision::F32`]). With [`Precision::Bf16`] training
     /// runs as under PyTorch's `torch.autocast("cpu", dtype=torch.bfloat16)`: operands
     /// rounded to bfloat16, sums, gates, states, gradients and weights in `f32`. Inference
-    /// ([`Rnn::forward`], [`Rnn::prepare`]) always computes in `f32`.
+    /// ([`Rnn::forward`], [`Rnn::prepare`]) computes in `f32`; [`Rnn::prepare_in`] chooses.
     pub fn set_precision(&mut self, precision: Precision) {
         self.precision = precision;
     }
@@ -252,19 +253,29 @@ impl Rnn {
         state: Option<InitialState>,
         lengths: Option<&[usize]>,
     ) -> Result<RnnOutput> {
-        self.infer(input, state, lengths, None)
+        self.infer(input, state, lengths, (None, Precision::F32))
     }
 
     /// Packs the weights once for repeated inference: see [`PreparedRnn`].
     pub fn prepare(&self) -> PreparedRnn<'_> {
+        self.prepare_in(Precision::F32)
+    }
+
+    /// [`Rnn::prepare`] with the products in `precision`. [`Precision::Bf16`] evaluates
+    /// as under `torch.autocast("cpu", dtype=torch.bfloat16)`, e.g. to validate a model
+    /// during bf16 training at training speed; its outputs differ from `f32` inference in
+    /// about the third significant digit.
+    pub fn prepare_in(&self, precision: Precision) -> PreparedRnn<'_> {
+        let threads = per_direction_threads(self.config.num_directions());
         PreparedRnn {
             rnn: self,
-            packed: {
-                let threads = per_direction_threads(self.config.num_directions());
-                team::with_limit(threads, || {
-                    self.params.iter().map(PackedDirection::new).collect()
-                })
-            },
+            packed: team::with_limit(threads, || {
+                self.params
+                    .iter()
+                    .map(|p| PackedDirection::new(p, precision))
+                    .collect()
+            }),
+            precision,
         }
     }
 
@@ -273,7 +284,7 @@ impl Rnn {
         input: ArrayViewD<f32>,
         state: Option<InitialState>,
         lengths: Option<&[usize]>,
-        packed: Option<&[PackedDirection]>,
+        weights: (Option<&[PackedDirection]>, Precision),
     ) -> Result<RnnOutput> {
         // One layer's work buffers, kept per thread so repeated inference does not
         // allocate (and fault in) fresh memory on every call.
@@ -282,7 +293,7 @@ impl Rnn {
         }
         INFERENCE_TAPE.with(|cell| {
             let mut tape = cell.take();
-            let out = self.run(input, state, lengths, None, &mut tape, false, packed);
+            let out = self.run(input, state, lengths, None, &mut tape, false, weights);
             cell.replace(tape);
             out
         })
@@ -313,12 +324,20 @@ impl Rnn {
         tape: &mut Tape,
     ) -> Result<RnnOutput> {
         let rng: &mut dyn rand::RngCore = rng;
-        self.run(input, state, lengths, Some(rng), tape, true, None)
+        self.run(
+            input,
+            state,
+            lengths,
+            Some(rng),
+            tape,
+            true,
+            (None, self.precision),
+        )
     }
 
     /// The forward pass. With `keep`, every layer's tape stays in `tape`; without it one
-    /// slot is reused layer after layer. `packed` holds every direction's weights already
-    /// packed, in parameter order.
+    /// slot is reused layer after layer. `weights`: every direction's weights already
+    /// packed, in parameter order (or `None`: packed here), and the products' precision.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -328,7 +347,7 @@ impl Rnn {
         mut rng: Option<&mut dyn rand::RngCore>,
         tape: &mut Tape,
         keep: bool,
-        packed: Option<&[PackedDirection]>,
+        (packed, precision): (Option<&[PackedDirection]>, Precision),
     ) -> Result<RnnOutput> {
         let cfg = &self.config;
         let geo = self.geometry(&input, lengths)?;
@@ -372,7 +391,7 @@ impl Rnn {
                 &mut c_state[..0]
             };
             let packed = packed.map(|pk| &pk[layer * d..(layer + 1) * d]);
-            let weights = (packed, self.precision);
+            let weights = (packed, precision);
             run_directions(params, &lt.input, layout, hs, cs, &mut lt.dirs, weights);
             let last = layer + 1 == l;
             let next = if last {
@@ -386,8 +405,7 @@ impl Rnn {
             lt.dropout_mask = match rng.as_deref_mut() {
                 Some(rng) if self.training && cfg.dropout > 0.0 && !last => {
                     let mut mask = lt.dropout_mask.take().unwrap_or_default();
-                    fill_dropout_mask(&mut mask, next.len(), cfg.dropout, rng);
-                    next.iter_mut().zip(&mask).for_each(|(o, m)| *o *= m);
+                    dropout_in_place(next, &mut mask, cfg.dropout, rng);
                     Some(mask)
                 }
                 _ => None,
@@ -684,6 +702,7 @@ fn run_directions(
 pub struct PreparedRnn<'a> {
     rnn: &'a Rnn,
     packed: Vec<PackedDirection>,
+    precision: Precision,
 }
 
 impl PreparedRnn<'_> {
@@ -694,7 +713,8 @@ impl PreparedRnn<'_> {
         state: Option<InitialState>,
         lengths: Option<&[usize]>,
     ) -> Result<RnnOutput> {
-        self.rnn.infer(input, state, lengths, Some(&self.packed))
+        self.rnn
+            .infer(input, state, lengths, (Some(&self.packed), self.precision))
     }
 }
 
@@ -804,13 +824,6 @@ fn deinterleave_into(m: &[f32], d: usize, h_out: usize, k: usize, out: &mut Vec<
     for row in m.chunks_exact(d * h_out) {
         out.extend_from_slice(&row[k * h_out..(k + 1) * h_out]);
     }
-}
-
-/// Inverted dropout mask of `len` values: 0 with probability `p`, else `1 / (1 - p)`.
-fn fill_dropout_mask(mask: &mut Vec<f32>, len: usize, p: f32, rng: &mut dyn rand::RngCore) {
-    let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-    mask.clear();
-    mask.extend((0..len).map(|_| if rng.gen::<f32>() < p { 0.0 } else { scale }));
 }
 
 /// Gathers a padded `(T, B, F)` (or `(B, T, F)`) tensor into packed rows in `out`.

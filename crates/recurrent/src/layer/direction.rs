@@ -142,12 +142,12 @@ pub enum PackedDirection {
 }
 
 impl PackedDirection {
-    /// Packs `p`'s weights for the current CPU level and thread pool.
-    pub fn new(p: &DirectionParams) -> Self {
+    /// Packs `p`'s weights in `precision` for the current CPU level and thread pool.
+    pub fn new(p: &DirectionParams, precision: Precision) -> Self {
         if fused::supports(p) {
-            PackedDirection::Fused(fused::FusedWeights::pack(p, Precision::F32))
+            PackedDirection::Fused(fused::FusedWeights::pack(p, precision))
         } else {
-            PackedDirection::Input(pack_input_weights(p, Precision::F32))
+            PackedDirection::Input(pack_input_weights(p, precision))
         }
     }
 }

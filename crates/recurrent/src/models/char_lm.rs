@@ -6,12 +6,14 @@ use super::{prefixed, prefixed_mut, Ensemble, TaskModel};
 use crate::config::RnnConfig;
 use crate::data::Vocabulary;
 use crate::error::{Error, Result};
+use crate::kernels::Precision;
 use crate::loss::CrossEntropyLoss;
+use crate::nn::dropout::{apply_mask, dropout_in_place};
 use crate::nn::{Embedding, Linear, Module};
 use crate::param::{Param, Parameters};
 use crate::rnn::{InitialState, OutputGrads, PreparedRnn, Rnn, Tape};
 use ndarray::{ArrayD, IxDyn};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -65,19 +67,13 @@ impl KeepMask {
         if !self.pending {
             return;
         }
-        let keep = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-        // A fast generator seeded from `rng`: the mask has millions of entries.
-        let mut bits = rand::rngs::SmallRng::seed_from_u64(rng.gen());
-        self.mask.clear();
-        self.mask
-            .extend((0..values.len()).map(|_| if bits.gen::<f32>() < p { 0.0 } else { keep }));
-        values.iter_mut().zip(&self.mask).for_each(|(v, m)| *v *= m);
+        dropout_in_place(values, &mut self.mask, p, rng);
     }
 
     /// Applies the mask of the last [`KeepMask::apply`] to `grads` (once).
     fn backward(&mut self, grads: &mut [f32]) {
         if std::mem::take(&mut self.pending) {
-            grads.iter_mut().zip(&self.mask).for_each(|(g, m)| *g *= m);
+            apply_mask(grads, &self.mask);
         }
     }
 }
@@ -134,12 +130,24 @@ impl CharLm {
     /// Mean cross-entropy in bits per character of `text` indices, read as `streams`
     /// contiguous parts processed in chunks of `chunk` characters with the state carried.
     pub fn bits_per_char(&mut self, ids: &[usize], streams: usize, chunk: usize) -> Result<f64> {
+        self.bits_per_char_in(ids, streams, chunk, Precision::F32)
+    }
+
+    /// [`CharLm::bits_per_char`] with the recurrent products in `precision` (see
+    /// [`Rnn::prepare_in`]).
+    pub fn bits_per_char_in(
+        &mut self,
+        ids: &[usize],
+        streams: usize,
+        chunk: usize,
+        precision: Precision,
+    ) -> Result<f64> {
         let streams = streams.clamp(1, (ids.len().saturating_sub(1)).max(1));
         let per = (ids.len() - 1) / streams;
         if per == 0 {
             return Err(Error::Invalid("text too short to evaluate".into()));
         }
-        let rnn = self.rnn.prepare();
+        let rnn = self.rnn.prepare_in(precision);
         let mut state: Option<LmState> = None;
         let (mut total, mut count) = (0.0f64, 0usize);
         let mut pos = 0;
@@ -193,7 +201,7 @@ impl CharLm {
         let flat_values = flat.as_slice_mut().expect("contiguous");
         self.output_mask
             .apply(flat_values, self.rnn.config().dropout, rng);
-        self.head.forward(&flat)
+        self.head.forward_owned(flat)
     }
 
     fn backward(&mut self, grad_logits: &ArrayD<f32>) -> Result<()> {
@@ -418,11 +426,13 @@ impl Trainable for LmTask {
     }
 
     /// Validation bits per character, read as up to 32 streams of at least 8192
-    /// characters (so that streams starting from zeros barely raise it).
+    /// characters (so that streams starting from zeros barely raise it), with the
+    /// recurrent products in the training precision.
     fn validation_loss(&mut self) -> Result<f64> {
         let val = std::mem::take(&mut self.val);
         let streams = (val.len() / 8192).clamp(1, 32);
-        let r = self.model.bits_per_char(&val, streams, 256);
+        let precision = self.model.rnn.precision();
+        let r = self.model.bits_per_char_in(&val, streams, 256, precision);
         self.val = val;
         r
     }

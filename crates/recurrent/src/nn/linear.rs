@@ -31,13 +31,22 @@ impl Linear {
         }
     }
 
-    fn sizes(&self) -> (usize, usize) {
-        (self.weight.shape[1], self.weight.shape[0])
+    /// [`Module::forward`] taking the input by value: in training it is kept for backward
+    /// without a copy. Input `(*, in)`, output `(*, out)`.
+    pub fn forward_owned(&mut self, input: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let out = self.compute(&input)?;
+        if self.training {
+            self.input = Some(if input.is_standard_layout() {
+                input
+            } else {
+                input.as_standard_layout().into_owned()
+            });
+        }
+        Ok(out)
     }
-}
 
-impl Module for Linear {
-    fn forward(&mut self, input: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    /// `x W^T + b` for input `(*, in)`: output `(*, out)`.
+    fn compute(&self, input: &ArrayD<f32>) -> Result<ArrayD<f32>> {
         let (fin, fout) = self.sizes();
         if input.ndim() == 0 || input.shape()[input.ndim() - 1] != fin {
             return Err(Error::shape(
@@ -63,12 +72,23 @@ impl Module for Linear {
                 row.iter_mut().zip(&b.value).for_each(|(o, b)| *o += b);
             }
         }
-        if self.training {
-            self.input = Some(x.into_owned());
-        }
         let mut shape = input.shape().to_vec();
         *shape.last_mut().unwrap() = fout;
         Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape"))
+    }
+
+    fn sizes(&self) -> (usize, usize) {
+        (self.weight.shape[1], self.weight.shape[0])
+    }
+}
+
+impl Module for Linear {
+    fn forward(&mut self, input: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let out = self.compute(input)?;
+        if self.training {
+            self.input = Some(input.as_standard_layout().into_owned());
+        }
+        Ok(out)
     }
 
     fn backward(&mut self, grad_output: &ArrayD<f32>) -> Result<ArrayD<f32>> {
@@ -87,15 +107,34 @@ impl Module for Linear {
         let g = g.as_slice().expect("standard");
         let xs = x.as_slice().expect("standard");
         let rows = g.len() / fout;
-        gemm(
-            fout,
-            fin,
-            rows,
-            Mat::t(g, fout),
-            Mat::new(xs, fin),
-            1.0,
-            MatMut::new(&mut self.weight.grad, fin),
-        );
+        if fout < fin {
+            // `dW^T = x^T g`: the product packs the narrow gradient instead of the input.
+            let mut dw_t = vec![0.0; fin * fout];
+            gemm(
+                fin,
+                fout,
+                rows,
+                Mat::t(xs, fin),
+                Mat::new(g, fout),
+                0.0,
+                MatMut::new(&mut dw_t, fout),
+            );
+            for (o, row) in self.weight.grad.chunks_exact_mut(fin).enumerate() {
+                row.iter_mut()
+                    .zip(dw_t[o..].iter().step_by(fout))
+                    .for_each(|(w, d)| *w += d);
+            }
+        } else {
+            gemm(
+                fout,
+                fin,
+                rows,
+                Mat::t(g, fout),
+                Mat::new(xs, fin),
+                1.0,
+                MatMut::new(&mut self.weight.grad, fin),
+            );
+        }
         if let Some(b) = &mut self.bias {
             for row in g.chunks_exact(fout) {
                 b.grad.iter_mut().zip(row).for_each(|(a, r)| *a += r);

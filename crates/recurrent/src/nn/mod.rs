@@ -32,7 +32,7 @@
 //! }
 //! ```
 
-mod dropout;
+pub(crate) mod dropout;
 mod embedding;
 mod layer_norm;
 mod linear;

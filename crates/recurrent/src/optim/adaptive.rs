@@ -4,6 +4,7 @@
 use super::{decayed_grad, lerp, Optimizer, OptimizerState};
 use crate::error::Result;
 use crate::param::Param;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// Per-parameter buffers (`"{param}.{buffer}"`) and step counts.
@@ -57,42 +58,91 @@ struct AdamCore {
     slots: Slots,
 }
 
+/// Elements per parallel piece of an element-wise optimizer update.
+const UPDATE_CHUNK: usize = 1 << 15;
+
+/// The per-step constants of one Adam update of one tensor.
+#[derive(Clone, Copy)]
+struct AdamStep {
+    b1: f32,
+    b2: f32,
+    /// L2 penalty added to the gradient (0 for decoupled decay, applied beforehand).
+    weight_decay: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    eps: f32,
+}
+
+impl AdamStep {
+    /// Updates one piece of a tensor: `m`, `v` (and `vmax` under AMSGrad), then the values.
+    fn apply(
+        &self,
+        value: &mut [f32],
+        grad: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        mut vmax: Option<&mut [f32]>,
+    ) {
+        for i in 0..value.len() {
+            let g = if self.weight_decay == 0.0 {
+                grad[i]
+            } else {
+                grad[i] + self.weight_decay * value[i]
+            };
+            m[i] = lerp(m[i], g, 1.0 - self.b1);
+            v[i] = v[i] * self.b2 + (1.0 - self.b2) * g * g;
+            let second = match vmax.as_deref_mut() {
+                Some(vmax) => {
+                    vmax[i] = vmax[i].max(v[i]);
+                    vmax[i]
+                }
+                None => v[i],
+            };
+            let denom = second.sqrt() / self.bc2_sqrt + self.eps;
+            value[i] += -self.step_size * (m[i] / denom);
+        }
+    }
+}
+
 impl AdamCore {
     fn step(&mut self, params: &mut [(String, &mut Param)]) {
         let (b1, b2) = self.betas;
         for (name, p) in params.iter_mut() {
             let step = self.slots.tick(name);
-            let grad = if self.decoupled {
+            if self.decoupled {
                 let keep = (1.0 - self.lr * self.weight_decay) as f32;
                 p.value.iter_mut().for_each(|v| *v *= keep);
-                p.grad.clone()
-            } else {
-                decayed_grad(p, self.weight_decay)
-            };
-            let n = grad.len();
+            }
+            let n = p.len();
             let mut m = self.slots.take(name, "exp_avg", n, 0.0);
             let mut v = self.slots.take(name, "exp_avg_sq", n, 0.0);
-            for i in 0..n {
-                m[i] = lerp(m[i], grad[i], (1.0 - b1) as f32);
-                v[i] = v[i] * b2 as f32 + (1.0 - b2) as f32 * grad[i] * grad[i];
-            }
-            let bc1 = 1.0 - b1.powi(step as i32);
-            let bc2_sqrt = (1.0 - b2.powi(step as i32)).sqrt() as f32;
-            let step_size = (self.lr / bc1) as f32;
-            let eps = self.eps as f32;
-            let denom_src = if self.amsgrad {
-                let mut vmax = self.slots.take(name, "max_exp_avg_sq", n, 0.0);
-                vmax.iter_mut().zip(&v).for_each(|(a, b)| *a = a.max(*b));
-                Some(vmax)
-            } else {
-                None
+            let mut vmax = self
+                .amsgrad
+                .then(|| self.slots.take(name, "max_exp_avg_sq", n, 0.0));
+            let update = AdamStep {
+                b1: b1 as f32,
+                b2: b2 as f32,
+                weight_decay: if self.decoupled {
+                    0.0
+                } else {
+                    self.weight_decay as f32
+                },
+                step_size: (self.lr / (1.0 - b1.powi(step as i32))) as f32,
+                bc2_sqrt: (1.0 - b2.powi(step as i32)).sqrt() as f32,
+                eps: self.eps as f32,
             };
-            let src = denom_src.as_ref().unwrap_or(&v);
-            for i in 0..n {
-                let denom = src[i].sqrt() / bc2_sqrt + eps;
-                p.value[i] += -step_size * (m[i] / denom);
-            }
-            if let Some(vmax) = denom_src {
+            let vmax_pieces: Vec<Option<&mut [f32]>> = match vmax.as_mut() {
+                Some(x) => x.chunks_mut(UPDATE_CHUNK).map(Some).collect(),
+                None => (0..n.div_ceil(UPDATE_CHUNK)).map(|_| None).collect(),
+            };
+            p.value
+                .par_chunks_mut(UPDATE_CHUNK)
+                .zip(p.grad.par_chunks(UPDATE_CHUNK))
+                .zip(m.par_chunks_mut(UPDATE_CHUNK))
+                .zip(v.par_chunks_mut(UPDATE_CHUNK))
+                .zip(vmax_pieces)
+                .for_each(|((((value, grad), m), v), vmax)| update.apply(value, grad, m, v, vmax));
+            if let Some(vmax) = vmax {
                 self.slots.put(name, "max_exp_avg_sq", vmax);
             }
             self.slots.put(name, "exp_avg", m);

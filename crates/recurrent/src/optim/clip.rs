@@ -1,18 +1,33 @@
 //! `torch.nn.utils.clip_grad_norm_` and `clip_grad_value_`.
 
 use crate::param::Param;
+use rayon::prelude::*;
+
+/// Elements per parallel piece of a gradient reduction or scaling.
+const PIECE: usize = 1 << 15;
 
 /// Scales all gradients together so their total `norm_type`-norm is at most `max_norm`
 /// (`f32::INFINITY` for the max norm); returns the total norm before clipping.
 pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32, norm_type: f32) -> f32 {
     let per_tensor: Vec<f32> = params
         .iter()
-        .map(|(_, p)| norm(p.grad.iter().copied(), norm_type))
+        .map(|(_, p)| {
+            let pieces: Vec<f32> = p
+                .grad
+                .par_chunks(PIECE)
+                .map(|piece| norm(piece.iter().copied(), norm_type))
+                .collect();
+            norm(pieces.into_iter(), norm_type)
+        })
         .collect();
     let total = norm(per_tensor.into_iter(), norm_type);
     let coef = (max_norm / (total + 1e-6)).min(1.0);
-    for (_, p) in params.iter_mut() {
-        p.grad.iter_mut().for_each(|g| *g *= coef);
+    if coef < 1.0 {
+        for (_, p) in params.iter_mut() {
+            p.grad
+                .par_chunks_mut(PIECE)
+                .for_each(|piece| piece.iter_mut().for_each(|g| *g *= coef));
+        }
     }
     total
 }
