@@ -64,8 +64,10 @@ const UPDATE_CHUNK: usize = 1 << 15;
 /// The per-step constants of one Adam update of one tensor.
 #[derive(Clone, Copy)]
 struct AdamStep {
-    b1: f32,
+    /// `1 - beta1`, `beta2` and `1 - beta2`, each rounded from f64 as PyTorch's scalars.
+    one_minus_b1: f32,
     b2: f32,
+    one_minus_b2: f32,
     /// L2 penalty added to the gradient (0 for decoupled decay, applied beforehand).
     weight_decay: f32,
     step_size: f32,
@@ -89,8 +91,8 @@ impl AdamStep {
             } else {
                 grad[i] + self.weight_decay * value[i]
             };
-            m[i] = lerp(m[i], g, 1.0 - self.b1);
-            v[i] = v[i] * self.b2 + (1.0 - self.b2) * g * g;
+            m[i] = lerp(m[i], g, self.one_minus_b1);
+            v[i] = v[i] * self.b2 + self.one_minus_b2 * g * g;
             let second = match vmax.as_deref_mut() {
                 Some(vmax) => {
                     vmax[i] = vmax[i].max(v[i]);
@@ -120,8 +122,9 @@ impl AdamCore {
                 .amsgrad
                 .then(|| self.slots.take(name, "max_exp_avg_sq", n, 0.0));
             let update = AdamStep {
-                b1: b1 as f32,
+                one_minus_b1: (1.0 - b1) as f32,
                 b2: b2 as f32,
+                one_minus_b2: (1.0 - b2) as f32,
                 weight_decay: if self.decoupled {
                     0.0
                 } else {
