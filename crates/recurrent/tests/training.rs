@@ -523,6 +523,39 @@ fn linear_owned_input_and_both_weight_gradient_paths() {
     }
 }
 
+/// A model set to train in bf16 still infers in f32 through `forward` and `prepare`
+/// (exactly the f32 model's outputs), with and without the layer-norm/projection loop;
+/// `prepare_in(Bf16)` evaluates in bf16 (within bfloat16 rounding: 0.05 absolute on
+/// outputs of size < 1 after 6 steps).
+#[test]
+fn bf16_training_precision_leaves_inference_f32() {
+    use recurrent::kernels::Precision;
+    for proj_size in [0, 3] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let cfg = RnnConfig::new(Mode::Lstm, 5, 6)
+            .with_num_layers(2)
+            .with_proj_size(proj_size);
+        let f32_model = Rnn::new(cfg, &mut rng).unwrap();
+        let mut bf16_model = f32_model.clone();
+        bf16_model.set_precision(Precision::Bf16);
+        let x = random_array(&[6, 2, 5], 2);
+        let exact = f32_model.forward(x.view(), None, None).unwrap().output;
+        let plain = bf16_model.forward(x.view(), None, None).unwrap().output;
+        assert_eq!(plain, exact, "forward, proj_size {proj_size}");
+        let prepared = bf16_model.prepare().forward(x.view(), None, None).unwrap();
+        assert_eq!(prepared.output, exact, "prepare, proj_size {proj_size}");
+        let rounded = bf16_model.prepare_in(Precision::Bf16);
+        let rounded = rounded.forward(x.view(), None, None).unwrap().output;
+        assert_close(
+            "prepare_in(Bf16)",
+            &flat(&rounded),
+            &flat(&exact),
+            0.05,
+            0.0,
+        );
+    }
+}
+
 /// Dropout between layers of a 3-layer stack: active only in training mode, never on the
 /// last layer's output, and its backward uses the same masks (checked against finite
 /// differences of a forward with the same seed).
