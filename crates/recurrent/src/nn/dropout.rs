@@ -41,10 +41,10 @@ impl Module for Dropout {
             return Ok(input.clone());
         }
         let mut out = input.as_standard_layout().into_owned();
-        let mut values = Vec::new();
+        let mut factors = Vec::new();
         let out_values = out.as_slice_mut().expect("standard layout");
-        dropout_in_place(out_values, &mut values, self.p, &mut self.rng);
-        let mask = ArrayD::from_shape_vec(IxDyn(input.shape()), values).expect("shape");
+        dropout_in_place(out_values, &mut factors, self.p, &mut self.rng);
+        let mask = ArrayD::from_shape_vec(IxDyn(input.shape()), factors).expect("shape");
         self.mask = Some(mask);
         Ok(out)
     }
