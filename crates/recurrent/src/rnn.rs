@@ -7,7 +7,7 @@ use crate::kernels::Precision;
 use crate::layer::direction::{self, DirScratch, DirTape, PackedDirection};
 use crate::layer::team;
 use crate::layer::{BatchOrder, DirectionParams, DirectionShape};
-use crate::nn::dropout::dropout_in_place;
+use crate::nn::dropout::{apply_mask, dropout_in_place};
 use crate::param::{Param, Parameters};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rand::Rng;
@@ -475,11 +475,7 @@ impl Rnn {
         for layer in (0..l).rev() {
             let lt = &tape.layers[layer];
             if let Some(mask) = &lt.dropout_mask {
-                scratch
-                    .d_top
-                    .iter_mut()
-                    .zip(mask)
-                    .for_each(|(g, m)| *g *= m);
+                apply_mask(&mut scratch.d_top, mask);
             }
             let params = &mut self.params[layer * d..(layer + 1) * d];
             let dhs = &mut dh[layer * d * b * h_out..(layer + 1) * d * b * h_out];
