@@ -15,13 +15,13 @@ fn main() -> recurrent::Result<()> {
     let split = ids.len() * 9 / 10;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let model = CharLm::new(RnnConfig::new(Mode::Lstm, 32, 256), vocab, 32, &mut rng)?;
-    let mut task = LmTask {
+    let mut task = LmTask::new(
         model,
-        train: ids[..split].to_vec(),
-        val: ids[split..].to_vec(),
-        seq_len: 100,
-        sequences_per_epoch: 2000,
-    };
+        ids[..split].to_vec(),
+        ids[split..].to_vec(),
+        100,
+        2000,
+    );
     let settings = FitSettings {
         epochs: 4,
         time_budget: None,

@@ -42,6 +42,11 @@ pub struct LmArgs {
     /// against 2.003 bits per character without it on Shakespeare).
     #[arg(long, default_value_t = 0.1)]
     pub embedding_dropout: f32,
+    /// Carry the recurrent state from each training window to the next window of the same
+    /// stream (truncated backpropagation through time), or with `false` train on
+    /// independent windows at random places, each from a zero state.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub carry_state: bool,
     /// Characters of training text per epoch (validation runs after each).
     #[arg(long, default_value_t = 2_000_000)]
     pub epoch_chars: usize,
@@ -117,13 +122,9 @@ pub fn run(a: LmArgs) -> Result<()> {
         let mut model = CharLm::new(cfg.clone(), vocab.clone(), a.embedding_dim, &mut rng)?;
         model.embedding_dropout = a.embedding_dropout;
         model.rnn.set_precision(precision);
-        let mut task = LmTask {
-            model,
-            train: train.to_vec(),
-            val: val.to_vec(),
-            seq_len,
-            sequences_per_epoch: (a.epoch_chars.min(train.len()) / seq_len).max(1),
-        };
+        let sequences_per_epoch = (a.epoch_chars.min(train.len()) / seq_len).max(1);
+        let mut task = LmTask::new(model, train.to_vec(), val.to_vec(), seq_len, sequences_per_epoch);
+        task.carry_state = a.carry_state;
         let mut progress = CliProgress::new(c.quiet, (settings.epochs != usize::MAX).then_some(settings.epochs), "seq");
         let report = fit(&mut task, &settings, &mut progress)?;
         drop(progress);
@@ -142,6 +143,7 @@ pub fn run(a: LmArgs) -> Result<()> {
             "task": "lm", "test_bpc": bpc, "val_bpc": report.best_val_loss, "characters": ids.len(),
             "vocabulary_size": vocab.len(), "train_chars": train.len(), "val_chars": val.len(), "test_chars": test.len(),
             "seq_len": seq_len, "embedding_dim": a.embedding_dim, "embedding_dropout": a.embedding_dropout,
+            "carry_state": a.carry_state,
         });
         let checkpoints: Vec<PathBuf> = settings.checkpoint.iter().cloned().collect();
         c.finish(metrics, &report, c.settings_json(&DEFAULTS, &cfg), &checkpoints)

@@ -7,13 +7,16 @@ use crate::config::RnnConfig;
 use crate::data::Vocabulary;
 use crate::error::{Error, Result};
 use crate::kernels::Precision;
+use crate::layer::team;
 use crate::loss::CrossEntropyLoss;
 use crate::nn::dropout::{apply_mask, dropout_in_place};
 use crate::nn::{Embedding, Linear, Module};
 use crate::param::{Param, Parameters};
 use crate::rnn::{InitialState, OutputGrads, PreparedRnn, Rnn, Tape};
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
 use rand::Rng;
+use rand::SeedableRng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -177,21 +180,28 @@ impl CharLm {
         Ok(total / count as f64 / std::f64::consts::LN_2)
     }
 
+    /// Training logits `(B*T, V)` of `(B, T)` indices from `state` (zeros if `None`; no
+    /// gradient flows into it), and the final state.
     fn forward_train(
         &mut self,
         ids: &[usize],
         batch: usize,
+        state: Option<&LmState>,
         rng: &mut impl Rng,
-    ) -> Result<ArrayD<f32>> {
+    ) -> Result<(ArrayD<f32>, LmState)> {
         let steps = ids.len() / batch;
         self.rnn.train(true);
         self.head.set_training(true);
         let mut x = self.embedding.forward(ids, &[batch, steps])?;
         let x_values = x.as_slice_mut().expect("contiguous");
         self.input_mask.apply(x_values, self.embedding_dropout, rng);
+        let init = state.map(|(h, c)| InitialState {
+            h0: h.view(),
+            c0: c.as_ref().map(|c| c.view()),
+        });
         let out = self
             .rnn
-            .forward_train_into(x.view(), None, None, rng, &mut self.tape)?;
+            .forward_train_into(x.view(), init, None, rng, &mut self.tape)?;
         let w = out.output.shape()[2];
         self.shape = Some((batch, steps));
         let mut flat = out
@@ -201,7 +211,7 @@ impl CharLm {
         let flat_values = flat.as_slice_mut().expect("contiguous");
         self.output_mask
             .apply(flat_values, self.rnn.config().dropout, rng);
-        self.head.forward_owned(flat)
+        Ok((self.head.forward_owned(flat)?, (out.h_n, out.c_n)))
     }
 
     fn backward(&mut self, grad_logits: &ArrayD<f32>) -> Result<()> {
@@ -372,6 +382,13 @@ impl TaskModel for CharLm {
 }
 
 /// A language model with its training and validation text (as indices).
+///
+/// Training reads the text as `B` streams, one per row of a batch, each a contiguous run
+/// of windows of `seq_len` characters with the recurrent state carried from one window to
+/// the next (truncated backpropagation through time). Every epoch starts the streams at a
+/// new random offset, evenly spaced through the text, from zero states; a stream that
+/// reaches the end of the text starts again at its beginning from a zero state. With
+/// `carry_state` off, every row is a window at a random place, from a zero state.
 pub struct LmTask {
     /// The model.
     pub model: CharLm,
@@ -383,6 +400,139 @@ pub struct LmTask {
     pub seq_len: usize,
     /// Training sequences per epoch.
     pub sequences_per_epoch: usize,
+    /// Carry the state between consecutive windows of a stream (see [`LmTask`]).
+    pub carry_state: bool,
+    streams: Streams,
+    /// Copies of the model for the batch's shards after the first (see [`SHARD_ROWS`]).
+    replicas: Vec<CharLm>,
+}
+
+/// Rows of a training batch per shard. A batch of more rows is split into shards that run
+/// forward and backward at the same time, each on its own copy of the model with its
+/// share of the threads, and their gradients are summed: the shards' time loops need no
+/// synchronisation at each step, unlike one loop split by hidden units. The split depends
+/// on the batch size only, so results do not depend on the thread count.
+pub const SHARD_ROWS: usize = 16;
+
+/// One shard's rows of a batch: `rows` sequences of indices and targets, their carried
+/// state and the seed of their dropout masks.
+struct Shard {
+    rows: usize,
+    input: Vec<usize>,
+    target: Vec<i64>,
+    state: Option<LmState>,
+    seed: u64,
+}
+
+impl Shard {
+    /// Forward and backward on `model` (gradients accumulated) with the gradient of the
+    /// shard's mean loss scaled by `weight` (its share of the batch); returns the sum over
+    /// its sequences of their mean bits per character, and the final state.
+    fn run(self, model: &mut CharLm, weight: f32) -> Result<(f64, LmState)> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+        let (logits, last) =
+            model.forward_train(&self.input, self.rows, self.state.as_ref(), &mut rng)?;
+        let mut loss =
+            CrossEntropyLoss::default().forward(&logits, &self.target, &[self.target.len()])?;
+        loss.grad.mapv_inplace(|g| g * weight);
+        model.backward(&loss.grad)?;
+        let bits = loss.item() as f64 / std::f64::consts::LN_2 * self.rows as f64;
+        Ok((bits, last))
+    }
+}
+
+/// Where each training stream is and the state it ends in.
+#[derive(Debug, Default)]
+struct Streams {
+    /// Next window's first character, per stream; empty before an epoch's first batch.
+    positions: Vec<usize>,
+    /// Random offset of this epoch's streams.
+    offset: usize,
+    state: Option<LmState>,
+}
+
+impl LmTask {
+    /// A task with the state carried between windows.
+    pub fn new(
+        model: CharLm,
+        train: Vec<usize>,
+        val: Vec<usize>,
+        seq_len: usize,
+        sequences_per_epoch: usize,
+    ) -> Self {
+        LmTask {
+            model,
+            train,
+            val,
+            seq_len,
+            sequences_per_epoch,
+            carry_state: true,
+            streams: Streams::default(),
+            replicas: Vec::new(),
+        }
+    }
+
+    /// Makes `shards - 1` replicas with the model's values, settings and zero gradients.
+    fn sync_replicas(&mut self, shards: usize) {
+        self.replicas.truncate(shards - 1);
+        while self.replicas.len() < shards - 1 {
+            self.replicas.push(self.model.clone());
+        }
+        for r in &mut self.replicas {
+            r.embedding_dropout = self.model.embedding_dropout;
+            r.rnn.set_precision(self.model.rnn.precision());
+            let source = self.model.named_parameters();
+            for ((_, dst), (_, src)) in r.named_parameters_mut().into_iter().zip(source) {
+                dst.value.copy_from_slice(&src.value);
+                dst.zero_grad();
+            }
+        }
+    }
+
+    /// Adds the replicas' gradients to the model's.
+    fn gather_gradients(&mut self) {
+        let mut params = self.model.named_parameters_mut();
+        for r in &self.replicas {
+            for ((_, dst), (_, src)) in params.iter_mut().zip(r.named_parameters()) {
+                dst.grad
+                    .iter_mut()
+                    .zip(&src.grad)
+                    .for_each(|(a, g)| *a += g);
+            }
+        }
+    }
+
+    /// First characters of the batch's windows (`batch` of them), advancing the streams
+    /// and zeroing the carried state of any that start again.
+    fn window_starts(&mut self, batch: usize, t: usize, rng: &mut impl Rng) -> Vec<usize> {
+        let len = self.train.len();
+        if !self.carry_state {
+            self.streams.state = None;
+            return (0..batch).map(|_| rng.gen_range(0..len - t)).collect();
+        }
+        let s = &mut self.streams;
+        if s.positions.is_empty() {
+            s.positions = (0..batch)
+                .map(|j| (s.offset + j * len / batch) % len)
+                .collect();
+            s.state = None;
+        }
+        let mut starts = Vec::with_capacity(batch);
+        for j in 0..batch.min(s.positions.len()) {
+            if s.positions[j] + t >= len {
+                s.positions[j] = 0;
+                if let Some((h, c)) = &mut s.state {
+                    h.index_axis_mut(Axis(1), j).fill(0.0);
+                    if let Some(c) = c {
+                        c.index_axis_mut(Axis(1), j).fill(0.0);
+                    }
+                }
+            }
+            starts.push(s.positions[j]);
+            s.positions[j] += t;
+        }
+        starts
+    }
 }
 
 impl Parameters for LmTask {
@@ -399,30 +549,85 @@ impl Trainable for LmTask {
         self.sequences_per_epoch
     }
 
+    fn begin_epoch(&mut self, rng: &mut rand::rngs::StdRng) {
+        self.streams = Streams {
+            offset: rng.gen_range(0..self.train.len()),
+            ..Streams::default()
+        };
+    }
+
     fn train_batch(
         &mut self,
         batch: &[usize],
         rng: &mut rand::rngs::StdRng,
     ) -> Result<(f64, usize)> {
         let t = self.seq_len.min(self.train.len() - 1);
-        let mut input = Vec::with_capacity(batch.len() * t);
-        let mut target = Vec::with_capacity(batch.len() * t);
-        for _ in batch {
-            let start = rng.gen_range(0..self.train.len() - t);
-            input.extend_from_slice(&self.train[start..start + t]);
-            target.extend(
-                self.train[start + 1..start + 1 + t]
-                    .iter()
-                    .map(|&v| v as i64),
-            );
+        let starts = self.window_starts(batch.len(), t, rng);
+        let b = starts.len();
+        let state = self.streams.state.take();
+        let shards = b.div_ceil(SHARD_ROWS);
+        let per_shard = b.div_ceil(shards);
+        let parts: Vec<Shard> = starts
+            .chunks(per_shard)
+            .enumerate()
+            .map(|(k, starts)| {
+                let first = k * per_shard;
+                let rows = |a: &ArrayD<f32>| {
+                    a.slice_axis(Axis(1), (first..first + starts.len()).into())
+                        .to_owned()
+                };
+                Shard {
+                    rows: starts.len(),
+                    input: starts
+                        .iter()
+                        .flat_map(|&p| &self.train[p..p + t])
+                        .copied()
+                        .collect(),
+                    target: starts
+                        .iter()
+                        .flat_map(|&p| &self.train[p + 1..p + 1 + t])
+                        .map(|&v| v as i64)
+                        .collect(),
+                    state: state.as_ref().map(|(h, c)| (rows(h), c.as_ref().map(rows))),
+                    seed: rng.gen(),
+                }
+            })
+            .collect();
+        self.sync_replicas(parts.len());
+        let threads = (rayon::current_num_threads() / parts.len()).max(1);
+        let models: Vec<&mut CharLm> = std::iter::once(&mut self.model)
+            .chain(self.replicas.iter_mut())
+            .collect();
+        let results: Vec<Result<(f64, LmState)>> = models
+            .into_par_iter()
+            .zip(parts)
+            .map(|(model, shard)| {
+                let weight = shard.rows as f32 / b as f32;
+                team::with_limit(threads, || shard.run(model, weight))
+            })
+            .collect();
+        let (mut bits, mut ends) = (0.0, Vec::with_capacity(results.len()));
+        for r in results {
+            let (shard_bits, end) = r?;
+            bits += shard_bits;
+            ends.push(end);
         }
-        let logits = self.model.forward_train(&input, batch.len(), rng)?;
-        let loss = CrossEntropyLoss::default().forward(&logits, &target, &[target.len()])?;
-        self.model.backward(&loss.grad)?;
-        Ok((
-            loss.item() as f64 / std::f64::consts::LN_2 * batch.len() as f64,
-            batch.len(),
-        ))
+        self.gather_gradients();
+        if self.carry_state {
+            let join = |parts: Vec<ArrayViewD<f32>>| {
+                ndarray::concatenate(Axis(1), &parts).expect("same layer and hidden sizes")
+            };
+            let h = join(ends.iter().map(|(h, _)| h.view()).collect());
+            let c = ends[0].1.is_some().then(|| {
+                join(
+                    ends.iter()
+                        .filter_map(|(_, c)| c.as_ref().map(|c| c.view()))
+                        .collect(),
+                )
+            });
+            self.streams.state = Some((h, c));
+        }
+        Ok((bits, b))
     }
 
     /// Validation bits per character, read as up to 32 streams of at least 8192
@@ -449,12 +654,133 @@ mod tests {
 
     fn loss_and_model(model: &mut CharLm, ids: &[usize], targets: &[i64]) -> f64 {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let logits = model.forward_train(ids, 2, &mut rng).unwrap();
+        let (logits, _) = model.forward_train(ids, 2, None, &mut rng).unwrap();
         let loss = CrossEntropyLoss::default()
             .forward(&logits, targets, &[targets.len()])
             .unwrap();
         model.backward(&loss.grad).unwrap();
         loss.item() as f64
+    }
+
+    /// Consecutive training batches continue each stream where the last one stopped, with
+    /// its state: the second batch's loss equals that of the windows' second halves when
+    /// both windows run as one sequence from zeros (no dropout, f32). Streams are evenly
+    /// spaced from the epoch's offset, and one that reaches the end of the text starts
+    /// again from a zero state. Tolerance: 1e-5 relative (the training and inference passes
+    /// sum in different orders).
+    #[test]
+    fn carried_state_continues_each_stream() {
+        let text: Vec<usize> = (0..400).map(|i| (i * i + 3 * i) % 7).collect();
+        let vocab = Vocabulary::from_text("abcdefg");
+        let cfg = RnnConfig::new(crate::Mode::Lstm, 4, 6);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let model = CharLm::new(cfg, vocab, 4, &mut rng).unwrap();
+        let (t, b) = (10, 3);
+        let mut task = LmTask::new(model, text.clone(), vec![0, 1, 2], t, 100);
+        task.begin_epoch(&mut rng);
+        task.streams.offset = 5;
+        let first = [5, 5 + 400 / 3, 5 + 2 * 400 / 3];
+        task.train_batch(&[0; 3], &mut rng).unwrap();
+        assert_eq!(task.streams.positions, first.map(|p| p + t));
+        let (second, _) = task.train_batch(&[0; 3], &mut rng).unwrap();
+
+        // Reference: each stream's two windows as one sequence from zeros.
+        let ids: Vec<usize> = first
+            .iter()
+            .flat_map(|&p| text[p..p + 2 * t].to_vec())
+            .collect();
+        let (logits, _) = task.model.logits(&ids, b, None).unwrap();
+        let v = logits.shape()[1];
+        let mut reference = 0.0;
+        for (j, &p) in first.iter().enumerate() {
+            for k in t..2 * t {
+                let z = &logits.as_slice().unwrap()[(j * 2 * t + k) * v..][..v];
+                let max = z.iter().cloned().fold(f32::MIN, f32::max);
+                let lse = max + z.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+                reference += ((lse - z[text[p + k + 1]]) / std::f32::consts::LN_2) as f64;
+            }
+        }
+        reference /= t as f64;
+        assert!(
+            (second - reference).abs() <= 1e-5 * reference,
+            "second batch {second} bits vs one pass {reference}"
+        );
+
+        // A stream at the end of the text starts again at 0 from zeros; the others go on.
+        task.streams.positions[0] = 400 - t;
+        let carried = task.streams.state.clone().unwrap();
+        let starts = task.window_starts(b, t, &mut rng);
+        assert_eq!(starts, vec![0, first[1] + 2 * t, first[2] + 2 * t]);
+        let (h, c) = task.streams.state.as_ref().unwrap();
+        for (now, before) in [
+            (h, &carried.0),
+            (c.as_ref().unwrap(), carried.1.as_ref().unwrap()),
+        ] {
+            assert!(now.index_axis(Axis(1), 0).iter().all(|&x| x == 0.0));
+            assert_eq!(now.index_axis(Axis(1), 1), before.index_axis(Axis(1), 1));
+            assert!(before.index_axis(Axis(1), 0).iter().any(|&x| x != 0.0));
+        }
+    }
+
+    /// A batch of several shards gives the gradients, loss and final state of the whole
+    /// batch in one pass (no dropout, so the passes differ only in summation order): 35
+    /// rows make shards of 12, 12 and 11. Tolerance: 1e-5 of the largest gradient of each
+    /// parameter, 1e-5 relative for the loss, 1e-6 for the state (f32 sums of a few hundred
+    /// terms).
+    #[test]
+    fn shards_give_the_whole_batch_gradient() {
+        let text: Vec<usize> = (0..2000).map(|i| (i * i + 5 * i) % 9).collect();
+        let vocab = Vocabulary::from_text("abcdefghi");
+        let cfg = RnnConfig::new(crate::Mode::Lstm, 5, 7).with_num_layers(2);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let model = CharLm::new(cfg, vocab, 5, &mut rng).unwrap();
+        let (t, b) = (6, 2 * SHARD_ROWS + 3);
+        let mut task = LmTask::new(model, text.clone(), vec![0, 1, 2], t, 100);
+        task.begin_epoch(&mut rng);
+        task.streams.offset = 11;
+        task.model.zero_grad();
+        let (bits, rows) = task
+            .train_batch(&[0; 2 * SHARD_ROWS + 3], &mut rng)
+            .unwrap();
+        assert_eq!((rows, task.replicas.len()), (b, 2));
+
+        let mut whole = task.model.clone();
+        whole.zero_grad();
+        let starts: Vec<usize> = (0..b).map(|j| 11 + j * 2000 / b).collect();
+        let input: Vec<usize> = starts
+            .iter()
+            .flat_map(|&p| text[p..p + t].to_vec())
+            .collect();
+        let target: Vec<i64> = starts
+            .iter()
+            .flat_map(|&p| text[p + 1..p + 1 + t].iter().map(|&v| v as i64))
+            .collect();
+        let (logits, (h_n, _)) = whole.forward_train(&input, b, None, &mut rng).unwrap();
+        let loss = CrossEntropyLoss::default()
+            .forward(&logits, &target, &[target.len()])
+            .unwrap();
+        whole.backward(&loss.grad).unwrap();
+        let reference = loss.item() as f64 / std::f64::consts::LN_2 * b as f64;
+        assert!(
+            (bits - reference).abs() <= 1e-5 * reference,
+            "{bits} vs {reference}"
+        );
+        for ((name, sharded), (_, one)) in task
+            .model
+            .named_parameters()
+            .into_iter()
+            .zip(whole.named_parameters())
+        {
+            let scale = one.grad.iter().fold(0f32, |m, g| m.max(g.abs()));
+            for (a, e) in sharded.grad.iter().zip(&one.grad) {
+                assert!((a - e).abs() <= 1e-5 * scale, "{name}: {a} vs {e}");
+            }
+        }
+        let (h, _) = task.streams.state.as_ref().unwrap();
+        assert_eq!(h.shape(), h_n.shape());
+        for (a, e) in h.iter().zip(&h_n) {
+            assert!((a - e).abs() <= 1e-6, "state {a} vs {e}");
+        }
     }
 
     /// The embedding and output dropouts' masks reach the gradient: parameter gradients

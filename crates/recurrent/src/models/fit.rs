@@ -23,6 +23,9 @@ pub trait Trainable: Parameters {
         batch: &[usize],
         rng: &mut rand::rngs::StdRng,
     ) -> Result<(f64, usize)>;
+    /// Called at the start of every epoch, before its first batch, with the epoch's
+    /// random stream (after it shuffled the examples).
+    fn begin_epoch(&mut self, _rng: &mut rand::rngs::StdRng) {}
     /// Mean loss on the validation data (inference mode).
     fn validation_loss(&mut self) -> Result<f64>;
     /// Metadata describing the model (stored in checkpoints and model files).
@@ -171,6 +174,7 @@ pub fn fit(
         );
         let mut order: Vec<usize> = (0..model.train_len()).collect();
         order.shuffle(&mut rng);
+        model.begin_epoch(&mut rng);
         let batches: Vec<&[usize]> = order.chunks(batch_size).collect();
         let (mut loss_sum, mut loss_count) = (0.0, 0usize);
         let mut out_of_time = false;
