@@ -344,6 +344,46 @@ fn lm_trains_generates_and_rejects_non_utf8() {
         bpc < 1.5,
         "a repetitive text of 14 symbols is learnt far below log2(14) = 3.8 bits: {bpc}"
     );
+    assert_eq!(r["carry_state"], true);
+
+    // Independent windows, and batches of two shards (24 rows): the 2.6k training
+    // characters make 3 batches per epoch, hence more epochs.
+    let windows_report = d.path().join("windows.json");
+    ok(&recurrent(&[
+        "train",
+        "lm",
+        "--text",
+        s(&path),
+        "--out",
+        s(&d.path().join("windows.safetensors")),
+        "--report",
+        s(&windows_report),
+        "--hidden-size",
+        "32",
+        "--embedding-dim",
+        "8",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "24",
+        "--epochs",
+        "20",
+        "--epoch-chars",
+        "20000",
+        "--lr",
+        "0.01",
+        "--carry-state",
+        "false",
+        "--quiet",
+    ]));
+    let w: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&windows_report).unwrap()).unwrap();
+    let windows_bpc = w["test_bpc"].as_f64().unwrap();
+    assert_eq!(w["carry_state"], false);
+    assert!(
+        windows_bpc < 1.5,
+        "independent windows, two shards: {windows_bpc}"
+    );
     let g = ok(&recurrent(&[
         "generate",
         "--model",

@@ -43,8 +43,10 @@ pub struct LmArgs {
     #[arg(long, default_value_t = 0.1)]
     pub embedding_dropout: f32,
     /// Carry the recurrent state from each training window to the next window of the same
-    /// stream (truncated backpropagation through time), or with `false` train on
-    /// independent windows at random places, each from a zero state.
+    /// stream (truncated backpropagation through time, as the test text is read), or with
+    /// `false` train on independent windows at random places, each from a zero state
+    /// (Shakespeare, 15 minutes, seed 0: 2.039 against 2.043 bits per character, less than
+    /// the spread between seeds).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub carry_state: bool,
     /// Characters of training text per epoch (validation runs after each).
