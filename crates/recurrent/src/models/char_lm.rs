@@ -441,6 +441,19 @@ impl Shard {
     }
 }
 
+/// The shards' final states joined along the batch axis, in shard order.
+fn join_states(ends: &[(f64, LmState)]) -> LmState {
+    let join = |parts: Vec<ArrayViewD<f32>>| {
+        ndarray::concatenate(Axis(1), &parts).expect("same layer and hidden sizes")
+    };
+    let h = join(ends.iter().map(|(_, (h, _))| h.view()).collect());
+    let c = ends
+        .iter()
+        .map(|(_, (_, c))| c.as_ref().map(|c| c.view()))
+        .collect::<Option<Vec<_>>>();
+    (h, c.map(join))
+}
+
 /// Where each training stream is and the state it ends in.
 #[derive(Debug, Default)]
 struct Streams {
@@ -500,6 +513,45 @@ impl LmTask {
                     .for_each(|(a, g)| *a += g);
             }
         }
+    }
+
+    /// The batch of windows starting at `starts` (`t` characters each, with `state`'s rows)
+    /// in shards of at most [`SHARD_ROWS`] rows, each with a dropout seed drawn from `rng`.
+    fn shards(
+        &self,
+        starts: &[usize],
+        t: usize,
+        state: Option<&LmState>,
+        rng: &mut impl Rng,
+    ) -> Vec<Shard> {
+        let per_shard = starts.len().div_ceil(starts.len().div_ceil(SHARD_ROWS));
+        let text = &self.train;
+        starts
+            .chunks(per_shard)
+            .enumerate()
+            .map(|(k, starts)| {
+                let first = k * per_shard;
+                let own_rows = |a: &ArrayD<f32>| {
+                    a.slice_axis(Axis(1), (first..first + starts.len()).into())
+                        .to_owned()
+                };
+                Shard {
+                    rows: starts.len(),
+                    input: starts
+                        .iter()
+                        .flat_map(|&p| &text[p..p + t])
+                        .copied()
+                        .collect(),
+                    target: starts
+                        .iter()
+                        .flat_map(|&p| &text[p + 1..p + 1 + t])
+                        .map(|&v| v as i64)
+                        .collect(),
+                    state: state.map(|(h, c)| (own_rows(h), c.as_ref().map(own_rows))),
+                    seed: rng.gen(),
+                }
+            })
+            .collect()
     }
 
     /// First characters of the batch's windows (`batch` of them), advancing the streams
@@ -565,68 +617,25 @@ impl Trainable for LmTask {
         let starts = self.window_starts(batch.len(), t, rng);
         let b = starts.len();
         let state = self.streams.state.take();
-        let shards = b.div_ceil(SHARD_ROWS);
-        let per_shard = b.div_ceil(shards);
-        let parts: Vec<Shard> = starts
-            .chunks(per_shard)
-            .enumerate()
-            .map(|(k, starts)| {
-                let first = k * per_shard;
-                let rows = |a: &ArrayD<f32>| {
-                    a.slice_axis(Axis(1), (first..first + starts.len()).into())
-                        .to_owned()
-                };
-                Shard {
-                    rows: starts.len(),
-                    input: starts
-                        .iter()
-                        .flat_map(|&p| &self.train[p..p + t])
-                        .copied()
-                        .collect(),
-                    target: starts
-                        .iter()
-                        .flat_map(|&p| &self.train[p + 1..p + 1 + t])
-                        .map(|&v| v as i64)
-                        .collect(),
-                    state: state.as_ref().map(|(h, c)| (rows(h), c.as_ref().map(rows))),
-                    seed: rng.gen(),
-                }
-            })
-            .collect();
+        let parts = self.shards(&starts, t, state.as_ref(), rng);
         self.sync_replicas(parts.len());
         let threads = (rayon::current_num_threads() / parts.len()).max(1);
         let models: Vec<&mut CharLm> = std::iter::once(&mut self.model)
             .chain(self.replicas.iter_mut())
             .collect();
-        let results: Vec<Result<(f64, LmState)>> = models
+        let results = models
             .into_par_iter()
             .zip(parts)
             .map(|(model, shard)| {
                 let weight = shard.rows as f32 / b as f32;
                 team::with_limit(threads, || shard.run(model, weight))
             })
-            .collect();
-        let (mut bits, mut ends) = (0.0, Vec::with_capacity(results.len()));
-        for r in results {
-            let (shard_bits, end) = r?;
-            bits += shard_bits;
-            ends.push(end);
-        }
+            .collect::<Result<Vec<(f64, LmState)>>>()?;
         self.gather_gradients();
         if self.carry_state {
-            let join = |parts: Vec<ArrayViewD<f32>>| {
-                ndarray::concatenate(Axis(1), &parts).expect("same layer and hidden sizes")
-            };
-            let h = join(ends.iter().map(|(h, _)| h.view()).collect());
-            let c = ends[0].1.is_some().then(|| {
-                join(
-                    ends.iter()
-                        .filter_map(|(_, c)| c.as_ref().map(|c| c.view()))
-                        .collect(),
-                )
-            });
-            self.streams.state = Some((h, c));
+            self.streams.state = Some(join_states(&results));
         }
+        let bits: f64 = results.iter().map(|(bits, _)| bits).sum();
         Ok((bits, b))
     }
 
