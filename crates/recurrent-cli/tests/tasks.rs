@@ -307,38 +307,48 @@ fn lm_trains_generates_and_rejects_non_utf8() {
     let text = "the cat sat on the mat. the dog sat on the log. ".repeat(60);
     let path = d.path().join("t.txt");
     std::fs::write(&path, &text).unwrap();
-    let (out, report) = (d.path().join("lm.safetensors"), d.path().join("r.json"));
-    ok(&recurrent(&[
-        "train",
-        "lm",
-        "--text",
-        s(&path),
-        "--out",
-        s(&out),
-        "--report",
-        s(&report),
-        "--hidden-size",
-        "32",
-        "--embedding-dim",
-        "8",
-        "--seq-len",
-        "32",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "6",
-        "--epoch-chars",
-        "20000",
-        "--lr",
-        "0.01",
-        "--embedding-dropout",
-        "0.1",
-        "--quiet",
-        "--threads",
-        "1",
-    ]));
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // A small LM on `path` written to `out`, plus `extra` arguments; returns its report.
+    let train_lm = |out: &std::path::Path, extra: &[&str]| -> serde_json::Value {
+        let report = out.with_extension("json");
+        let mut args = vec![
+            "train",
+            "lm",
+            "--text",
+            s(&path),
+            "--out",
+            s(out),
+            "--report",
+            s(&report),
+            "--hidden-size",
+            "32",
+            "--embedding-dim",
+            "8",
+            "--seq-len",
+            "32",
+            "--epoch-chars",
+            "20000",
+            "--lr",
+            "0.01",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        ok(&recurrent(&args));
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
+    };
+    let out = d.path().join("lm.safetensors");
+    let r = train_lm(
+        &out,
+        &[
+            "--batch-size",
+            "8",
+            "--epochs",
+            "6",
+            "--embedding-dropout",
+            "0.1",
+            "--threads",
+            "1",
+        ],
+    );
     let bpc = r["test_bpc"].as_f64().unwrap();
     assert!(
         bpc < 1.5,
@@ -348,36 +358,17 @@ fn lm_trains_generates_and_rejects_non_utf8() {
 
     // Independent windows, and batches of two shards (24 rows): the 2.6k training
     // characters make 3 batches per epoch, hence more epochs.
-    let windows_report = d.path().join("windows.json");
-    ok(&recurrent(&[
-        "train",
-        "lm",
-        "--text",
-        s(&path),
-        "--out",
-        s(&d.path().join("windows.safetensors")),
-        "--report",
-        s(&windows_report),
-        "--hidden-size",
-        "32",
-        "--embedding-dim",
-        "8",
-        "--seq-len",
-        "32",
-        "--batch-size",
-        "24",
-        "--epochs",
-        "20",
-        "--epoch-chars",
-        "20000",
-        "--lr",
-        "0.01",
-        "--carry-state",
-        "false",
-        "--quiet",
-    ]));
-    let w: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&windows_report).unwrap()).unwrap();
+    let w = train_lm(
+        &d.path().join("windows.safetensors"),
+        &[
+            "--batch-size",
+            "24",
+            "--epochs",
+            "20",
+            "--carry-state",
+            "false",
+        ],
+    );
     let windows_bpc = w["test_bpc"].as_f64().unwrap();
     assert_eq!(w["carry_state"], false);
     assert!(
