@@ -461,6 +461,7 @@ struct Streams {
     positions: Vec<usize>,
     /// Random offset of this epoch's streams.
     offset: usize,
+    /// The streams' state after the last batch (`h` and `c` as `(layers, streams, H)`).
     state: Option<LmState>,
 }
 
