@@ -195,10 +195,7 @@ impl CharLm {
         let mut x = self.embedding.forward(ids, &[batch, steps])?;
         let x_values = x.as_slice_mut().expect("contiguous");
         self.input_mask.apply(x_values, self.embedding_dropout, rng);
-        let init = state.map(|(h, c)| InitialState {
-            h0: h.view(),
-            c0: c.as_ref().map(|c| c.view()),
-        });
+        let init = state.map(initial_state);
         let out = self
             .rnn
             .forward_train_into(x.view(), init, None, rng, &mut self.tape)?;
@@ -289,6 +286,14 @@ impl CharLm {
     }
 }
 
+/// `state` as the recurrent stack's initial state.
+fn initial_state((h, c): &LmState) -> InitialState<'_> {
+    InitialState {
+        h0: h.view(),
+        c0: c.as_ref().map(|c| c.view()),
+    }
+}
+
 /// Inference logits `(B*T, V)` of `(B, T)` indices through the model's parts, with its
 /// recurrent stack prepared once by the caller (see [`CharLm::logits`]).
 fn logits_through(
@@ -301,10 +306,7 @@ fn logits_through(
 ) -> Result<(ArrayD<f32>, LmState)> {
     let steps = ids.len() / batch;
     let x = embedding.forward(ids, &[batch, steps])?;
-    let init = state.map(|(h, c)| InitialState {
-        h0: h.view(),
-        c0: c.as_ref().map(|c| c.view()),
-    });
+    let init = state.map(initial_state);
     let out = rnn.forward(x.view(), init, None)?;
     let w = out.output.shape()[2];
     let flat = out
