@@ -52,7 +52,7 @@ pub struct CommonArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub bidirectional: Option<bool>,
     /// Dropout between recurrent layers (for `lm` also on the recurrent output, before the
-    /// output layer). Defaults: 0 for classify and forecast, 0.2 for lm.
+    /// output layer). Defaults: 0 for classify and forecast, 0.1 for lm.
     #[arg(long)]
     pub dropout: Option<f32>,
     /// Maximum epochs.
