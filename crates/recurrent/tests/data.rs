@@ -90,3 +90,42 @@ fn standardizer_uses_training_rows() {
     s.apply(&mut r);
     assert_eq!(r, [1.0, 1.0]);
 }
+
+#[test]
+fn validation_pieces_sample_the_whole_text_and_training_reaches_its_end() {
+    let text: Vec<usize> = (0..1000).collect();
+    let (train, val) = split_validation(&text, 100, 10);
+    assert_eq!((train.len(), val.len()), (900, 100));
+    // Ten pieces of ten, one centred on each tenth of the text.
+    for (k, piece) in val.chunks(10).enumerate() {
+        assert_eq!(piece[0], 100 * k + 45, "piece {k}");
+        assert!(
+            piece.windows(2).all(|w| w[1] == w[0] + 1),
+            "piece {k} contiguous"
+        );
+    }
+    // Training text keeps its order, misses exactly the validation pieces, and ends where
+    // the text ends.
+    assert!(train.windows(2).all(|w| w[0] < w[1]));
+    let mut all: Vec<usize> = train.iter().chain(&val).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, text);
+    assert_eq!(train.last(), Some(&999));
+}
+
+#[test]
+fn validation_split_degenerate_sizes() {
+    let text: Vec<char> = "abcdefg".chars().collect();
+    // Every item for validation: as many pieces as items.
+    let (train, val) = split_validation(&text, 7, 20);
+    assert!(train.is_empty());
+    assert_eq!(val, text);
+    // No validation.
+    assert_eq!(split_validation(&text, 0, 5), (text.clone(), vec![]));
+    // More validation than text is capped; pieces round the length down.
+    let (train, val) = split_validation(&text, 100, 1);
+    assert_eq!((train.len(), val.len()), (0, 7));
+    let (train, val) = split_validation(&text, 5, 2);
+    assert_eq!((train.len(), val.len()), (3, 4));
+    assert_eq!(split_validation::<u8>(&[], 3, 3), (vec![], vec![]));
+}

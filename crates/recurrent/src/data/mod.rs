@@ -11,7 +11,7 @@ pub use sequences::{
     parse_long_csv, parse_ts, read_long_csv, read_sequences, read_ts, LabelledSequences,
 };
 pub use series::{parse_series_csv, read_series_csv, MissingValues, SeriesTable};
-pub use text::{read_text, Vocabulary};
+pub use text::{read_text, split_validation, Vocabulary};
 
 use crate::error::Error;
 

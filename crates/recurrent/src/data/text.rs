@@ -71,3 +71,35 @@ impl Vocabulary {
             .collect()
     }
 }
+
+/// Splits `text` (the training part of a text, as indices or characters) into training and
+/// validation text.
+///
+/// The validation text is `blocks` pieces of `val_len / blocks` items, one from the middle of
+/// each of `blocks` equal stretches of `text`; the rest, joined in order, is the training
+/// text. So validation samples the whole text, and training reaches up to the end of `text`:
+/// when a held-out part follows, the model has read what comes just before it (the opening
+/// of a work that the held-out part continues, say). `blocks` is lowered so that each piece
+/// has at least one item; with `val_len == 0` everything is training text.
+///
+/// Returns `(train, validation)`, with `train.len() + validation.len() == text.len()` and
+/// `validation.len() == val_len` rounded down to a multiple of the number of pieces.
+pub fn split_validation<T: Copy>(text: &[T], val_len: usize, blocks: usize) -> (Vec<T>, Vec<T>) {
+    let val_len = val_len.min(text.len());
+    let blocks = blocks.clamp(1, val_len.max(1));
+    let piece = val_len / blocks;
+    let (mut train, mut validation) = (Vec::new(), Vec::new());
+    let mut taken_to = 0;
+    for k in 0..blocks {
+        // Centred on the k-th stretch, but after the previous piece and leaving room for
+        // this piece and the later ones.
+        let centre = (2 * k + 1) * text.len() / (2 * blocks);
+        let latest = text.len() - (blocks - k) * piece;
+        let start = centre.saturating_sub(piece / 2).max(taken_to).min(latest);
+        train.extend_from_slice(&text[taken_to..start]);
+        validation.extend_from_slice(&text[start..start + piece]);
+        taken_to = start + piece;
+    }
+    train.extend_from_slice(&text[taken_to..]);
+    (train, validation)
+}
