@@ -107,7 +107,7 @@ pub fn run(a: LmArgs) -> Result<()> {
     let test_start = ids.len() - ids.len() / 10;
     let val_len = (test_start / 20).clamp(2, 200_000);
     let (train, val) = split_validation(&ids[..test_start], val_len, VALIDATION_PIECES);
-    let (train, val, test) = (&train[..], &val[..], &ids[test_start..]);
+    let test = &ids[test_start..];
     let seq_len = a.seq_len.clamp(2, train.len() - 1);
     let cfg = c
         .rnn_config(&DEFAULTS, a.embedding_dim)?
