@@ -108,7 +108,8 @@ pub fn run(a: LmArgs) -> Result<()> {
     let val_len = (test_start / 20).clamp(2, 200_000);
     let (train, val) = split_validation(&ids[..test_start], val_len, VALIDATION_PIECES);
     let test = &ids[test_start..];
-    let seq_len = a.seq_len.clamp(2, train.len() - 1);
+    let (train_chars, val_chars) = (train.len(), val.len());
+    let seq_len = a.seq_len.clamp(2, train_chars - 1);
     let cfg = c
         .rnn_config(&DEFAULTS, a.embedding_dim)?
         .with_bidirectional(false);
@@ -121,8 +122,8 @@ pub fn run(a: LmArgs) -> Result<()> {
             "lm: {} characters ({} distinct): {} train, {} validation, {} test; {} H={} layers={}",
             ids.len(),
             vocab.len(),
-            train.len(),
-            val.len(),
+            train_chars,
+            val_chars,
             test.len(),
             cfg.mode,
             cfg.hidden_size,
@@ -134,8 +135,8 @@ pub fn run(a: LmArgs) -> Result<()> {
         let mut model = CharLm::new(cfg.clone(), vocab.clone(), a.embedding_dim, &mut rng)?;
         model.embedding_dropout = a.embedding_dropout;
         model.rnn.set_precision(precision);
-        let sequences_per_epoch = (a.epoch_chars.min(train.len()) / seq_len).max(1);
-        let mut task = LmTask::new(model, train.to_vec(), val.to_vec(), seq_len, sequences_per_epoch);
+        let sequences_per_epoch = (a.epoch_chars.min(train_chars) / seq_len).max(1);
+        let mut task = LmTask::new(model, train, val, seq_len, sequences_per_epoch);
         task.carry_state = a.carry_state;
         let mut progress = CliProgress::new(c.quiet, (settings.epochs != usize::MAX).then_some(settings.epochs), "seq");
         let report = fit(&mut task, &settings, &mut progress)?;
@@ -153,7 +154,7 @@ pub fn run(a: LmArgs) -> Result<()> {
         say(c.quiet, &format!("model written to {}", out.display()));
         let metrics = serde_json::json!({
             "task": "lm", "test_bpc": bpc, "val_bpc": report.best_val_loss, "characters": ids.len(),
-            "vocabulary_size": vocab.len(), "train_chars": train.len(), "val_chars": val.len(), "test_chars": test.len(),
+            "vocabulary_size": vocab.len(), "train_chars": train_chars, "val_chars": val_chars, "test_chars": test.len(),
             "seq_len": seq_len, "embedding_dim": a.embedding_dim, "embedding_dropout": a.embedding_dropout,
             "carry_state": a.carry_state,
         });
