@@ -214,6 +214,7 @@ impl RnnConfig {
                 self.mode
             ));
         }
+        self.parameter_count()?;
         if let Some(nl) = &self.nonlinearity {
             let expected = match self.mode {
                 Mode::RnnTanh => "tanh",
@@ -233,6 +234,84 @@ impl RnnConfig {
             }
         }
         Ok(())
+    }
+
+    /// Number of parameter values of the stack (weights, biases, projections and
+    /// layer-norm scales over all layers and directions), computed with checked arithmetic:
+    /// sizes whose product does not fit in `usize` are a [`Error::Config`].
+    pub fn parameter_count(&self) -> Result<usize> {
+        let overflow = || {
+            Error::Config(format!(
+                "the sizes (input_size={}, hidden_size={}, num_layers={}, proj_size={}) give more parameters than can be counted",
+                self.input_size, self.hidden_size, self.num_layers, self.proj_size
+            ))
+        };
+        let h = self.hidden_size;
+        let gh = self.mode.gates().checked_mul(h).ok_or_else(overflow)?;
+        let h_out = self.output_size();
+        let wide = self
+            .num_directions()
+            .checked_mul(h_out)
+            .ok_or_else(overflow)?;
+        // One direction of a layer with `inputs` input features.
+        let direction = |inputs: usize| -> Option<usize> {
+            let mut n = gh.checked_mul(inputs.checked_add(h_out)?)?;
+            if self.bias {
+                n = n.checked_add(gh.checked_mul(2)?)?;
+            }
+            if self.proj_size > 0 {
+                n = n.checked_add(self.proj_size.checked_mul(h)?)?;
+            }
+            if self.layer_norm {
+                n = n.checked_add(gh.checked_add(h)?.checked_mul(2)?)?;
+            }
+            n.checked_mul(self.num_directions())
+        };
+        let first = direction(self.input_size).ok_or_else(overflow)?;
+        let rest = match self.num_layers.saturating_sub(1) {
+            0 => 0,
+            more => direction(wide)
+                .and_then(|n| n.checked_mul(more))
+                .ok_or_else(overflow)?,
+        };
+        first.checked_add(rest).ok_or_else(overflow)
+    }
+
+    /// Every parameter's name and shape, in `state_dict()` order, without allocating the
+    /// values: per layer and direction `weight_ih (G*H, I_layer)`, `weight_hh (G*H, H_out)`,
+    /// `bias_ih`, `bias_hh (G*H)`, `weight_hr (P, H)`, then the layer-norm ones. Call it on
+    /// a validated configuration (see [`RnnConfig::parameter_count`]).
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (h, gh, h_out) = (
+            self.hidden_size,
+            self.mode.gates() * self.hidden_size,
+            self.output_size(),
+        );
+        let mut v = Vec::new();
+        for layer in 0..self.num_layers {
+            for direction in 0..self.num_directions() {
+                let sfx = parameter_suffix(layer, direction);
+                v.push((
+                    format!("weight_ih{sfx}"),
+                    vec![gh, self.layer_input_size(layer)],
+                ));
+                v.push((format!("weight_hh{sfx}"), vec![gh, h_out]));
+                if self.bias {
+                    v.push((format!("bias_ih{sfx}"), vec![gh]));
+                    v.push((format!("bias_hh{sfx}"), vec![gh]));
+                }
+                if self.proj_size > 0 {
+                    v.push((format!("weight_hr{sfx}"), vec![self.proj_size, h]));
+                }
+                if self.layer_norm {
+                    v.push((format!("ln_gates_weight{sfx}"), vec![gh]));
+                    v.push((format!("ln_gates_bias{sfx}"), vec![gh]));
+                    v.push((format!("ln_cell_weight{sfx}"), vec![h]));
+                    v.push((format!("ln_cell_bias{sfx}"), vec![h]));
+                }
+            }
+        }
+        v
     }
 
     /// 2 for bidirectional stacks, else 1 (`D` in PyTorch's docs).
@@ -260,5 +339,63 @@ impl RnnConfig {
         } else {
             self.num_directions() * self.output_size()
         }
+    }
+}
+
+/// PyTorch's parameter-name suffix: `_l{layer}` plus `_reverse` for direction 1.
+pub fn parameter_suffix(layer: usize, direction: usize) -> String {
+    if direction == 1 {
+        format!("_l{layer}_reverse")
+    } else {
+        format!("_l{layer}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::param::Parameters;
+    use rand::SeedableRng;
+
+    /// The shapes and count computed from the configuration alone are those of the
+    /// parameters a stack of that configuration allocates.
+    #[test]
+    fn parameter_shapes_and_count_match_a_built_stack() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let configs = [
+            RnnConfig::new(Mode::Lstm, 3, 5)
+                .with_num_layers(3)
+                .with_bidirectional(true),
+            RnnConfig::new(Mode::Lstm, 3, 5)
+                .with_proj_size(2)
+                .with_num_layers(2),
+            RnnConfig::new(Mode::Lstm, 4, 6)
+                .with_layer_norm(true)
+                .with_bidirectional(true),
+            RnnConfig::new(Mode::Gru, 2, 7)
+                .with_bias(false)
+                .with_num_layers(2),
+            RnnConfig::new(Mode::RnnRelu, 1, 1),
+        ];
+        for cfg in configs {
+            let rnn = crate::rnn::Rnn::new(cfg.clone(), &mut rng).unwrap();
+            let built: Vec<(String, Vec<usize>)> = rnn
+                .named_parameters()
+                .into_iter()
+                .map(|(n, p)| (n, p.shape.clone()))
+                .collect();
+            assert_eq!(cfg.parameter_shapes(), built, "{cfg:?}");
+            let values: usize = built.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+            assert_eq!(cfg.parameter_count().unwrap(), values, "{cfg:?}");
+        }
+    }
+
+    /// Sizes whose parameter count overflows are a configuration error, not a wrap.
+    #[test]
+    fn overflowing_sizes_are_refused() {
+        let cfg = RnnConfig::new(Mode::Lstm, 1, 1 << 62);
+        assert!(matches!(cfg.validate(), Err(Error::Config(_))));
+        let cfg = RnnConfig::new(Mode::Gru, usize::MAX, 2).with_num_layers(2);
+        assert!(matches!(cfg.validate(), Err(Error::Config(_))));
     }
 }

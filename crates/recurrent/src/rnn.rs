@@ -921,9 +921,5 @@ impl Parameters for Rnn {
 
 /// PyTorch's parameter-name suffix: `_l{layer}` plus `_reverse` for direction 1.
 pub fn suffix(layer: usize, direction: usize) -> String {
-    if direction == 1 {
-        format!("_l{layer}_reverse")
-    } else {
-        format!("_l{layer}")
-    }
+    crate::config::parameter_suffix(layer, direction)
 }

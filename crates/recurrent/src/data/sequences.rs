@@ -41,13 +41,6 @@ pub fn read_sequences(path: impl AsRef<Path>) -> Result<LabelledSequences> {
     }
 }
 
-fn read_to_string(path: &Path) -> Result<String> {
-    let shown = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| data_error(&shown, 0, format!("cannot read: {e}")))?;
-    String::from_utf8(bytes).map_err(|e| data_error(&shown, 0, format!("not UTF-8 text ({e})")))
-}
-
 fn parse_value(s: &str, path: &str, line: usize, what: &str) -> Result<f32> {
     let t = s.trim();
     match t.parse::<f32>() {
@@ -72,7 +65,7 @@ fn parse_value(s: &str, path: &str, line: usize, what: &str) -> Result<f32> {
 /// of a case in time order (a header row is required).
 pub fn read_long_csv(path: impl AsRef<Path>) -> Result<LabelledSequences> {
     let path = path.as_ref();
-    parse_long_csv(&read_to_string(path)?, &path.display().to_string())
+    parse_long_csv(&crate::io::read_utf8(path)?, &path.display().to_string())
 }
 
 /// Parses long-CSV text (see [`read_long_csv`]); `shown` names the source in errors.
@@ -150,7 +143,7 @@ pub fn parse_long_csv(text: &str, shown: &str) -> Result<LabelledSequences> {
 /// lengths, univariate and multivariate; missing values (`?`) are an error.
 pub fn read_ts(path: impl AsRef<Path>) -> Result<LabelledSequences> {
     let path = path.as_ref();
-    parse_ts(&read_to_string(path)?, &path.display().to_string())
+    parse_ts(&crate::io::read_utf8(path)?, &path.display().to_string())
 }
 
 /// Parses `.ts` text (see [`read_ts`]); `shown` names the source in errors.
@@ -158,6 +151,7 @@ pub fn parse_ts(text: &str, shown: &str) -> Result<LabelledSequences> {
     let shown = shown.to_string();
     let mut in_data = false;
     let mut has_labels = true;
+    let mut header = TsHeader::default();
     let mut out = LabelledSequences {
         sequences: Vec::new(),
         labels: Vec::new(),
@@ -181,6 +175,7 @@ pub fn parse_ts(text: &str, shown: &str) -> Result<LabelledSequences> {
             {
                 has_labels = false;
             }
+            header.read_line(l, &shown, line)?;
             if lower.starts_with("@data") {
                 in_data = true;
             }
@@ -231,6 +226,14 @@ pub fn parse_ts(text: &str, shown: &str) -> Result<LabelledSequences> {
                 ));
             }
         }
+        header.check_case(
+            dims.len(),
+            steps,
+            &label,
+            out.sequences.first(),
+            &shown,
+            line,
+        )?;
         let seq = Array2::from_shape_fn((steps, dims.len()), |(t, d)| dims[d][t]);
         out.sequences.push(seq);
         out.labels.push(label);
@@ -239,4 +242,86 @@ pub fn parse_ts(text: &str, shown: &str) -> Result<LabelledSequences> {
         return Err(data_error(&shown, 0, "no cases after @data"));
     }
     Ok(out)
+}
+
+/// What a `.ts` header declares about the data, checked against every case.
+#[derive(Debug, Default)]
+struct TsHeader {
+    /// `@dimensions N`, or 1 for `@univariate true`.
+    dimensions: Option<usize>,
+    /// `@equalLength true`.
+    equal_length: bool,
+    /// `@seriesLength N` (meaningful with equal lengths).
+    series_length: Option<usize>,
+    /// The labels listed after `@classLabel true`.
+    labels: Option<Vec<String>>,
+}
+
+impl TsHeader {
+    /// Records a header line (other `@` keys are ignored).
+    fn read_line(&mut self, l: &str, shown: &str, line: usize) -> Result<()> {
+        let mut words = l.split_whitespace();
+        let key = words.next().unwrap_or_default().to_ascii_lowercase();
+        let value = words.next().unwrap_or_default();
+        let count = |what: &str| -> Result<usize> {
+            value.parse().map_err(|_| {
+                data_error(
+                    shown,
+                    line,
+                    format!("{what}: expected a count, found {value:?}"),
+                )
+            })
+        };
+        let flag = value.eq_ignore_ascii_case("true");
+        match key.as_str() {
+            "@dimensions" => self.dimensions = Some(count("@dimensions")?),
+            "@univariate" if flag => self.dimensions = Some(1),
+            "@equallength" => self.equal_length = flag,
+            "@serieslength" => self.series_length = Some(count("@seriesLength")?),
+            "@classlabel" if flag => {
+                self.labels = Some(l.split_whitespace().skip(2).map(str::to_string).collect())
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Checks one case (`dims` dimensions of `steps` values, `label`) against the header
+    /// and the first case.
+    fn check_case(
+        &self,
+        dims: usize,
+        steps: usize,
+        label: &str,
+        first: Option<&Array2<f32>>,
+        shown: &str,
+        line: usize,
+    ) -> Result<()> {
+        let err = |m: String| Err(data_error(shown, line, m));
+        if let Some(d) = self.dimensions.filter(|&d| d != dims) {
+            return err(format!("{dims} dimensions, the header declares {d}"));
+        }
+        if self.equal_length {
+            if let Some(n) = self.series_length.filter(|&n| n != steps) {
+                return err(format!(
+                    "{steps} values, the header declares @seriesLength {n}"
+                ));
+            }
+            if let Some(f) = first.filter(|f| f.nrows() != steps) {
+                return err(format!(
+                    "{steps} values, the first case has {} and the header declares @equalLength true",
+                    f.nrows()
+                ));
+            }
+        }
+        match &self.labels {
+            Some(labels) if !labels.is_empty() && !labels.iter().any(|l| l == label) => {
+                err(format!(
+                    "label {label:?} is not among the header's @classLabel values ({})",
+                    labels.join(" ")
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }

@@ -58,12 +58,11 @@ fn is_missing(s: &str) -> bool {
 /// every other column must be numeric.
 pub fn read_series_csv(path: impl AsRef<Path>, missing: MissingValues) -> Result<SeriesTable> {
     let path = path.as_ref();
-    let shown = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| data_error(&shown, 0, format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| data_error(&shown, 0, format!("not UTF-8 text ({e})")))?;
-    parse_series_csv(&text, &shown, missing)
+    parse_series_csv(
+        &crate::io::read_utf8(path)?,
+        &path.display().to_string(),
+        missing,
+    )
 }
 
 /// Parses CSV time-series text (see [`read_series_csv`]); `shown` names the source in errors.

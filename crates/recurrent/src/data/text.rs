@@ -1,23 +1,11 @@
 //! UTF-8 text and its character vocabulary.
 
-use super::data_error;
 use crate::error::{Error, Result};
 use std::path::Path;
 
 /// Reads a UTF-8 text file; a file that is not UTF-8 is an error giving the byte offset.
 pub fn read_text(path: impl AsRef<Path>) -> Result<String> {
-    let path = path.as_ref();
-    let shown = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| data_error(&shown, 0, format!("cannot read: {e}")))?;
-    String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        data_error(
-            &shown,
-            0,
-            format!("not UTF-8 text (invalid byte at offset {at})"),
-        )
-    })
+    crate::io::read_utf8(path.as_ref())
 }
 
 /// The characters of a text, sorted, each with an index.
@@ -35,9 +23,26 @@ impl Vocabulary {
         Vocabulary { chars }
     }
 
-    /// From an explicit character list (as stored in a model file).
-    pub fn from_chars(chars: Vec<char>) -> Self {
+    /// From a character list, sorted and with repeats removed.
+    pub fn from_chars(mut chars: Vec<char>) -> Self {
+        chars.sort_unstable();
+        chars.dedup();
         Vocabulary { chars }
+    }
+
+    /// From a character list as stored in a model file: it must be non-empty, sorted and
+    /// free of repeats (each character's index is its position).
+    pub fn checked(chars: Vec<char>) -> Result<Self> {
+        if chars.is_empty() {
+            return Err(Error::Invalid("the vocabulary is empty".into()));
+        }
+        if let Some(w) = chars.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(Error::Invalid(format!(
+                "the vocabulary is not in sorted order without repeats ({:?} before {:?})",
+                w[0], w[1]
+            )));
+        }
+        Ok(Vocabulary { chars })
     }
 
     /// The characters, by index.

@@ -1,8 +1,12 @@
 //! Files: safetensors tensors with PyTorch's names, model files with their config, atomic writes.
 
+mod read;
 mod tensor_file;
 
-pub use tensor_file::{write_atomic, NamedTensor, TensorFile, TensorWriter};
+pub use read::{read_bounded, read_utf8, MAX_STREAM_BYTES};
+pub use tensor_file::{
+    temporary_sibling, write_atomic, NamedTensor, StagedFiles, TensorFile, TensorWriter,
+};
 
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
@@ -17,22 +21,54 @@ pub const CONFIG_KEY: &str = "config";
 ///
 /// Weights stored as f64, f16 or bf16 are converted to f32.
 pub fn load_rnn(path: impl AsRef<Path>) -> Result<Rnn> {
-    let path = path.as_ref();
-    let file = TensorFile::read(path)?;
+    rnn_from_file(&TensorFile::read(path.as_ref())?)
+}
+
+/// A model from a model file already read (see [`TensorFile::from_bytes`]): the
+/// configuration is checked against the tensors' total size before anything is allocated.
+pub fn rnn_from_file(file: &TensorFile) -> Result<Rnn> {
+    let path = file.path();
     let config_json = file.metadata(CONFIG_KEY).ok_or_else(|| Error::File {
-        path: path.display().to_string(),
+        path: path.to_string(),
         message: "no `config` entry in the safetensors metadata (expected the model's JSON configuration)".into(),
     })?;
     let config = RnnConfig::from_json(config_json).map_err(|e| Error::File {
-        path: path.display().to_string(),
+        path: path.to_string(),
         message: e.to_string(),
     })?;
+    // Every expected tensor is looked up with its shape before anything is allocated, so
+    // sizes in the configuration cannot ask for more memory than the file's tensors hold.
+    let layer_directions = config.num_layers.saturating_mul(config.num_directions());
+    if layer_directions > file.names().len() {
+        return Err(Error::File {
+            path: path.to_string(),
+            message: format!(
+                "the configuration declares {} layers ({layer_directions} layer directions), but the file holds {} tensors",
+                config.num_layers,
+                file.names().len()
+            ),
+        });
+    }
+    for (name, shape) in config.parameter_shapes() {
+        match file.shape(&name) {
+            None => {
+                return Err(Error::Missing {
+                    name,
+                    place: path.to_string(),
+                })
+            }
+            Some(found) if found != shape.as_slice() => {
+                return Err(Error::shape(name, format!("{shape:?}"), found))
+            }
+            Some(_) => {}
+        }
+    }
     let mut rnn = Rnn::new(
         config,
         &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0),
     )?;
     let tensors = file.all_f32()?;
-    rnn.load_tensors(&tensors, &path.display().to_string())?;
+    rnn.load_tensors(&tensors, path)?;
     rnn.eval();
     Ok(rnn)
 }

@@ -5,7 +5,8 @@ use ndarray::{ArrayD, IxDyn};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A tensor as `(name, shape, row-major values)`.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
@@ -15,6 +16,8 @@ pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 pub struct TensorFile {
     path: String,
     tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+    /// Position of each tensor in `tensors`, by name.
+    index: HashMap<String, usize>,
     metadata: HashMap<String, String>,
 }
 
@@ -23,11 +26,7 @@ impl TensorFile {
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| Error::File {
-            path: shown.clone(),
-            message: format!("cannot read: {e}"),
-        })?;
-        Self::from_bytes(&bytes, &shown)
+        Self::from_bytes(&super::read_bounded(path)?, &shown)
     }
 
     /// Parses safetensors bytes; `name` is used in errors.
@@ -38,14 +37,20 @@ impl TensorFile {
         };
         let st = SafeTensors::deserialize(bytes).map_err(bad)?;
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(bad)?;
-        let tensors = st
+        let tensors: Vec<_> = st
             .tensors()
             .into_iter()
             .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
             .collect();
+        let index = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, (n, ..))| (n.clone(), i))
+            .collect();
         Ok(TensorFile {
             path: name.to_string(),
             tensors,
+            index,
             metadata: meta.metadata().clone().unwrap_or_default(),
         })
     }
@@ -60,6 +65,11 @@ impl TensorFile {
         self.metadata.get(key).map(String::as_str)
     }
 
+    /// Every `__metadata__` entry, as `(key, value)` (in no particular order).
+    pub fn metadata_entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Names of all tensors.
     pub fn names(&self) -> Vec<&str> {
         self.tensors.iter().map(|(n, ..)| n.as_str()).collect()
@@ -67,12 +77,34 @@ impl TensorFile {
 
     /// Whether a tensor exists.
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.iter().any(|(n, ..)| n == name)
+        self.index.contains_key(name)
+    }
+
+    /// Total number of elements over all tensors (bounded by the file's size).
+    pub fn element_count(&self) -> usize {
+        self.tensors
+            .iter()
+            .map(|(_, _, shape, _)| {
+                shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .unwrap_or(usize::MAX)
+            })
+            .fold(0usize, usize::saturating_add)
+    }
+
+    /// The shape of a tensor, if present.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.find(name).map(|(_, _, shape, _)| shape.as_slice())
+    }
+
+    fn find(&self, name: &str) -> Option<&(String, Dtype, Vec<usize>, Vec<u8>)> {
+        self.index.get(name).map(|&i| &self.tensors[i])
     }
 
     /// A floating-point tensor as f32 (f64, f16 and bf16 are converted), if present.
     pub fn f32(&self, name: &str) -> Result<Option<ArrayD<f32>>> {
-        let Some((_, dtype, shape, data)) = self.tensors.iter().find(|(n, ..)| n == name) else {
+        let Some((_, dtype, shape, data)) = self.find(name) else {
             return Ok(None);
         };
         let values = to_f32(*dtype, data).ok_or_else(|| Error::File {
@@ -107,7 +139,7 @@ impl TensorFile {
 
     /// An integer tensor of shape `(B,)` (I64, I32, U8..U64 accepted) as lengths, if present.
     pub fn lengths(&self, name: &str) -> Result<Option<Vec<usize>>> {
-        let Some((_, dtype, shape, data)) = self.tensors.iter().find(|(n, ..)| n == name) else {
+        let Some((_, dtype, shape, data)) = self.find(name) else {
             return Ok(None);
         };
         if shape.len() != 1 {
@@ -228,28 +260,92 @@ impl TensorWriter {
 /// Writes `bytes` to `path` through a temporary sibling file and a rename, so readers never
 /// see a partial file and a failure leaves the previous file intact.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let err = |message: String| Error::File {
-        path: path.display().to_string(),
-        message,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
+    let mut files = StagedFiles::new();
+    files.stage(path, bytes)?;
+    files.commit()
+}
+
+/// The temporary sibling a file is written to before it is renamed into place:
+/// `.NAME.PID-N.tmp` in the same folder (`NAME` shortened to 200 bytes, so the temporary
+/// name is legal whenever the final one is). Each call gives a new name.
+pub fn temporary_sibling(path: &Path) -> Result<PathBuf> {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let file_name = path
         .file_name()
-        .ok_or_else(|| err("not a file path".into()))?
+        .ok_or_else(|| Error::File {
+            path: path.display().to_string(),
+            message: "not a file path".into(),
+        })?
         .to_string_lossy();
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(format!("cannot write: {e}")));
+    let mut end = file_name.len().min(200);
+    while !file_name.is_char_boundary(end) {
+        end -= 1;
     }
-    Ok(())
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = format!(".{}.{}-{n}.tmp", &file_name[..end], std::process::id());
+    Ok(match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.join(tmp),
+        _ => PathBuf::from(tmp),
+    })
+}
+
+/// Files written together: each is staged as a complete temporary sibling, and
+/// [`StagedFiles::commit`] renames them all into place, so an error before the commit
+/// (or a killed process) replaces none of the previous files. Staged files that are not
+/// committed are removed when this is dropped.
+#[derive(Debug, Default)]
+pub struct StagedFiles {
+    /// `(temporary, final)` paths.
+    staged: Vec<(PathBuf, PathBuf)>,
+}
+
+impl StagedFiles {
+    /// Nothing staged.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes `bytes` to a temporary sibling of `path` and syncs it to disk.
+    pub fn stage(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = temporary_sibling(path)?;
+        let result = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::File {
+                path: path.display().to_string(),
+                message: format!("cannot write: {e}"),
+            });
+        }
+        self.staged.push((tmp, path.to_path_buf()));
+        Ok(())
+    }
+
+    /// Renames every staged file into place, in the order staged.
+    pub fn commit(mut self) -> Result<()> {
+        for (tmp, path) in std::mem::take(&mut self.staged) {
+            if let Err(e) = std::fs::rename(&tmp, &path) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::File {
+                    path: path.display().to_string(),
+                    message: format!("cannot write: {e}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedFiles {
+    fn drop(&mut self) {
+        for (tmp, _) in &self.staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
 }

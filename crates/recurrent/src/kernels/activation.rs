@@ -23,17 +23,17 @@ pub fn tanh(x: f32) -> f32 {
     x.tanh()
 }
 
-/// `relu(x) = max(x, 0)`.
+/// `relu(x) = max(x, 0)`; NaN stays NaN, as in PyTorch.
 #[inline]
 pub fn relu(x: f32) -> f32 {
-    if x > 0.0 {
-        x
-    } else {
+    if x < 0.0 {
         0.0
+    } else {
+        x
     }
 }
 
-/// Branch-free `e^x` for `x` clamped to `[-87, 88]`.
+/// Branch-free `e^x` for `x` clamped to `[-87, 88]` (NaN stays NaN: `f32::clamp` keeps it).
 ///
 /// `x = n ln2 + r`: `n` is rounded to nearest by adding `1.5 * 2^23` (the integer then sits
 /// in the low mantissa bits, read back with integer operations only, so the loop vectorises),
@@ -105,9 +105,11 @@ pub(crate) mod avx512 {
     /// [`super::fast_exp`] of each lane.
     #[inline(always)]
     pub unsafe fn exp(x: __m512) -> __m512 {
+        // `max`/`min` return their second operand when either is NaN: with the bound
+        // first, a NaN lane stays NaN (as PyTorch's `exp`), it is not clamped to a bound.
         let x = _mm512_min_ps(
-            _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
             _mm512_set1_ps(88.0),
+            _mm512_max_ps(_mm512_set1_ps(-87.0), x),
         );
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),

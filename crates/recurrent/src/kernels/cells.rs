@@ -163,10 +163,8 @@ fn elman_forward_generic(x: &mut [f32], rec: &[f32], h: &mut [f32], relu: bool) 
         let a = x[k] + rec[k];
         let a = if !relu {
             fast_tanh(a)
-        } else if a > 0.0 {
-            a
         } else {
-            0.0
+            crate::kernels::activation::relu(a)
         };
         x[k] = a;
         h[k] = a;

@@ -245,13 +245,33 @@ impl CharLm {
         top_k: usize,
         rng: &mut impl Rng,
     ) -> Result<String> {
+        let mut out = String::new();
+        self.generate_each(prompt, length, temperature, top_k, rng, |c| {
+            out.push(c);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`CharLm::generate`], handing each character to `emit` as soon as it is sampled
+    /// (to stream it), in constant memory whatever `length`; an error from `emit` stops
+    /// the sampling and is returned.
+    pub fn generate_each(
+        &mut self,
+        prompt: &str,
+        length: usize,
+        temperature: f32,
+        top_k: usize,
+        rng: &mut impl Rng,
+        mut emit: impl FnMut(char) -> Result<()>,
+    ) -> Result<()> {
         let ids = self.vocab.encode(prompt)?;
         if ids.is_empty() {
             return Err(Error::Invalid("the prompt must not be empty".into()));
         }
-        if temperature.is_nan() || temperature <= 0.0 {
+        if !(temperature > 0.0 && temperature.is_finite()) {
             return Err(Error::Invalid(format!(
-                "temperature must be positive, found {temperature}"
+                "temperature must be positive and finite, found {temperature}"
             )));
         }
         let rnn = self.rnn.prepare();
@@ -260,23 +280,27 @@ impl CharLm {
         let v = self.vocab.len();
         let mut last: Vec<f32> =
             logits.as_slice().expect("contiguous")[(ids.len() - 1) * v..].to_vec();
-        let mut out = String::new();
         for _ in 0..length {
             let next = sample(&last, temperature, top_k, rng);
-            out.push(self.vocab.chars()[next]);
+            emit(self.vocab.chars()[next])?;
             let (l, s) = logits_through(embedding, &rnn, head, &[next], 1, Some(&state))?;
             last = l.as_slice().expect("contiguous").to_vec();
             state = s;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Saves weights, configuration and vocabulary in one safetensors file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::io::write_atomic(path.as_ref(), &self.to_bytes()?)
+    }
+
+    /// The bytes [`CharLm::save`] writes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
         Ensemble {
             members: vec![self.clone()],
         }
-        .save(path)
+        .to_bytes()
     }
 
     /// Loads a file written by [`CharLm::save`].
@@ -363,8 +387,23 @@ impl Parameters for CharLm {
 impl TaskModel for CharLm {
     const TASK: &'static str = "lm";
     type Meta = CharLmMeta;
+    fn check_meta(config: &RnnConfig, meta: &CharLmMeta) -> Result<()> {
+        Vocabulary::checked(meta.vocabulary.chars().collect())?;
+        if meta.embedding_dim != config.input_size {
+            return Err(Error::Config(format!(
+                "embedding_dim is {}, the recurrent input size {}",
+                meta.embedding_dim, config.input_size
+            )));
+        }
+        if config.bidirectional {
+            return Err(Error::Config(
+                "a language model cannot be bidirectional".into(),
+            ));
+        }
+        Ok(())
+    }
     fn build(config: RnnConfig, meta: CharLmMeta) -> Result<Self> {
-        let vocab = Vocabulary::from_chars(meta.vocabulary.chars().collect());
+        let vocab = Vocabulary::checked(meta.vocabulary.chars().collect())?;
         CharLm::new(
             config,
             vocab,

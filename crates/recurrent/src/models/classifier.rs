@@ -280,6 +280,28 @@ impl Parameters for SequenceClassifier {
 impl TaskModel for SequenceClassifier {
     const TASK: &'static str = "classify";
     type Meta = ClassifierMeta;
+    fn check_meta(config: &RnnConfig, meta: &ClassifierMeta) -> Result<()> {
+        let dims = meta.scaler.mean.len();
+        if meta.scaler.std.len() != dims {
+            return Err(Error::Config(format!(
+                "the scaler has {dims} means and {} standard deviations",
+                meta.scaler.std.len()
+            )));
+        }
+        if meta.patch.checked_mul(dims) != Some(config.input_size) {
+            return Err(Error::Config(format!(
+                "patch {} times {dims} features must equal the recurrent input size {}",
+                meta.patch, config.input_size
+            )));
+        }
+        if meta.classes.len() < 2 {
+            return Err(Error::Config(format!(
+                "{} classes; at least 2 are needed",
+                meta.classes.len()
+            )));
+        }
+        Ok(())
+    }
     fn build(config: RnnConfig, meta: ClassifierMeta) -> Result<Self> {
         SequenceClassifier::new(
             config,

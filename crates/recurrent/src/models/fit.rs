@@ -192,11 +192,20 @@ pub fn fit(
                 opt.set_lr(settings.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
             }
             model.zero_grad();
-            let (l, c) = model.train_batch(batch, &mut rng)?;
+            let diverged = |what: String| {
+                Error::Invalid(format!(
+                    "training diverged at epoch {epoch}, batch {}: {what} (non-finite weights or data, or too high a learning rate); the last checkpoint is kept",
+                    bi + 1
+                ))
+            };
+            let (l, c) = match model.train_batch(batch, &mut rng) {
+                Err(Error::NonFinite { name, value, .. }) => {
+                    return Err(diverged(format!("`{name}` holds {value}")))
+                }
+                result => result?,
+            };
             if !l.is_finite() {
-                return Err(Error::Invalid(format!(
-                    "training diverged: loss is {l} at epoch {epoch}; try a smaller --lr"
-                )));
+                return Err(diverged(format!("the loss is {l}")));
             }
             clip_grad_norm(&mut model.named_parameters_mut(), settings.clip_norm, 2.0);
             opt.step(&mut model.named_parameters_mut());
@@ -299,6 +308,44 @@ fn save_checkpoint(
     w.write(path)
 }
 
+/// Adam's state after at least one step: a step count and the `exp_avg` and
+/// `exp_avg_sq` buffers, each as long as its parameter, for every parameter and nothing else.
+fn check_adam_state(
+    state: &OptimizerState,
+    model: &dyn Trainable,
+) -> std::result::Result<(), String> {
+    const SLOTS: [&str; 2] = ["exp_avg", "exp_avg_sq"];
+    let params = model.named_parameters();
+    for (name, p) in &params {
+        if state.steps.get(name).copied().unwrap_or(0) == 0 {
+            return Err(format!("no step count for `{name}`"));
+        }
+        for slot in SLOTS {
+            let key = format!("{name}.{slot}");
+            match state.buffers.get(&key) {
+                None => return Err(format!("`{key}` is missing")),
+                Some(b) if b.len() != p.value.len() => {
+                    return Err(format!(
+                        "`{key}` has {} values, the parameter {}",
+                        b.len(),
+                        p.value.len()
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if state.buffers.len() != SLOTS.len() * params.len() || state.steps.len() != params.len() {
+        return Err(format!(
+            "{} buffers and {} step counts for {} parameters",
+            state.buffers.len(),
+            state.steps.len(),
+            params.len()
+        ));
+    }
+    Ok(())
+}
+
 fn load_checkpoint(
     path: &Path,
     model: &mut dyn Trainable,
@@ -327,17 +374,26 @@ fn load_checkpoint(
             ),
         });
     }
+    let bad = |message: String| Error::File {
+        path: shown.clone(),
+        message,
+    };
     let mut best = Vec::new();
     for (name, p) in model.named_parameters_mut() {
         let v = file.require_f32(&name)?;
         p.assign(&name, v.shape(), v.as_slice().expect("standard"))?;
-        best.push(
-            file.require_f32(&format!("best.{name}"))?
-                .iter()
-                .copied()
-                .collect(),
-        );
+        let b = file.require_f32(&format!("best.{name}"))?;
+        if b.shape() != p.shape.as_slice() {
+            return Err(Error::shape(
+                format!("best.{name}"),
+                format!("{:?}", p.shape),
+                b.shape(),
+            ));
+        }
+        best.push(b.iter().copied().collect());
     }
-    opt.load_state(&OptimizerState::read_from(&file)?)?;
+    let optimizer = OptimizerState::read_from(&file)?;
+    check_adam_state(&optimizer, &*model).map_err(|m| bad(format!("optimizer state: {m}")))?;
+    opt.load_state(&optimizer)?;
     Ok((state, best))
 }

@@ -252,6 +252,47 @@ impl Parameters for Forecaster {
 impl TaskModel for Forecaster {
     const TASK: &'static str = "forecast";
     type Meta = ForecastMeta;
+    fn check_meta(config: &RnnConfig, meta: &ForecastMeta) -> Result<()> {
+        let columns = 1 + meta.inputs.len();
+        let problem = if meta.horizon == 0 || meta.seasonal_base.len() != meta.horizon {
+            Some(format!(
+                "horizon {} with {} seasonal_base entries (one per step, at least one)",
+                meta.horizon,
+                meta.seasonal_base.len()
+            ))
+        } else if meta.mean.len() != columns || meta.std.len() != columns {
+            Some(format!(
+                "{columns} columns ({} and {} inputs) with {} means and {} standard deviations",
+                meta.target,
+                meta.inputs.len(),
+                meta.mean.len(),
+                meta.std.len()
+            ))
+        } else if config.input_size != columns {
+            Some(format!(
+                "{columns} columns, but the recurrent input size is {}",
+                config.input_size
+            ))
+        } else if meta.window == 0 || meta.season == 0 {
+            Some(format!(
+                "window {} and season {} must be at least 1",
+                meta.window, meta.season
+            ))
+        } else if let Some(v) = meta
+            .mean
+            .iter()
+            .chain(&meta.std)
+            .chain([&meta.residual_scale])
+            .find(|v| !v.is_finite())
+        {
+            Some(format!("non-finite scaling value {v}"))
+        } else if meta.std.contains(&0.0) {
+            Some("a standard deviation is 0".into())
+        } else {
+            None
+        };
+        problem.map_or(Ok(()), |m| Err(Error::Config(m)))
+    }
     fn build(config: RnnConfig, meta: ForecastMeta) -> Result<Self> {
         Forecaster::new(
             config,

@@ -29,6 +29,10 @@ pub trait TaskModel: Parameters + Sized {
     const TASK: &'static str;
     /// What the file stores besides weights and the recurrent configuration.
     type Meta: Serialize + DeserializeOwned + Clone;
+    /// Checks that metadata read from a file agrees with the configuration (sizes that
+    /// must match, lengths of per-step and per-column lists), so that a model built from
+    /// them allocates no more than the file's tensors hold.
+    fn check_meta(config: &RnnConfig, meta: &Self::Meta) -> Result<()>;
     /// A model with this configuration and metadata (weights to be loaded).
     fn build(config: RnnConfig, meta: Self::Meta) -> Result<Self>;
     /// The recurrent stack.
@@ -76,6 +80,11 @@ impl<M: TaskModel> Ensemble<M> {
     /// Saves every member (parameters prefixed `member{k}.` when there are several),
     /// the configuration and the metadata in one safetensors file, atomically.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::io::write_atomic(path.as_ref(), &self.to_bytes()?)
+    }
+
+    /// The bytes [`Ensemble::save`] writes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let count = self.members.len();
         let mut w = TensorWriter::new();
         for (k, m) in self.members.iter().enumerate() {
@@ -91,23 +100,50 @@ impl<M: TaskModel> Ensemble<M> {
             w.metadata(&k, &v);
         }
         w.metadata("members", &count.to_string());
-        w.write(path)
+        w.to_bytes()
     }
 
     /// Loads a file written by [`Ensemble::save`]; members are in inference mode.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let file = TensorFile::read(path.as_ref())?;
-        let shown = path.as_ref().display().to_string();
-        let (config, meta): (RnnConfig, M::Meta) = read_meta(&file, M::TASK, &shown)?;
-        let count: usize = file
-            .metadata("members")
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(1)
-            .max(1);
+        Self::from_file(&TensorFile::read(path.as_ref())?)
+    }
+
+    /// An ensemble from a model file already read (see [`TensorFile::from_bytes`]): the
+    /// metadata is checked against the configuration and the tensors' total size before
+    /// any member is built.
+    pub fn from_file(file: &TensorFile) -> Result<Self> {
+        let shown = file.path().to_string();
+        let (config, meta): (RnnConfig, M::Meta) = read_meta(file, M::TASK, &shown)?;
+        let bad = |message: String| Error::File {
+            path: shown.clone(),
+            message,
+        };
+        M::check_meta(&config, &meta).map_err(|e| bad(format!("`model` metadata: {e}")))?;
+        let count: usize = match file.metadata("members") {
+            None => 1,
+            Some(m) => m
+                .parse()
+                .ok()
+                .filter(|&n| n >= 1 && n <= file.names().len())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "`members` metadata must be a count from 1 to the number of tensors ({}), found {m:?}",
+                        file.names().len()
+                    ))
+                })?,
+        };
+        let needed = config.parameter_count()?.checked_mul(count);
+        if !matches!(needed, Some(n) if n <= file.element_count()) {
+            return Err(bad(format!(
+                "the configuration declares {} recurrent parameters for each of {count} members, but the file holds {} values",
+                config.parameter_count()?,
+                file.element_count()
+            )));
+        }
         let mut members = Vec::with_capacity(count);
         for k in 0..count {
             let mut m = M::build(config.clone(), meta.clone())?;
-            load_params(&mut m, &file, &member_prefix(k, count))?;
+            load_params(&mut m, file, &member_prefix(k, count))?;
             m.rnn_mut().eval();
             members.push(m);
         }
