@@ -10,6 +10,10 @@ use std::path::Path;
 /// Runs a classifier or forecaster on new data, or scores a text with a language model,
 /// and writes CSV to `output`.
 pub fn predict(model: &Path, data: &Path, output: &Path, interpolate: bool) -> Result<()> {
+    crate::paths::check_files(
+        &[("--model", model), ("--data", data)],
+        &[("--output", output)],
+    )?;
     let task = TensorFile::read(model)?
         .metadata("task")
         .map(str::to_string);
@@ -143,7 +147,7 @@ fn score_text(model: &Path, data: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Samples text from a language model and prints it.
+/// Samples text from a language model and prints it as it is sampled.
 pub fn generate(
     model: &Path,
     prompt: &str,
@@ -152,9 +156,28 @@ pub fn generate(
     top_k: usize,
     seed: u64,
 ) -> Result<()> {
+    use std::io::Write;
     let mut lm = CharLm::load(model)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let text = lm.generate(prompt, length, temperature, top_k, &mut rng)?;
-    println!("{prompt}{text}");
-    Ok(())
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let broken = |e: std::io::Error| Error::File {
+        path: "standard output".into(),
+        message: format!("cannot write: {e}"),
+    };
+    // The prompt is checked (vocabulary, non-empty) before anything is printed.
+    lm.vocab.encode(prompt)?;
+    write!(out, "{prompt}").map_err(broken)?;
+    let mut pending = 0usize;
+    lm.generate_each(prompt, length, temperature, top_k, &mut rng, |c| {
+        write!(out, "{c}").map_err(broken)?;
+        pending += 1;
+        // Flushed every line and every 64 characters, so the text appears as it comes.
+        if c == '\n' || pending >= 64 {
+            out.flush().map_err(broken)?;
+            pending = 0;
+        }
+        Ok(())
+    })?;
+    writeln!(out).and_then(|()| out.flush()).map_err(broken)
 }

@@ -16,13 +16,13 @@ pub struct BenchArgs {
     #[arg(long, default_value = "LSTM")]
     mode: String,
     /// Input features.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::check::positive, allow_negative_numbers = true)]
     input_size: usize,
     /// Hidden size.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::check::positive, allow_negative_numbers = true)]
     hidden_size: usize,
     /// Stacked layers.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::check::positive, allow_negative_numbers = true)]
     num_layers: usize,
     /// Two directions.
     #[arg(long)]
@@ -31,13 +31,13 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     proj_size: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::check::positive, allow_negative_numbers = true)]
     batch: usize,
     /// Sequence length.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = crate::check::positive, allow_negative_numbers = true)]
     seq_len: usize,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::check::threads, allow_negative_numbers = true)]
     threads: Option<usize>,
     /// `uniform`: lengths spread evenly over 1..=seq-len (sequence b gets
     /// 1 + b*(T-1)/(B-1)), run as a variable-length batch.
@@ -48,7 +48,7 @@ pub struct BenchArgs {
     #[arg(long)]
     train: bool,
     /// Timed repetitions.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = crate::check::positive, allow_negative_numbers = true)]
     iters: usize,
     /// Untimed warm-up repetitions.
     #[arg(long, default_value_t = 3)]
@@ -78,18 +78,12 @@ pub fn uniform_lengths(batch: usize, steps: usize) -> Vec<usize> {
 
 /// Runs the benchmark and prints the result.
 pub fn run(a: &BenchArgs) -> Result<()> {
-    let threads = a.threads.unwrap_or_else(num_cpus);
+    let threads = a.threads.unwrap_or_else(crate::check::cores);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .map_err(|e| Error::Invalid(format!("thread pool: {e}")))?;
     pool.install(|| run_inner(a, threads))
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
 }
 
 fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
@@ -98,6 +92,14 @@ fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
         .with_num_layers(a.num_layers)
         .with_bidirectional(a.bidirectional)
         .with_proj_size(a.proj_size);
+    cfg.validate()?;
+    let data_bytes = 4 * (a.seq_len as u128) * (a.batch as u128) * (a.input_size as u128);
+    crate::check::fits_in_memory(
+        "this benchmark",
+        crate::check::training_bytes(&cfg, 0)?
+            + data_bytes
+            + crate::check::tape_bytes(&cfg, a.batch, a.seq_len),
+    )?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let rnn = Rnn::new(cfg.clone(), &mut rng)?;
     let (t, b) = (a.seq_len, a.batch);

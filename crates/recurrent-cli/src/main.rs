@@ -3,6 +3,8 @@
 mod alloc;
 mod apply;
 mod bench;
+mod check;
+mod paths;
 mod tensor_commands;
 mod train;
 
@@ -82,11 +84,11 @@ enum Command {
         /// Text to start from.
         #[arg(long)]
         prompt: String,
-        /// Characters to generate.
+        /// Characters to generate (printed as they are sampled).
         #[arg(long, default_value_t = 500)]
         length: usize,
-        /// Sampling temperature (lower is more conservative).
-        #[arg(long, default_value_t = 0.8)]
+        /// Sampling temperature, above 0 (lower is more conservative).
+        #[arg(long, default_value_t = 0.8, value_parser = check::positive_f32, allow_negative_numbers = true)]
         temperature: f32,
         /// Sample only among the K most likely characters (0: all).
         #[arg(long, default_value_t = 0)]
@@ -97,9 +99,35 @@ enum Command {
     },
 }
 
+/// Parses the command line; a parse error is one line on stderr (clap's first line,
+/// without the usage and tips), `--help` and `--version` print as usual.
+fn parse() -> std::result::Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    Cli::try_parse().map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+            eprintln!("error: a command is needed; `recurrent --help` lists them");
+            ExitCode::from(2)
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let line = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {line} (see `--help`)");
+            ExitCode::from(2)
+        }
+    })
+}
+
 fn main() -> ExitCode {
     alloc::keep_freed_memory();
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let result = match cli.command {
         Command::Forward {
             model,

@@ -1,5 +1,6 @@
 //! `recurrent forward` and `recurrent backward`: tensors in, tensors out.
 
+use crate::paths::check_files;
 use recurrent::io::{load_rnn, TensorFile, TensorWriter};
 use recurrent::{Error, InitialState, OutputGrads, Parameters, Result};
 use std::path::Path;
@@ -49,6 +50,10 @@ impl Inputs {
 
 /// `recurrent forward --model M --input IN --output OUT`.
 pub fn forward(model: &Path, input: &Path, output: &Path) -> Result<()> {
+    check_files(
+        &[("--model", model), ("--input", input)],
+        &[("--output", output)],
+    )?;
     let rnn = load_rnn(model)?;
     let inputs = Inputs::read(input)?;
     let out = rnn.forward(
@@ -67,6 +72,10 @@ pub fn forward(model: &Path, input: &Path, output: &Path) -> Result<()> {
 
 /// `recurrent backward --model M --input IN --grad G --output OUT`.
 pub fn backward(model: &Path, input: &Path, grad: &Path, output: &Path) -> Result<()> {
+    check_files(
+        &[("--model", model), ("--input", input), ("--grad", grad)],
+        &[("--output", output)],
+    )?;
     let mut rnn = load_rnn(model)?;
     let inputs = Inputs::read(input)?;
     let grads = TensorFile::read(grad)?;

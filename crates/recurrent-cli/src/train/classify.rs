@@ -35,14 +35,15 @@ pub struct ClassifyArgs {
     /// Test data, same format (default: the bundled JapaneseVowels test set).
     #[arg(long)]
     pub test: Option<PathBuf>,
-    /// Share of the training data held out for validation and early stopping.
-    #[arg(long, default_value_t = 0.2)]
+    /// Share of the training data held out for validation and early stopping (above 0
+    /// and below 1).
+    #[arg(long, default_value_t = 0.2, value_parser = crate::check::open_fraction, allow_negative_numbers = true)]
     pub val_fraction: f64,
-    /// Models trained from consecutive seeds whose probabilities are averaged.
-    #[arg(long, default_value_t = 5)]
+    /// Models trained from consecutive seeds whose probabilities are averaged (1 to 1000).
+    #[arg(long, default_value_t = 5, value_parser = crate::check::ensemble_size, allow_negative_numbers = true)]
     pub ensemble: usize,
     /// Steps grouped into one recurrent step (default: about 32 recurrent steps per sequence).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub patch: Option<usize>,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -50,10 +51,7 @@ pub struct ClassifyArgs {
 
 fn load(path: &Option<PathBuf>, bundled: &str, name: &str) -> Result<LabelledSequences> {
     match path {
-        Some(p) => {
-            super::input_exists(p)?;
-            read_sequences(p)
-        }
+        Some(p) => read_sequences(p),
         None => parse_ts(bundled, name),
     }
 }
@@ -76,12 +74,15 @@ fn sorted_classes(labels: &[String]) -> Vec<String> {
 /// Runs `train classify`.
 pub fn run(a: ClassifyArgs) -> Result<()> {
     let c = &a.common;
-    c.check_paths(&DEFAULTS)?;
     if a.train.is_some() != a.test.is_some() {
         return Err(Error::Invalid(
             "give both --train and --test, or neither for the bundled data".into(),
         ));
     }
+    let mut inputs: Vec<crate::paths::Named> = Vec::new();
+    inputs.extend(a.train.as_deref().map(|p| ("--train", p)));
+    inputs.extend(a.test.as_deref().map(|p| ("--test", p)));
+    c.check_paths(&DEFAULTS, &inputs, &[], Some(a.ensemble))?;
     let train = load(
         &a.train,
         include_str!("../../../../data/JapaneseVowels/JapaneseVowels_TRAIN.ts"),
@@ -117,9 +118,17 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
             })
             .collect()
     };
-    let y_train = encode(&train.labels, "test")?;
+    let y_train = encode(&train.labels, "training")?;
     let y_test = encode(&test.labels, "test")?;
     let (tr, va) = stratified_split(&y_train, a.val_fraction, c.seed);
+    if tr.is_empty() || va.is_empty() {
+        return Err(Error::Invalid(format!(
+            "--val-fraction {} leaves {} training and {} validation sequences; both need at least one",
+            a.val_fraction,
+            tr.len(),
+            va.len()
+        )));
+    }
     let pick = |idx: &[usize]| -> (Vec<Array2<f32>>, Vec<usize>) {
         (
             idx.iter().map(|&i| train.sequences[i].clone()).collect(),
@@ -138,9 +147,21 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
     let max_len = train.sequences.iter().map(|s| s.nrows()).max().unwrap_or(1);
     let patch = a
         .patch
-        .unwrap_or_else(|| ClassifierMeta::auto_patch(max_len))
-        .max(1);
-    let cfg = c.rnn_config(&DEFAULTS, patch * train.dims())?;
+        .unwrap_or_else(|| ClassifierMeta::auto_patch(max_len));
+    let features = patch.checked_mul(train.dims()).ok_or_else(|| {
+        Error::Invalid(format!(
+            "--patch {patch} times {} features is too large",
+            train.dims()
+        ))
+    })?;
+    let cfg = c.rnn_config(&DEFAULTS, features)?;
+    let head = 2 * cfg.num_directions() * cfg.output_size() * classes.len() + classes.len();
+    c.check_memory(
+        &cfg,
+        head,
+        c.batch_size.unwrap_or(DEFAULTS.batch_size),
+        max_len.div_ceil(patch),
+    )?;
     let precision = c.precision(&DEFAULTS)?;
     let settings = c.fit_settings(&DEFAULTS);
     say(
@@ -158,7 +179,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
             cfg.bidirectional
         ),
     );
-    let members = a.ensemble.max(1);
+    let members = a.ensemble;
     c.with_threads(|| {
         let mut ensemble = ClassifierEnsemble { members: Vec::new() };
         let mut reports: Vec<FitReport> = Vec::new();
@@ -192,10 +213,9 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
             confusion[y][p] += 1;
         }
         let out = c.out_path(&DEFAULTS);
-        ensemble.save(&out)?;
+        let model_bytes = ensemble.to_bytes()?;
         say(c.quiet, &format!("test_accuracy: {accuracy:.4} ({correct}/{})", test.len()));
         say(c.quiet, &confusion_table(&classes, &confusion));
-        say(c.quiet, &format!("model written to {}", out.display()));
         let metrics = serde_json::json!({
             "task": "classify", "test_accuracy": accuracy, "test_correct": correct, "test_size": test.len(),
             "classes": classes, "confusion_matrix": confusion,
@@ -205,7 +225,9 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
         settings_json["ensemble"] = members.into();
         let checkpoints = super::member_checkpoints(&settings, members);
-        c.finish(metrics, &super::merge_reports(&reports), settings_json, &checkpoints)
+        c.finish(vec![(out.clone(), model_bytes)], metrics, &super::merge_reports(&reports), settings_json, &checkpoints)?;
+        say(c.quiet, &format!("model written to {}", out.display()));
+        Ok(())
     })
 }
 

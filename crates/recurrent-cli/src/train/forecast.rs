@@ -36,10 +36,10 @@ pub struct ForecastArgs {
     #[arg(long)]
     pub target: Option<String>,
     /// Steps ahead forecast from each origin (default 1; 12 for the bundled data).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub horizon: Option<usize>,
     /// Points held out at the end and forecast with a rolling origin (default: the horizon).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub test_size: Option<usize>,
     /// Other columns whose past values are model inputs, comma-separated.
     #[arg(long, value_delimiter = ',')]
@@ -48,13 +48,14 @@ pub struct ForecastArgs {
     #[arg(long)]
     pub interpolate: bool,
     /// Seasonal period (default: detected from the autocorrelation of the training part).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub season: Option<usize>,
-    /// Past steps the model sees (default: two seasons, at least 16).
-    #[arg(long)]
+    /// Past steps the model sees (default: two seasons, at least 16, at most half the
+    /// training part).
+    #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub window: Option<usize>,
-    /// Models trained from consecutive seeds whose forecasts are averaged.
-    #[arg(long, default_value_t = 5)]
+    /// Models trained from consecutive seeds whose forecasts are averaged (1 to 1000).
+    #[arg(long, default_value_t = 5, value_parser = crate::check::ensemble_size, allow_negative_numbers = true)]
     pub ensemble: usize,
     /// Where to write the held-out forecast as CSV.
     #[arg(long, default_value = "forecast.csv")]
@@ -109,17 +110,19 @@ fn errors(truth: &[f32], pred: &[f32]) -> Errors {
 /// Runs `train forecast`.
 pub fn run(a: ForecastArgs) -> Result<()> {
     let c = &a.common;
-    c.check_paths(&DEFAULTS)?;
+    let inputs: Vec<crate::paths::Named> = a.data.iter().map(|p| ("--data", p.as_path())).collect();
+    let task_outputs: [crate::paths::Named; 2] = [
+        ("--forecast-csv", &a.forecast_csv),
+        ("--forecast-plot", &a.forecast_plot),
+    ];
+    c.check_paths(&DEFAULTS, &inputs, &task_outputs, Some(a.ensemble))?;
     let missing = if a.interpolate {
         MissingValues::Interpolate
     } else {
         MissingValues::Error
     };
     let (table, bundled): (SeriesTable, bool) = match &a.data {
-        Some(p) => {
-            super::input_exists(p)?;
-            (read_series_csv(p, missing)?, false)
-        }
+        Some(p) => (read_series_csv(p, missing)?, false),
         None => (
             parse_series_csv(
                 include_str!("../../../../data/airline/airline.csv"),
@@ -146,17 +149,18 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         .map(|n| table.column(n))
         .collect::<Result<Vec<_>>>()?;
     let horizon = a.horizon.unwrap_or(if bundled { 12 } else { 1 });
-    if horizon == 0 {
-        return Err(Error::Invalid("--horizon must be at least 1".into()));
-    }
     let test_size = a.test_size.unwrap_or(horizon);
     let n = table.len();
     let mut raw: Vec<Vec<f32>> = vec![table.values[target_col].clone()];
     raw.extend(input_cols.iter().map(|&i| table.values[i].clone()));
-    if test_size == 0 || n < test_size + 2 * horizon + 8 {
+    if n.checked_sub(test_size)
+        .and_then(|r| r.checked_sub(horizon.saturating_mul(2)))
+        .filter(|&r| r >= 8)
+        .is_none()
+    {
         return Err(Error::Invalid(format!(
             "series {target:?} has {n} points: too short to hold out {test_size} and learn {horizon}-step forecasts (needs at least {})",
-            test_size + 2 * horizon + 8
+            test_size.saturating_add(horizon.saturating_mul(2)).saturating_add(8)
         )));
     }
     let train_len = n - test_size;
@@ -169,11 +173,17 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         .season
         .unwrap_or_else(|| detect_season(&transformed_train, (train_len / 3).min(400)))
         .max(1);
-    let window = a
-        .window
-        .unwrap_or((2 * season).max(16))
-        .min((train_len - horizon) / 2)
-        .max(1);
+    let max_window = (train_len - horizon) / 2;
+    let window = match a.window {
+        Some(w) if w > max_window => {
+            return Err(Error::Invalid(format!(
+                "--window {w} is longer than half the {} points available for training windows (at most {max_window})",
+                train_len - horizon
+            )))
+        }
+        Some(w) => w,
+        None => season.saturating_mul(2).max(16).min(max_window).max(1),
+    };
 
     // Scaling from the training part only.
     let stats = |v: &[f32]| {
@@ -251,7 +261,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
             cfg.mode, cfg.hidden_size
         ),
     );
-    let members = a.ensemble.max(1);
+    let members = a.ensemble;
     c.with_threads(|| {
         let mut ensemble = ForecasterEnsemble { members: Vec::new() };
         let mut reports: Vec<FitReport> = Vec::new();
@@ -296,14 +306,16 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         let naive_e = errors(&truth, &rows.iter().map(|r| r.3).collect::<Vec<_>>());
         let seasonal_e = errors(&truth, &rows.iter().map(|r| r.4).collect::<Vec<_>>());
         let out = c.out_path(&DEFAULTS);
-        ensemble.save(&out)?;
-        write_forecast_csv(&a.forecast_csv, &table.index, &rows)?;
-        draw_forecast(&a.forecast_plot, &target, y, train_len, &rows)?;
+        let outputs = vec![
+            (out.clone(), ensemble.to_bytes()?),
+            (a.forecast_csv.clone(), forecast_csv(&table.index, &rows).into_bytes()),
+            (a.forecast_plot.clone(), draw_forecast(&a.forecast_plot, &target, y, train_len, &rows)?),
+        ];
         say(c.quiet, &format!("{:<16}{:>12}{:>12}{:>10}{:>14}", "held-out errors", "RMSE", "MAE", "MAPE %", "MSE"));
         for (name, e) in [("model", &model_e), ("naive", &naive_e), ("seasonal naive", &seasonal_e)] {
             say(c.quiet, &format!("{name:<16}{:>12.3}{:>12.3}{:>10.2}{:>14.3}", e.rmse, e.mae, e.mape, e.mse));
         }
-        say(c.quiet, &format!("forecast written to {} and {}; model to {}", a.forecast_csv.display(), a.forecast_plot.display(), out.display()));
+
         let metrics = serde_json::json!({
             "task": "forecast", "target": target, "horizon": horizon, "test_size": test_size, "points_forecast": rows.len(),
             "test_rmse": model_e.rmse, "test_mae": model_e.mae, "test_mape": model_e.mape, "test_mse": model_e.mse,
@@ -314,18 +326,21 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
         settings_json["ensemble"] = members.into();
         let checkpoints = super::member_checkpoints(&settings, members);
-        c.finish(metrics, &super::merge_reports(&reports), settings_json, &checkpoints)
+        c.finish(outputs, metrics, &super::merge_reports(&reports), settings_json, &checkpoints)?;
+        say(c.quiet, &format!("forecast written to {} and {}; model to {}", a.forecast_csv.display(), a.forecast_plot.display(), out.display()));
+        Ok(())
     })
 }
 
 type Row = (usize, f32, f32, f32, f32, usize);
 
-fn write_forecast_csv(path: &std::path::Path, index: &[String], rows: &[Row]) -> Result<()> {
+/// The held-out forecast as CSV text.
+fn forecast_csv(index: &[String], rows: &[Row]) -> String {
     let mut s = String::from("time,truth,forecast,naive,seasonal_naive,origin\n");
     for &(t, truth, f, naive, seasonal, o) in rows {
         s += &format!("{},{truth},{f},{naive},{seasonal},{}\n", index[t], index[o]);
     }
-    recurrent::io::write_atomic(path, s.as_bytes())
+    s
 }
 
 fn draw_forecast(
@@ -334,7 +349,7 @@ fn draw_forecast(
     y: &[f32],
     train_len: usize,
     rows: &[Row],
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     use plotters::style::{BLACK, BLUE, RED};
     let history: Vec<(f64, f64)> = y[..train_len]
         .iter()

@@ -47,14 +47,14 @@ pub struct LmArgs {
     pub text: Option<PathBuf>,
     /// Characters per training sequence (longer sequences teach the model to use more
     /// context: 256 gave 0.008 bits per character less than 128 on Shakespeare).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub seq_len: usize,
     /// Character embedding size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub embedding_dim: usize,
     /// Dropout probability of the character embeddings in training (0.1 gave 1.998
     /// against 2.003 bits per character without it on Shakespeare).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = crate::check::dropout, allow_negative_numbers = true)]
     pub embedding_dropout: f32,
     /// Carry the recurrent state from each training window to the next window of the same
     /// stream (truncated backpropagation through time, as the test text is read), or with
@@ -64,7 +64,7 @@ pub struct LmArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub carry_state: bool,
     /// Characters of training text per epoch (validation runs after each).
-    #[arg(long, default_value_t = 2_000_000)]
+    #[arg(long, default_value_t = 2_000_000, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub epoch_chars: usize,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -73,23 +73,15 @@ pub struct LmArgs {
 /// Runs `train lm`.
 pub fn run(a: LmArgs) -> Result<()> {
     let c = &a.common;
-    c.check_paths(&DEFAULTS)?;
+    let inputs: Vec<crate::paths::Named> = a.text.iter().map(|p| ("--text", p.as_path())).collect();
+    c.check_paths(&DEFAULTS, &inputs, &[], None)?;
     if c.bidirectional == Some(true) {
         return Err(Error::Invalid(
             "a language model predicts the next character, so it cannot be bidirectional".into(),
         ));
     }
-    if !(0.0..1.0).contains(&a.embedding_dropout) {
-        return Err(Error::Invalid(format!(
-            "--embedding-dropout must be at least 0 and below 1, found {}",
-            a.embedding_dropout
-        )));
-    }
     let text = match &a.text {
-        Some(p) => {
-            super::input_exists(p)?;
-            read_text(p)?
-        }
+        Some(p) => read_text(p)?,
         None => include_str!("../../../../data/shakespeare/shakespeare_excerpt.txt").to_string(),
     };
     let chars: Vec<char> = text.chars().collect();
@@ -109,10 +101,24 @@ pub fn run(a: LmArgs) -> Result<()> {
     let (train, val) = split_validation(&ids[..test_start], val_len, VALIDATION_PIECES);
     let test = &ids[test_start..];
     let (train_chars, val_chars) = (train.len(), val.len());
-    let seq_len = a.seq_len.clamp(2, train_chars - 1);
+    if a.seq_len < 2 || a.seq_len >= train_chars {
+        return Err(Error::Invalid(format!(
+            "--seq-len must be from 2 to {} (the training text has {train_chars} characters), found {}",
+            train_chars - 1,
+            a.seq_len
+        )));
+    }
+    let seq_len = a.seq_len;
     let cfg = c
         .rnn_config(&DEFAULTS, a.embedding_dim)?
         .with_bidirectional(false);
+    let outside_stack = vocab.len() * (a.embedding_dim + cfg.output_size() + 1);
+    c.check_memory(
+        &cfg,
+        outside_stack,
+        c.batch_size.unwrap_or(DEFAULTS.batch_size),
+        seq_len,
+    )?;
     let precision = c.precision(&DEFAULTS)?;
     let mut settings = c.fit_settings(&DEFAULTS);
     settings.anneal = true;
@@ -146,12 +152,11 @@ pub fn run(a: LmArgs) -> Result<()> {
         // One stream: every held-out character is predicted from all the text before it.
         let bpc = model.bits_per_char(test, 1, 256)?;
         let out = c.out_path(&DEFAULTS);
-        model.save(&out)?;
+        let model_bytes = model.to_bytes()?;
         say(c.quiet, &format!("test_bpc: {bpc:.4} (held-out last 10%, {} characters)", test.len()));
         let prompt: String = chars[test_start..test_start + 40.min(test.len())].iter().collect();
         let sample = model.generate(&prompt, 200, 0.8, 0, &mut rand::rngs::StdRng::seed_from_u64(c.seed))?;
         say(c.quiet, &format!("sample (temperature 0.8):\n{prompt}{sample}"));
-        say(c.quiet, &format!("model written to {}", out.display()));
         let metrics = serde_json::json!({
             "task": "lm", "test_bpc": bpc, "val_bpc": report.best_val_loss, "characters": ids.len(),
             "vocabulary_size": vocab.len(), "train_chars": train_chars, "val_chars": val_chars, "test_chars": test.len(),
@@ -159,6 +164,8 @@ pub fn run(a: LmArgs) -> Result<()> {
             "carry_state": a.carry_state,
         });
         let checkpoints: Vec<PathBuf> = settings.checkpoint.iter().cloned().collect();
-        c.finish(metrics, &report, c.settings_json(&DEFAULTS, &cfg), &checkpoints)
+        c.finish(vec![(out.clone(), model_bytes)], metrics, &report, c.settings_json(&DEFAULTS, &cfg), &checkpoints)?;
+        say(c.quiet, &format!("model written to {}", out.display()));
+        Ok(())
     })
 }

@@ -43,29 +43,30 @@ pub struct CommonArgs {
     #[arg(long, default_value = "LSTM")]
     pub mode: String,
     /// Hidden size.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub hidden_size: Option<usize>,
     /// Stacked layers.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub num_layers: Option<usize>,
     /// Bidirectional layers (`--bidirectional` or `--bidirectional false`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub bidirectional: Option<bool>,
     /// Dropout between recurrent layers (for `lm` also on the recurrent output, before the
-    /// output layer). Defaults: 0 for classify and forecast, 0.1 for lm.
-    #[arg(long)]
+    /// output layer), at least 0 and below 1. Defaults: 0 for classify and forecast, 0.1
+    /// for lm.
+    #[arg(long, value_parser = crate::check::dropout, allow_negative_numbers = true)]
     pub dropout: Option<f32>,
     /// Maximum epochs.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub epochs: Option<usize>,
-    /// Stop training after this long, e.g. `90s`, `15m`, `1h`.
+    /// Stop training after this long, e.g. `90s`, `15m`, `1h` (at most a year).
     #[arg(long, value_parser = parse_duration)]
     pub time_budget: Option<Duration>,
     /// Examples per batch.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
-    /// Adam learning rate.
-    #[arg(long)]
+    /// Adam learning rate (above 0).
+    #[arg(long, value_parser = crate::check::positive_number, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Seed of initialisation, splits, shuffling and dropout (same seed, same result).
     #[arg(long, default_value_t = 0)]
@@ -85,8 +86,8 @@ pub struct CommonArgs {
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (default: all cores; at most 4 per core).
+    #[arg(long, value_parser = crate::check::threads, allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Arithmetic of the recurrent layers' matrix products in training: `f32`, or `bf16`
     /// (operands rounded to bfloat16, sums, states and weights in f32, as PyTorch's CPU
@@ -122,6 +123,22 @@ impl CommonArgs {
             .with_batch_first(true);
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Fails before training when a model of `cfg` with `extra` parameters outside the
+    /// recurrent stack, trained on batches of `rows x steps` positions, would not fit in
+    /// this machine's memory.
+    pub fn check_memory(
+        &self,
+        cfg: &RnnConfig,
+        extra: usize,
+        rows: usize,
+        steps: usize,
+    ) -> Result<()> {
+        crate::check::fits_in_memory(
+            "training this model",
+            crate::check::training_bytes(cfg, extra)? + crate::check::tape_bytes(cfg, rows, steps),
+        )
     }
 
     /// The arithmetic of training products.
@@ -168,46 +185,67 @@ impl CommonArgs {
         pool.install(f)
     }
 
-    /// Fails before training if the output folder does not exist (so a long run does not
-    /// end in an error), and refuses `--resume` without a checkpoint.
-    pub fn check_paths(&self, d: &Defaults) -> Result<()> {
-        for p in [
-            Some(self.out_path(d)),
-            self.report.clone(),
-            self.plot.clone(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dir.is_dir() {
-                    return Err(Error::File {
-                        path: p.display().to_string(),
-                        message: format!("folder {} does not exist", dir.display()),
-                    });
-                }
-            }
+    /// The checkpoint files a run writes beside the model: `OUT.checkpoint`, or with
+    /// `Some(members)` an ensemble's `OUT.checkpoint.m{k}`.
+    pub fn checkpoint_files(&self, d: &Defaults, members: Option<usize>) -> Vec<PathBuf> {
+        let base = recurrent::models::fit::checkpoint_path(&self.out_path(d));
+        match members {
+            None => vec![base],
+            Some(n) => (0..n).map(|k| member_checkpoint(&base, k)).collect(),
         }
-        let ckpt = recurrent::models::fit::checkpoint_path(&self.out_path(d));
-        let any_checkpoint = ckpt.exists() || ckpt.with_extension("checkpoint.m0").exists();
-        if self.resume && !any_checkpoint {
+    }
+
+    /// Fails before any work unless every output (model, checkpoints, report, plot and
+    /// `extra`) can be written, none is the same file as another or as one of `inputs`,
+    /// and `--resume` has a checkpoint to resume from.
+    pub fn check_paths(
+        &self,
+        d: &Defaults,
+        inputs: &[crate::paths::Named],
+        extra: &[crate::paths::Named],
+        members: Option<usize>,
+    ) -> Result<()> {
+        for &(flag, path) in inputs {
+            crate::paths::check_input(flag, path)?;
+        }
+        let out = self.out_path(d);
+        let checkpoints = self.checkpoint_files(d, members);
+        let mut outputs: Vec<crate::paths::Named> = vec![("--out", &out)];
+        outputs.extend(
+            checkpoints
+                .iter()
+                .map(|p| ("the checkpoint of --out", p.as_path())),
+        );
+        outputs.extend(self.report.as_deref().map(|p| ("--report", p)));
+        outputs.extend(self.plot.as_deref().map(|p| ("--plot", p)));
+        outputs.extend_from_slice(extra);
+        crate::paths::check_files(inputs, &outputs)?;
+        if self.resume && !checkpoints.iter().any(|p| p.exists()) {
             return Err(Error::File {
-                path: ckpt.display().to_string(),
+                path: checkpoints[0].display().to_string(),
                 message: "no checkpoint to resume from".into(),
             });
         }
         Ok(())
     }
 
-    /// Writes the report (metrics + settings + timing) and plot, and removes the
-    /// checkpoints once the model file is written.
+    /// Writes every output of a finished run together: `outputs` (the model first, then
+    /// task files such as a forecast), the report (metrics, settings and timing) and the
+    /// plot are staged as complete temporary files and renamed into place only when all
+    /// of them are ready, so a failure replaces none of the previous files. The
+    /// checkpoints are removed afterwards.
     pub fn finish(
         &self,
+        outputs: Vec<(PathBuf, Vec<u8>)>,
         metrics: serde_json::Value,
         fit: &FitReport,
         settings: serde_json::Value,
         checkpoints: &[PathBuf],
     ) -> Result<()> {
+        let mut files = recurrent::io::StagedFiles::new();
+        for (path, bytes) in &outputs {
+            files.stage(path, bytes)?;
+        }
         if let Some(path) = &self.report {
             let mut report = metrics;
             report["settings"] = settings;
@@ -221,11 +259,12 @@ impl CommonArgs {
                 "history": fit.history,
             });
             let text = serde_json::to_string_pretty(&report).expect("serialisable");
-            recurrent::io::write_atomic(path, text.as_bytes())?;
+            files.stage(path, text.as_bytes())?;
         }
         if let Some(path) = &self.plot {
-            plot::loss_curves(path, &fit.history)?;
+            files.stage(path, &plot::loss_curves(path, &fit.history)?)?;
         }
+        files.commit()?;
         for p in checkpoints {
             let _ = std::fs::remove_file(p);
         }
@@ -245,24 +284,28 @@ impl CommonArgs {
     }
 }
 
-/// Parses `90`, `90s`, `15m`, `1.5h`.
+/// The longest `--time-budget`: a year.
+const MAX_BUDGET: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parses `90`, `90s`, `15m`, `1.5h`, `2e3s` (a number, then an optional unit `s`, `m`,
+/// `min` or `h`): from a millisecond to a year.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
+    let unit_len = s.len() - s.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len();
+    let (num, unit) = s.split_at(s.len() - unit_len);
     let v: f64 = num
         .parse()
         .map_err(|_| format!("expected a duration like 90s, 15m or 1h, found {s:?}"))?;
     let secs = match unit {
-        "s" => v,
+        "" | "s" => v,
         "m" | "min" => v * 60.0,
         "h" => v * 3600.0,
         _ => return Err(format!("unknown time unit {unit:?} (use s, m or h)")),
     };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("duration must be positive, found {s:?}"));
+    if !(secs >= 1e-3 && secs <= MAX_BUDGET.as_secs_f64()) {
+        return Err(format!(
+            "a duration from 1 ms to a year is needed, found {s:?}"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -308,7 +351,7 @@ pub fn member_settings(settings: &FitSettings, k: usize, members: usize) -> FitS
         .as_ref()
         .map(|p| member_checkpoint(p, k));
     s.resume = settings.resume && s.checkpoint.as_ref().is_some_and(|p| p.exists());
-    s.time_budget = settings.time_budget.map(|t| t / members as u32);
+    s.time_budget = settings.time_budget.map(|t| t.div_f64(members as f64));
     s
 }
 
@@ -341,15 +384,4 @@ pub fn say(quiet: bool, line: &str) {
     if !quiet {
         println!("{line}");
     }
-}
-
-/// Existence check for an input path given by the user.
-pub fn input_exists(p: &Path) -> Result<()> {
-    if !p.exists() {
-        return Err(Error::File {
-            path: p.display().to_string(),
-            message: "no such file".into(),
-        });
-    }
-    Ok(())
 }

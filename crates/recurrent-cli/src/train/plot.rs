@@ -37,14 +37,15 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
 /// A named line: `(name, points, colour)`.
 pub type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
 
-/// Draws named line series (`(name, points, colour)`) into a PNG, written atomically.
+/// Draws named line series (`(name, points, colour)`) as the bytes of a PNG image
+/// (`path`, where it will be written, names it in errors).
 pub fn lines(
     path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[Series],
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     let pts = series.iter().flat_map(|s| s.1.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (
         f64::INFINITY,
@@ -67,10 +68,11 @@ pub fn lines(
         x1 = x0 + 1.0;
     }
     let pad = ((y1 - y0) * 0.05).max(1e-9);
-    let tmp = path.with_extension("tmp.png");
+    const SIZE: (u32, u32) = (960, 540);
+    let mut pixels = vec![0u8; 3 * SIZE.0 as usize * SIZE.1 as usize];
     {
         let text = font_available();
-        let root = BitMapBackend::new(&tmp, (960, 540)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
         let mut builder = ChartBuilder::on(&root);
         builder
@@ -118,11 +120,17 @@ pub fn lines(
         }
         root.present().map_err(|e| plot_err(path, e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| plot_err(path, e))
+    let image = image::RgbImage::from_raw(SIZE.0, SIZE.1, pixels)
+        .ok_or_else(|| plot_err(path, "pixel buffer of the wrong size"))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| plot_err(path, e))?;
+    Ok(png.into_inner())
 }
 
-/// Training and validation loss per epoch.
-pub fn loss_curves(path: &Path, history: &[EpochRecord]) -> Result<()> {
+/// Training and validation loss per epoch, as PNG bytes.
+pub fn loss_curves(path: &Path, history: &[EpochRecord]) -> Result<Vec<u8>> {
     let train: Vec<(f64, f64)> = history
         .iter()
         .map(|r| (r.epoch as f64, r.train_loss))
