@@ -118,7 +118,7 @@ fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
     let tokens: usize = lengths.as_ref().map_or(t * b, |l| l.iter().sum());
 
     let width = cfg.num_directions() * cfg.output_size();
-    let mut times = Vec::with_capacity(a.iters);
+    let mut times = Vec::with_capacity(a.iters.min(1 << 16));
     crate::alloc::reset_peak();
     let base_mem = crate::alloc::current();
     if a.train {

@@ -31,6 +31,19 @@ fn identity(path: &Path) -> PathBuf {
     path.file_name().map_or(dir.clone(), |n| dir.join(n))
 }
 
+/// Whether two paths name the same file: the same device and inode when both exist
+/// (hard links and symbolic links included), else the same [`identity`].
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    identity(a) == identity(b)
+}
+
 /// Fails unless a file can be written at `path` the way outputs are (a temporary sibling,
 /// then a rename): `path` is not a folder, its folder exists and accepts a new file, and
 /// its name is not too long.
@@ -77,15 +90,14 @@ pub fn check_files(inputs: &[Named], outputs: &[Named]) -> Result<()> {
     for &(flag, path) in outputs {
         check_writable(flag, path)?;
     }
-    let ids: Vec<PathBuf> = outputs.iter().map(|(_, p)| identity(p)).collect();
     for (i, &(flag, path)) in outputs.iter().enumerate() {
-        if let Some((other, _)) = outputs[..i].iter().zip(&ids).find(|(_, id)| **id == ids[i]) {
+        if let Some((other, _)) = outputs[..i].iter().find(|(_, p)| same_file(p, path)) {
             return Err(file_error(
                 path,
-                format!("{flag} and {} name the same file", other.0),
+                format!("{flag} and {other} name the same file"),
             ));
         }
-        if let Some((input_flag, _)) = inputs.iter().find(|(_, p)| identity(p) == ids[i]) {
+        if let Some((input_flag, _)) = inputs.iter().find(|(_, p)| same_file(p, path)) {
             return Err(file_error(
                 path,
                 format!("{flag} would overwrite the input given as {input_flag}"),

@@ -435,6 +435,15 @@ fn outputs_are_checked_before_training() {
     for (args, needle) in cases {
         s.fails(args, needle);
     }
+    // A hard link to an input is the same file under another name.
+    std::fs::hard_link(s.path("tr.csv"), s.path("link.csv")).unwrap();
+    s.fails(
+        &[
+            "train", "classify", "--train", "tr.csv", "--test", "tr.csv", "--out", "link.csv",
+        ],
+        "overwrite the input",
+    );
+    s.fails(&["train", "classify", "--out", ""], "--out");
     // A read-only folder (skipped as root, who may write anywhere).
     #[cfg(unix)]
     {
@@ -649,6 +658,17 @@ fn task_model_metadata_is_validated() {
         "members",
         "1000000000",
     );
+    // 100,000 class names in the metadata ask for an output layer the tensors do not hold.
+    let classes: Vec<String> = (0..100_000).map(|k| format!("\"c{k}\"")).collect();
+    with_metadata(
+        &s.path("patch.st"),
+        &s.path("many-classes.st"),
+        "model",
+        &format!(
+            r#"{{"classes":[{}],"scaler":{{"mean":[0.0],"std":[1.0]}},"patch":1}}"#,
+            classes.join(",")
+        ),
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let lm = CharLm::new(
         RnnConfig::new(Mode::Lstm, 3, 4),
@@ -724,6 +744,18 @@ fn task_model_metadata_is_validated() {
                 "p.csv",
             ],
             "members",
+        ),
+        (
+            &[
+                "predict",
+                "--model",
+                "many-classes.st",
+                "--data",
+                "seqs.csv",
+                "--output",
+                "p.csv",
+            ],
+            "the file holds",
         ),
         (
             &[
@@ -1030,4 +1062,15 @@ fn damaged_checkpoints_are_refused() {
             "{what}: checkpoint changed"
         );
     }
+}
+
+/// An unknown kernel level in `RECURRENT_KERNEL` is an error, not silently the fastest.
+#[test]
+fn unknown_kernel_level_is_refused() {
+    let out = bin()
+        .args(["bench", "--iters", "1"])
+        .env("RECURRENT_KERNEL", "avx9000")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "RECURRENT_KERNEL", "RECURRENT_KERNEL=avx9000");
 }

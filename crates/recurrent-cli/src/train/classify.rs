@@ -224,7 +224,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         });
         let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
         settings_json["ensemble"] = members.into();
-        let checkpoints = super::member_checkpoints(&settings, members);
+        let checkpoints = c.checkpoint_files(&DEFAULTS, Some(members));
         c.finish(vec![(out.clone(), model_bytes)], metrics, &super::merge_reports(&reports), settings_json, &checkpoints)?;
         say(c.quiet, &format!("model written to {}", out.display()));
         Ok(())

@@ -325,7 +325,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         });
         let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
         settings_json["ensemble"] = members.into();
-        let checkpoints = super::member_checkpoints(&settings, members);
+        let checkpoints = c.checkpoint_files(&DEFAULTS, Some(members));
         c.finish(outputs, metrics, &super::merge_reports(&reports), settings_json, &checkpoints)?;
         say(c.quiet, &format!("forecast written to {} and {}; model to {}", a.forecast_csv.display(), a.forecast_plot.display(), out.display()));
         Ok(())

@@ -163,7 +163,7 @@ pub fn run(a: LmArgs) -> Result<()> {
             "seq_len": seq_len, "embedding_dim": a.embedding_dim, "embedding_dropout": a.embedding_dropout,
             "carry_state": a.carry_state,
         });
-        let checkpoints: Vec<PathBuf> = settings.checkpoint.iter().cloned().collect();
+        let checkpoints = c.checkpoint_files(&DEFAULTS, None);
         c.finish(vec![(out.clone(), model_bytes)], metrics, &report, c.settings_json(&DEFAULTS, &cfg), &checkpoints)?;
         say(c.quiet, &format!("model written to {}", out.display()));
         Ok(())

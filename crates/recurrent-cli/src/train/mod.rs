@@ -355,18 +355,6 @@ pub fn member_settings(settings: &FitSettings, k: usize, members: usize) -> FitS
     s
 }
 
-/// The checkpoints of all `members` ensemble members.
-pub fn member_checkpoints(settings: &FitSettings, members: usize) -> Vec<PathBuf> {
-    (0..members)
-        .filter_map(|k| {
-            settings
-                .checkpoint
-                .as_ref()
-                .map(|p| member_checkpoint(p, k))
-        })
-        .collect()
-}
-
 /// One report for an ensemble: the first member's curves, summed time.
 pub fn merge_reports(reports: &[FitReport]) -> FitReport {
     let mut r = reports[0].clone();

@@ -402,6 +402,12 @@ impl TaskModel for CharLm {
         }
         Ok(())
     }
+    fn other_parameters(config: &RnnConfig, meta: &CharLmMeta) -> Option<usize> {
+        // Embedding `(V, E)` and output layer `(V, D * H_out)` plus its bias.
+        let width = config.num_directions().checked_mul(config.output_size())?;
+        let per_char = meta.embedding_dim.checked_add(width)?.checked_add(1)?;
+        meta.vocabulary.chars().count().checked_mul(per_char)
+    }
     fn build(config: RnnConfig, meta: CharLmMeta) -> Result<Self> {
         let vocab = Vocabulary::checked(meta.vocabulary.chars().collect())?;
         CharLm::new(

@@ -302,6 +302,14 @@ impl TaskModel for SequenceClassifier {
         }
         Ok(())
     }
+    fn other_parameters(config: &RnnConfig, meta: &ClassifierMeta) -> Option<usize> {
+        // The output layer reads the pooled `2 * D * H_out` features.
+        let width = config
+            .num_directions()
+            .checked_mul(config.output_size())?
+            .checked_mul(2)?;
+        width.checked_add(1)?.checked_mul(meta.classes.len())
+    }
     fn build(config: RnnConfig, meta: ClassifierMeta) -> Result<Self> {
         SequenceClassifier::new(
             config,

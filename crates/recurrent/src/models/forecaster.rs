@@ -293,6 +293,10 @@ impl TaskModel for Forecaster {
         };
         problem.map_or(Ok(()), |m| Err(Error::Config(m)))
     }
+    fn other_parameters(config: &RnnConfig, meta: &ForecastMeta) -> Option<usize> {
+        let width = config.num_directions().checked_mul(config.output_size())?;
+        width.checked_add(1)?.checked_mul(meta.horizon)
+    }
     fn build(config: RnnConfig, meta: ForecastMeta) -> Result<Self> {
         Forecaster::new(
             config,

@@ -33,6 +33,9 @@ pub trait TaskModel: Parameters + Sized {
     /// must match, lengths of per-step and per-column lists), so that a model built from
     /// them allocates no more than the file's tensors hold.
     fn check_meta(config: &RnnConfig, meta: &Self::Meta) -> Result<()>;
+    /// Parameter values outside the recurrent stack (embedding, output layer) of a model
+    /// built from checked metadata; `None` when the count overflows.
+    fn other_parameters(config: &RnnConfig, meta: &Self::Meta) -> Option<usize>;
     /// A model with this configuration and metadata (weights to be loaded).
     fn build(config: RnnConfig, meta: Self::Meta) -> Result<Self>;
     /// The recurrent stack.
@@ -132,11 +135,15 @@ impl<M: TaskModel> Ensemble<M> {
                     ))
                 })?,
         };
-        let needed = config.parameter_count()?.checked_mul(count);
-        if !matches!(needed, Some(n) if n <= file.element_count()) {
+        // Each member must be stored in full, so no size in the metadata can ask for more
+        // memory than the file's tensors hold.
+        let per_member = M::other_parameters(&config, &meta)
+            .and_then(|n| n.checked_add(config.parameter_count().ok()?));
+        if !matches!(per_member.and_then(|n| n.checked_mul(count)), Some(n) if n <= file.element_count())
+        {
             return Err(bad(format!(
-                "the configuration declares {} recurrent parameters for each of {count} members, but the file holds {} values",
-                config.parameter_count()?,
+                "the configuration and metadata declare {} parameters for each of {count} members, but the file holds {} values",
+                per_member.map_or("more".to_string(), |n| n.to_string()),
                 file.element_count()
             )));
         }
