@@ -14,6 +14,7 @@ the other rows.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -35,6 +36,12 @@ ROWS = [
     ("lm_train", "LSTM", 64, 640, 1, False, 0, 32, 256, True, None, None, "f32"),
     ("lm_train_bf16", "LSTM", 64, 640, 1, False, 0, 32, 256, True, None, None, "bf16"),
 ]
+
+# Rows run a second time as `<name>_loaded`, with a busy process pinned to the last CPU
+# beside both sides (a machine where something else runs); these rows also time ours on
+# one thread, which a 2-thread run should stay close to.
+LOADED_ROWS = ["latency", "lstm_train"]
+ROWS += [(row[0] + "_loaded",) + row[1:] for row in ROWS if row[0] in LOADED_ROWS]
 
 TORCH_CHILD = r'''
 import json, resource, sys, time
@@ -130,6 +137,19 @@ def ours_row(row, threads, binary):
     return json.loads(out.stdout)
 
 
+@contextlib.contextmanager
+def busy_beside():
+    """A process spinning on the last CPU for the duration of the block."""
+    cpu = max(os.sched_getaffinity(0))
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    try:
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -143,29 +163,33 @@ def main():
     rows = [r for r in ROWS if not wanted or r[0] in wanted]
     header = ["row", "config", "PyTorch ms", "recurrent ms", "ratio", "target", "recurrent GFLOP/s",
               "PyTorch RSS growth MiB", "recurrent peak MiB"]
-    lines = []
+    if a.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header), flush=True)
     for row in rows:
         name, mode, i, h, layers, bi, proj, b, t, train, lengths, target, precision = row
         # The machine is shared: alternate the two sides and keep the median of each
         # side's per-run medians, so a slow spell does not land on one side only.
-        runs = [(ours_row(row, a.threads, a.binary), torch_row(row, a.threads)) for _ in range(a.repeats)]
+        loaded = name.endswith("_loaded")
+        with busy_beside() if loaded else contextlib.nullcontext():
+            runs = [(ours_row(row, a.threads, a.binary), torch_row(row, a.threads)) for _ in range(a.repeats)]
+            solo = [ours_row(row, 1, a.binary) for _ in range(a.repeats)] if loaded else []
         ours = sorted((r[0] for r in runs), key=lambda r: r["median_ms"])[len(runs) // 2]
         pt = sorted((r[1] for r in runs), key=lambda r: r["median_ms"])[len(runs) // 2]
         ratio = pt["median_ms"] / ours["median_ms"]
         cfg = f"{mode} I={i} H={h} L={layers}{' bi' if bi else ''}{f' proj={proj}' if proj else ''} B={b} T={t}" \
               f"{' train' if train else ''}{' lengths=' + lengths if lengths else ''}" \
               f"{' bf16' if precision == 'bf16' else ''}"
+        if loaded:
+            one = sorted(r["median_ms"] for r in solo)[len(solo) // 2]
+            cfg += f", busy CPU beside (ours on 1 thread: {one:.2f} ms)"
         cells = [name, cfg, f"{pt['median_ms']:.2f}", f"{ours['median_ms']:.2f}", f"{ratio:.2f}x",
                  f">= {target}x" if target else "-", f"{ours['gflops']:.0f}", f"{pt['rss_growth_mib']:.1f}",
                  f"{ours['peak_mib']:.1f}"]
-        lines.append(cells)
-        if not a.markdown:
+        if a.markdown:
+            print("| " + " | ".join(cells) + " |", flush=True)
+        else:
             print("  ".join(cells), flush=True)
-    if a.markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for cells in lines:
-            print("| " + " | ".join(cells) + " |")
     print(f"threads={a.threads}; torch {pt.get('torch', '?')}", file=sys.stderr)
 
 

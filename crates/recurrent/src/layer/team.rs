@@ -11,10 +11,78 @@
 //! No thread ever waits for another to *arrive*: if the pool is busy and no helper
 //! starts, the caller does every chunk itself. So a team inside a parallel region (both
 //! directions of a layer at once) cannot deadlock; it only runs with fewer threads.
+//!
+//! On a busy machine a helper can be descheduled holding a chunk, and the round waits for
+//! it for a whole time slice; or it shares the caller's core and takes the caller's time
+//! by spinning. So waiting is bounded: waiting threads spin for [`SPIN`], then yield their
+//! core between checks, a helper that finds no chunk for [`GIVE_UP`] leaves, and the
+//! caller measures its rounds: once it
+//! has waited for others longer than it worked itself (the team is then slower than one
+//! thread would be), it closes the board, runs the remaining rounds alone, and so do the
+//! teams of the next few milliseconds, longer while it keeps happening ([`SOLO_PERIOD_MAX`]).
 
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a waiting thread spins before it starts yielding its core: far longer than
+/// a round's imbalance on an idle machine (microseconds), far shorter than a time slice.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Rounds the caller measures before it may leave the team.
+const PROBE_ROUNDS: usize = 8;
+
+/// Waiting that never makes the caller leave the team, however short its own work: less
+/// than a time slice, so only a descheduled helper exceeds it.
+const MIN_WAIT: Duration = Duration::from_micros(500);
+
+/// The longest time teams stay single-threaded after finding their helpers slower than
+/// working alone. After `k` such teams in a row the next `2^k` ms (up to this) run
+/// single-threaded, so a lasting load costs a slow team about once a second, and a
+/// single stall (a preempted virtual CPU) costs a few milliseconds of one thread.
+const SOLO_PERIOD_MAX: Duration = Duration::from_secs(1);
+
+/// Until when (milliseconds after [`epoch`]) teams run single-threaded.
+static SOLO_UNTIL_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Teams in a row that left their helpers.
+static STRIKES: AtomicU32 = AtomicU32::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+/// How long a helper waits for a chunk before it leaves the team: about a time slice,
+/// so a caller that was preempted for a moment finds its helper still there.
+const GIVE_UP: Duration = Duration::from_millis(2);
+
+/// Waits until `ready()`: spins, then yields the core between checks once [`SPIN`] has
+/// passed; returns false if `give_up` passes first.
+fn wait_until(ready: impl Fn() -> bool, give_up: Option<Duration>) -> bool {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    while !ready() {
+        spins = spins.wrapping_add(1);
+        if !spins.is_multiple_of(64) {
+            std::hint::spin_loop();
+            continue;
+        }
+        let waited = start.elapsed();
+        if give_up.is_some_and(|g| waited > g) {
+            return false;
+        }
+        if waited > SPIN {
+            std::thread::yield_now();
+        }
+    }
+    true
+}
 
 thread_local! {
     static LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
@@ -113,7 +181,8 @@ pub fn run_rounds<S: Default>(
         chunks < 1 << 16 && (rounds as u64) < END,
         "team: too many chunks or rounds"
     );
-    let threads = if parallel { team_threads() } else { 1 };
+    let solo = now_ms() < SOLO_UNTIL_MS.load(Ordering::Relaxed);
+    let threads = if parallel && !solo { team_threads() } else { 1 };
     let helpers = threads.min(chunks).saturating_sub(1);
     if helpers == 0 || rounds == 0 {
         let mut scratch = S::default();
@@ -134,13 +203,18 @@ pub fn run_rounds<S: Default>(
             scope.spawn(move |_| {
                 let mut scratch = S::default();
                 loop {
-                    let (round, lo, hi) = decode(board.state.load(Ordering::Acquire));
-                    if round == END {
+                    // A helper holding no chunk may leave at any time (the caller does
+                    // what no helper claims): one that finds no work for [`GIVE_UP`] is
+                    // not getting the core often enough to help, and leaves.
+                    let open = wait_until(
+                        || {
+                            let (round, lo, hi) = decode(board.state.load(Ordering::Acquire));
+                            round == END || lo < hi
+                        },
+                        Some(GIVE_UP),
+                    );
+                    if !open || decode(board.state.load(Ordering::Acquire)).0 == END {
                         break;
-                    }
-                    if lo >= hi {
-                        std::hint::spin_loop();
-                        continue;
                     }
                     if let Some((round, chunk)) = board.claim(false) {
                         work(round, chunk, &mut scratch);
@@ -151,21 +225,42 @@ pub fn run_rounds<S: Default>(
         }
         let _close = CloseOnDrop(board);
         let mut scratch = S::default();
+        let (mut worked, mut waited) = (Duration::ZERO, Duration::ZERO);
         for round in 0..rounds {
+            let start = Instant::now();
             while let Some((r, chunk)) = board.claim(true) {
                 debug_assert_eq!(r, round);
                 work(round, chunk, &mut scratch);
                 board.finish_chunk();
             }
-            while board.done.load(Ordering::Acquire) < chunks {
-                std::hint::spin_loop();
-            }
+            let own = Instant::now();
+            wait_until(|| board.done.load(Ordering::Acquire) >= chunks, None);
+            worked += own - start;
+            waited += own.elapsed();
             board.done.store(0, Ordering::Relaxed);
-            if round + 1 < rounds {
-                board
-                    .state
-                    .store(encode(round as u64 + 1, 0, chunks), Ordering::Release);
+            if round + 1 == rounds {
+                STRIKES.store(0, Ordering::Relaxed);
+                break;
             }
+            if round + 1 >= PROBE_ROUNDS && waited > worked.max(MIN_WAIT) {
+                // The helpers cost more than they give (a busy machine): every chunk of
+                // this round is finished, so closing the board here lets them leave
+                // without one in hand, and the caller runs the remaining rounds alone,
+                // as do the teams of the next period (see [`SOLO_PERIOD_MAX`]).
+                board.state.store(encode(END, 0, 0), Ordering::Release);
+                let strikes = STRIKES.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+                let period = (1u64 << strikes.min(20)).min(SOLO_PERIOD_MAX.as_millis() as u64);
+                SOLO_UNTIL_MS.store(now_ms() + period, Ordering::Relaxed);
+                for round in round + 1..rounds {
+                    for chunk in 0..chunks {
+                        work(round, chunk, &mut scratch);
+                    }
+                }
+                break;
+            }
+            board
+                .state
+                .store(encode(round as u64 + 1, 0, chunks), Ordering::Release);
         }
     });
 }
@@ -249,6 +344,52 @@ mod tests {
                 assert!(last.iter().all(|&v| v == rounds as f32 + 1.0), "{last:?}");
             });
         }
+    }
+
+    /// A team whose helper stalls (as a preempted thread does) leaves it and finishes the
+    /// rounds alone, still in order: the running sum of the test above comes out right.
+    #[test]
+    fn a_stalling_team_finishes_alone_in_order() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (chunks, rounds) = (2, 100);
+            let mut a = vec![1.0f32; chunks];
+            let mut b = vec![0.0f32; chunks];
+            let (sa, sb) = (Shared::new(&mut a), Shared::new(&mut b));
+            let caller = std::thread::current().id();
+            let helper_chunks = AtomicUsize::new(0);
+            run_rounds::<()>(rounds, chunks, true, |round, chunk, _| {
+                if std::thread::current().id() == caller {
+                    // Work long enough for the helper to claim the other chunk.
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_micros(50) {
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    helper_chunks.fetch_add(1, Ordering::Relaxed);
+                    // Far longer than the caller's own work: the caller leaves the team.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let (src, dst) = if round % 2 == 0 {
+                    (&sa, &sb)
+                } else {
+                    (&sb, &sa)
+                };
+                // SAFETY: as in `rounds_see_all_of_the_previous_round`.
+                let total: f32 = unsafe { src.slice(0, chunks) }.iter().sum();
+                unsafe { dst.slice_mut(chunk, 1)[0] = (total / chunks as f32).round() + 1.0 };
+            });
+            let last = if rounds % 2 == 0 { &a } else { &b };
+            assert!(last.iter().all(|&v| v == rounds as f32 + 1.0), "{last:?}");
+            // Without leaving, the helper would stall about every round; with it, the
+            // caller leaves once the stalls outweigh its own work (after a few rounds,
+            // a dozen at most however late the helper starts).
+            let helped = helper_chunks.into_inner();
+            assert!(helped <= rounds / 4, "the helper did {helped} chunks");
+        });
     }
 
     /// A team inside both halves of a `rayon::join` on a two-thread pool finishes.
