@@ -190,7 +190,10 @@ def main():
             print("| " + " | ".join(cells) + " |", flush=True)
         else:
             print("  ".join(cells), flush=True)
-    print(f"threads={a.threads}; torch {pt.get('torch', '?')}", file=sys.stderr)
+    cpu = ours.get("cpu", {})
+    print(f"threads={a.threads}; torch {pt.get('torch', '?')}; cpu {cpu.get('model_name', '?')} "
+          f"(family {cpu.get('family', '?')} model {cpu.get('model', '?')}, kernels {cpu.get('level', '?')}, "
+          f"L2 {cpu.get('l2_bytes', '?')} B, panel groups {cpu.get('panel_group_bytes', '?')} B)", file=sys.stderr)
 
 
 if __name__ == "__main__":

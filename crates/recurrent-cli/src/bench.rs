@@ -174,7 +174,7 @@ fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
             "num_layers": a.num_layers, "bidirectional": a.bidirectional, "proj_size": a.proj_size,
             "batch": b, "seq_len": t, "threads": threads, "lengths": a.lengths, "train": a.train,
             "tokens": tokens, "median_ms": median, "min_ms": times[0], "max_ms": times[times.len() - 1],
-            "gflops": gflops, "peak_mib": peak_mib, "iters": a.iters,
+            "gflops": gflops, "peak_mib": peak_mib, "iters": a.iters, "cpu": cpu_json(),
         });
         println!("{j}");
     } else {
@@ -187,6 +187,17 @@ fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The detected CPU and the blocking sizes derived from it, for `--json`.
+fn cpu_json() -> serde_json::Value {
+    let c = recurrent::kernels::CpuInfo::get();
+    serde_json::json!({
+        "vendor": c.vendor, "model_name": c.model_name, "family": c.family, "model": c.model,
+        "level": c.level, "bf16": c.bf16, "l1d_bytes": c.l1d_bytes, "l2_bytes": c.l2_bytes,
+        "l3_bytes": c.l3_bytes, "cores": c.cores, "panel_group_bytes": c.panel_group_bytes(),
+        "projection_block_bytes": c.projection_block_bytes(),
+    })
 }
 
 /// `sum over layers and directions of 2 * tokens * (in + H_out) * G * H` (the recurrent

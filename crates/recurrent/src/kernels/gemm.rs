@@ -566,7 +566,9 @@ mod avx512 {
     /// Bytes of packed `B` one pass over the rows of `A` multiplies: panels are taken in
     /// groups this large, so that a group stays in the core's L2 cache while every row block
     /// of `A` meets it (instead of streaming all of `B` from memory once per row block).
-    const PANEL_GROUP_BYTES: usize = 384 << 10;
+    fn panel_group_bytes() -> usize {
+        crate::kernels::CpuInfo::get().panel_group_bytes()
+    }
 
     /// Rows of the next tile when `left` rows remain.
     fn tile_rows(left: usize) -> usize {
@@ -638,7 +640,7 @@ mod avx512 {
     }
 
     /// The blocked loops both kernels share: for each `KC`-deep block, each group of panels
-    /// (see [`PANEL_GROUP_BYTES`]) and each block of up to 12 rows, `block_of_a(k0, kc, r0,
+    /// (see [`panel_group_bytes`]) and each block of up to 12 rows, `block_of_a(k0, kc, r0,
     /// mr)` readies that block of `A`, and `tile` multiplies it with every panel of the group.
     #[inline(always)]
     unsafe fn for_each_tile<A: Copy>(
@@ -654,7 +656,7 @@ mod avx512 {
         for k0 in (0..b.k).step_by(KC) {
             let kc = KC.min(b.k - k0);
             let beta = if k0 == 0 { beta } else { 1.0 };
-            let group = (PANEL_GROUP_BYTES / (kc * NR * element_bytes)).max(1);
+            let group = (panel_group_bytes() / (kc * NR * element_bytes)).max(1);
             for_each_group(panels, group, |group| {
                 let mut r0 = rows.0;
                 while r0 < rows.1 {

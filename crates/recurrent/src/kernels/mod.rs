@@ -5,8 +5,10 @@
 pub mod activation;
 pub mod cells;
 pub mod cpu;
+mod cpu_info;
 pub mod gemm;
 
+pub use cpu_info::CpuInfo;
 pub use gemm::{
     gemm, gemm_in, matmul_packed, matmul_packed_panels, Mat, MatMut, PackedMatrix, Precision,
 };

@@ -193,11 +193,6 @@ impl FusedWeights {
     }
 }
 
-/// Bytes of one chunk's input projections computed at a time: few enough to stay in the
-/// core's L2 cache until their steps read them, instead of a projection of every step
-/// written to memory and read back (the epilogue's largest cost at batch 64).
-const PROJECTION_BLOCK_BYTES: usize = 192 << 10;
-
 /// Consecutive steps (in visit order) whose input projections are computed together.
 struct ProjectionBlocks {
     /// Steps per block.
@@ -261,7 +256,10 @@ pub fn forward(
         state,
         tape,
         weights,
-        PROJECTION_BLOCK_BYTES,
+        // Few enough bytes of one chunk's input projections to stay in the core's L2
+        // cache until their steps read them, instead of a projection of every step
+        // written to memory and read back (the epilogue's largest cost at batch 64).
+        crate::kernels::CpuInfo::get().projection_block_bytes(),
     );
 }
 
