@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: PyTorch and `recurrent bench` on the same configurations, in
 one run, on this machine. Prints one row per configuration with the ratio
-PyTorch time / recurrent time (higher is better for recurrent).
+PyTorch time / recurrent time (higher is better for recurrent), after the machine's roof:
+the GFLOP/s of a 1024^3 matrix product by PyTorch and by `recurrent bench --gemm 1024`
+in the same run; each row's GFLOP/s is also given as a share of the higher of the two.
 
 Usage:
     python bench/compare.py [--threads 2] [--binary target/release/recurrent] [--rows latency,gru_train]
@@ -112,6 +114,35 @@ def iters_for(row):
     return 10 if work > 2e9 else 30 if work > 2e8 else 100
 
 
+TORCH_ROOF = r'''
+import json, sys, time
+import torch
+n, threads = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+x, y = torch.randn(n, n), torch.randn(n, n)
+for _ in range(3):
+    torch.mm(x, y)
+times = []
+for _ in range(20):
+    t0 = time.perf_counter()
+    torch.mm(x, y)
+    times.append(time.perf_counter() - t0)
+times.sort()
+print(json.dumps({"gflops": 2 * n ** 3 / times[len(times) // 2] / 1e9}))
+'''
+
+ROOF_N = 1024
+
+
+def roofs(threads, binary):
+    """GFLOP/s of a 1024^3 matrix product: PyTorch's (MKL or oneDNN) and ours."""
+    pt = subprocess.run([sys.executable, "-c", TORCH_ROOF, str(ROOF_N), str(threads)],
+                        capture_output=True, text=True, check=True)
+    ours = subprocess.run([binary, "bench", "--json", "--gemm", str(ROOF_N), "--threads", str(threads),
+                           "--iters", "20"], capture_output=True, text=True, check=True)
+    return json.loads(pt.stdout)["gflops"], json.loads(ours.stdout)["gflops"]
+
+
 def torch_row(row, threads):
     name, mode, i, h, layers, bi, proj, b, t, train, lengths, _, precision = row
     args = dict(mode=mode, I=i, H=h, L=layers, bi=bi, P=proj, B=b, T=t, train=train,
@@ -162,7 +193,11 @@ def main():
     wanted = set(filter(None, a.rows.split(",")))
     rows = [r for r in ROWS if not wanted or r[0] in wanted]
     header = ["row", "config", "PyTorch ms", "recurrent ms", "ratio", "target", "recurrent GFLOP/s",
-              "PyTorch RSS growth MiB", "recurrent peak MiB"]
+              "share of roof", "PyTorch RSS growth MiB", "recurrent peak MiB"]
+    roof_pt, roof_ours = roofs(a.threads, a.binary)
+    roof = max(roof_pt, roof_ours)
+    print(f"roof ({ROOF_N}^3 product, {a.threads} threads): PyTorch {roof_pt:.0f} GFLOP/s, "
+          f"recurrent {roof_ours:.0f} GFLOP/s", flush=True)
     if a.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header), flush=True)
@@ -184,7 +219,8 @@ def main():
             one = sorted(r["median_ms"] for r in solo)[len(solo) // 2]
             cfg += f", busy CPU beside (ours on 1 thread: {one:.2f} ms)"
         cells = [name, cfg, f"{pt['median_ms']:.2f}", f"{ours['median_ms']:.2f}", f"{ratio:.2f}x",
-                 f">= {target}x" if target else "-", f"{ours['gflops']:.0f}", f"{pt['rss_growth_mib']:.1f}",
+                 f">= {target}x" if target else "-", f"{ours['gflops']:.0f}",
+                 f"{100 * ours['gflops'] / roof:.0f}%", f"{pt['rss_growth_mib']:.1f}",
                  f"{ours['peak_mib']:.1f}"]
         if a.markdown:
             print("| " + " | ".join(cells) + " |", flush=True)

@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// before timing (`Rnn::prepare`, as a deployed model does).
     #[arg(long)]
     repack: bool,
+    /// Time a plain `N x N` by `N x N` matrix product (`kernels::gemm`, packing included)
+    /// instead of a recurrent model: the machine's roof for the other rows' GFLOP/s.
+    #[arg(long, value_parser = crate::check::positive)]
+    gemm: Option<usize>,
     /// Training: arithmetic of the recurrent layers' products, `f32` or `bf16` (operands
     /// rounded to bfloat16, sums in f32; needs AVX-512 BF16, else f32).
     #[arg(long, default_value = "f32")]
@@ -86,7 +90,53 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     pool.install(|| run_inner(a, threads))
 }
 
+/// `--gemm N`: the median time of an `N^3` product and its GFLOP/s.
+fn run_gemm(a: &BenchArgs, n: usize, threads: usize) -> Result<()> {
+    use recurrent::kernels::{gemm, Mat, MatMut};
+    let elements = n
+        .checked_mul(n)
+        .ok_or_else(|| Error::Invalid(format!("--gemm {n} is too large")))?;
+    crate::check::fits_in_memory("this product", 4 * 4 * elements as u128)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let x: Vec<f32> = (0..elements).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+    let y: Vec<f32> = (0..elements).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+    let mut z = vec![0.0f32; elements];
+    let mut times = Vec::with_capacity(a.iters.min(1 << 16));
+    for i in 0..a.warmup + a.iters {
+        let start = Instant::now();
+        gemm(
+            n,
+            n,
+            n,
+            Mat::new(&x, n),
+            Mat::new(&y, n),
+            0.0,
+            MatMut::new(&mut z, n),
+        );
+        std::hint::black_box(&z);
+        if i >= a.warmup {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(|p, q| p.total_cmp(q));
+    let median = times[times.len() / 2];
+    let gflops = 2.0 * (n as f64).powi(3) / (median * 1e-3) / 1e9;
+    if a.json {
+        let j = serde_json::json!({
+            "gemm": n, "threads": threads, "median_ms": median, "min_ms": times[0],
+            "max_ms": times[times.len() - 1], "gflops": gflops, "iters": a.iters, "cpu": cpu_json(),
+        });
+        println!("{j}");
+    } else {
+        println!("GEMM {n}x{n}x{n} threads={threads}: median {median:.3} ms, {gflops:.1} GFLOP/s");
+    }
+    Ok(())
+}
+
 fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
+    if let Some(n) = a.gemm {
+        return run_gemm(a, n, threads);
+    }
     let mode: Mode = a.mode.parse()?;
     let cfg = RnnConfig::new(mode, a.input_size, a.hidden_size)
         .with_num_layers(a.num_layers)

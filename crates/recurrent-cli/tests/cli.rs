@@ -381,3 +381,46 @@ fn failed_run_keeps_previous_output() {
     assert!(!o.status.success());
     assert_eq!(std::fs::read(&out).unwrap(), b"previous");
 }
+
+/// `bench --json` describes the detected CPU and the blocking derived from it, for a
+/// model and for the plain product (`--gemm`) that serves as the machine's roof.
+#[test]
+fn bench_json_reports_the_cpu() {
+    for args in [
+        &[
+            "bench",
+            "--json",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--hidden-size",
+            "8",
+            "--input-size",
+            "4",
+            "--seq-len",
+            "3",
+        ][..],
+        &[
+            "bench", "--json", "--iters", "2", "--warmup", "0", "--gemm", "64",
+        ][..],
+    ] {
+        let out = recurrent(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(j["median_ms"].as_f64().unwrap() > 0.0, "{j}");
+        assert!(j["gflops"].as_f64().unwrap() > 0.0, "{j}");
+        let cpu = &j["cpu"];
+        assert!(cpu["cores"].as_u64().unwrap() >= 1, "{cpu}");
+        assert!(
+            ["portable", "avx2", "avx512"].contains(&cpu["level"].as_str().unwrap()),
+            "{cpu}"
+        );
+        let group = cpu["panel_group_bytes"].as_u64().unwrap();
+        assert!((256 << 10..=3 << 19).contains(&group), "{cpu}");
+    }
+}
