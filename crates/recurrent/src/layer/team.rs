@@ -63,9 +63,10 @@ fn now_ms() -> u64 {
 const GIVE_UP: Duration = Duration::from_millis(2);
 
 /// Waits until `ready()`: spins, then yields the core between checks once [`SPIN`] has
-/// passed; returns false if `give_up` passes first.
+/// passed; returns false if `give_up` passes first. The clock is first read after 64
+/// spins, so a wait that ends at once (the usual one, at every time step) costs none.
 fn wait_until(ready: impl Fn() -> bool, give_up: Option<Duration>) -> bool {
-    let start = Instant::now();
+    let mut start = None;
     let mut spins = 0u32;
     while !ready() {
         spins = spins.wrapping_add(1);
@@ -73,7 +74,7 @@ fn wait_until(ready: impl Fn() -> bool, give_up: Option<Duration>) -> bool {
             std::hint::spin_loop();
             continue;
         }
-        let waited = start.elapsed();
+        let waited = start.get_or_insert_with(Instant::now).elapsed();
         if give_up.is_some_and(|g| waited > g) {
             return false;
         }
@@ -226,8 +227,10 @@ pub fn run_rounds<S: Default>(
         let _close = CloseOnDrop(board);
         let mut scratch = S::default();
         let (mut worked, mut waited) = (Duration::ZERO, Duration::ZERO);
+        // Two clock reads per round: when the caller's own chunks are done, and when the
+        // round is (which is also when the next one starts).
+        let mut start = Instant::now();
         for round in 0..rounds {
-            let start = Instant::now();
             while let Some((r, chunk)) = board.claim(true) {
                 debug_assert_eq!(r, round);
                 work(round, chunk, &mut scratch);
@@ -235,8 +238,10 @@ pub fn run_rounds<S: Default>(
             }
             let own = Instant::now();
             wait_until(|| board.done.load(Ordering::Acquire) >= chunks, None);
+            let end = Instant::now();
             worked += own - start;
-            waited += own.elapsed();
+            waited += end - own;
+            start = end;
             board.done.store(0, Ordering::Relaxed);
             if round + 1 == rounds {
                 STRIKES.store(0, Ordering::Relaxed);
@@ -315,81 +320,74 @@ impl<'a> Shared<'a> {
 mod tests {
     use super::*;
 
-    /// Each round reads every value the previous round wrote (a running sum over chunks),
-    /// so a chunk started before its round opened, or a round that ended early, shows up.
-    #[test]
-    fn rounds_see_all_of_the_previous_round() {
-        for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                let (chunks, rounds) = (7, 200);
-                let mut a = vec![1.0f32; chunks];
-                let mut b = vec![0.0f32; chunks];
-                let (sa, sb) = (Shared::new(&mut a), Shared::new(&mut b));
-                run_rounds::<()>(rounds, chunks, true, |round, chunk, _| {
-                    let (src, dst) = if round % 2 == 0 {
-                        (&sa, &sb)
-                    } else {
-                        (&sb, &sa)
-                    };
-                    // SAFETY: the source is only read this round; each chunk writes its own
-                    // element of the destination.
-                    let total: f32 = unsafe { src.slice(0, chunks) }.iter().sum();
-                    unsafe { dst.slice_mut(chunk, 1)[0] = (total / chunks as f32).round() + 1.0 };
-                });
-                let last = if rounds % 2 == 0 { &a } else { &b };
-                assert!(last.iter().all(|&v| v == rounds as f32 + 1.0), "{last:?}");
-            });
-        }
-    }
-
-    /// A team whose helper stalls (as a preempted thread does) leaves it and finishes the
-    /// rounds alone, still in order: the running sum of the test above comes out right.
-    #[test]
-    fn a_stalling_team_finishes_alone_in_order() {
+    /// Runs `rounds` rounds of `chunks` chunks on a pool of `threads` threads, each round
+    /// reading every value the previous round wrote (a running sum over chunks), with
+    /// `before(on_caller)` run first in every chunk (`on_caller`: on the thread that runs
+    /// the team), and checks the result: a chunk started before its round opened, or a
+    /// round that ended early, shows up.
+    fn check_running_sum(
+        threads: usize,
+        chunks: usize,
+        rounds: usize,
+        before: impl Fn(bool) + Sync,
+    ) {
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
+            .num_threads(threads)
             .build()
             .unwrap();
         pool.install(|| {
-            let (chunks, rounds) = (2, 100);
             let mut a = vec![1.0f32; chunks];
             let mut b = vec![0.0f32; chunks];
             let (sa, sb) = (Shared::new(&mut a), Shared::new(&mut b));
             let caller = std::thread::current().id();
-            let helper_chunks = AtomicUsize::new(0);
             run_rounds::<()>(rounds, chunks, true, |round, chunk, _| {
-                if std::thread::current().id() == caller {
-                    // Work long enough for the helper to claim the other chunk.
-                    let start = Instant::now();
-                    while start.elapsed() < Duration::from_micros(50) {
-                        std::hint::spin_loop();
-                    }
-                } else {
-                    helper_chunks.fetch_add(1, Ordering::Relaxed);
-                    // Far longer than the caller's own work: the caller leaves the team.
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                before(std::thread::current().id() == caller);
                 let (src, dst) = if round % 2 == 0 {
                     (&sa, &sb)
                 } else {
                     (&sb, &sa)
                 };
-                // SAFETY: as in `rounds_see_all_of_the_previous_round`.
+                // SAFETY: the source is only read this round; each chunk writes its own
+                // element of the destination.
                 let total: f32 = unsafe { src.slice(0, chunks) }.iter().sum();
                 unsafe { dst.slice_mut(chunk, 1)[0] = (total / chunks as f32).round() + 1.0 };
             });
-            let last = if rounds % 2 == 0 { &a } else { &b };
+            let last = if rounds.is_multiple_of(2) { &a } else { &b };
             assert!(last.iter().all(|&v| v == rounds as f32 + 1.0), "{last:?}");
-            // Without leaving, the helper would stall about every round; with it, the
-            // caller leaves once the stalls outweigh its own work (after a few rounds,
-            // a dozen at most however late the helper starts).
-            let helped = helper_chunks.into_inner();
-            assert!(helped <= rounds / 4, "the helper did {helped} chunks");
         });
+    }
+
+    #[test]
+    fn rounds_see_all_of_the_previous_round() {
+        for threads in [1, 2, 3] {
+            check_running_sum(threads, 7, 200, |_| {});
+        }
+    }
+
+    /// A team whose helper stalls (as a preempted thread does) leaves it and finishes the
+    /// rounds alone, still in order.
+    #[test]
+    fn a_stalling_team_finishes_alone_in_order() {
+        let rounds = 100;
+        let helper_chunks = AtomicUsize::new(0);
+        check_running_sum(2, 2, rounds, |on_caller| {
+            if on_caller {
+                // Work long enough for the helper to claim the other chunk.
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_micros(50) {
+                    std::hint::spin_loop();
+                }
+            } else {
+                helper_chunks.fetch_add(1, Ordering::Relaxed);
+                // Far longer than the caller's own work: the caller leaves the team.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        // Without leaving, the helper would stall about every round; with it, the caller
+        // leaves once the stalls outweigh its own work (after a few rounds, a dozen at
+        // most however late the helper starts).
+        let helped = helper_chunks.into_inner();
+        assert!(helped <= rounds / 4, "the helper did {helped} chunks");
     }
 
     /// A team inside both halves of a `rayon::join` on a two-thread pool finishes.
