@@ -128,11 +128,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    if let Ok(level) = std::env::var("RECURRENT_KERNEL") {
-        if !["portable", "avx2", "avx512"].contains(&level.as_str()) {
-            eprintln!("error: RECURRENT_KERNEL must be portable, avx2 or avx512, found {level:?}");
-            return ExitCode::from(2);
-        }
+    if let Err(e) = recurrent::kernels::cpu::requested_level() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
     }
     let result = match cli.command {
         Command::Forward {

@@ -43,19 +43,31 @@ fn from_u8(v: u8) -> Level {
     }
 }
 
-/// The best level this CPU supports, capped by `RECURRENT_KERNEL` if set.
+/// The level `RECURRENT_KERNEL` asks for: `None` when it is not set, an error naming the
+/// accepted values when it is not one of them.
+pub fn requested_level() -> Result<Option<Level>, String> {
+    match std::env::var("RECURRENT_KERNEL") {
+        Err(_) => Ok(None),
+        Ok(s) => match s.as_str() {
+            "portable" => Ok(Some(Level::Portable)),
+            "avx2" => Ok(Some(Level::Avx2)),
+            "avx512" => Ok(Some(Level::Avx512)),
+            _ => Err(format!(
+                "RECURRENT_KERNEL must be portable, avx2 or avx512, found {s:?}"
+            )),
+        },
+    }
+}
+
+/// The best level this CPU supports, capped by `RECURRENT_KERNEL` if set (an unknown
+/// value caps nothing; see [`requested_level`]).
 pub fn detected() -> Level {
     let v = DETECTED.load(Ordering::Relaxed);
     if v != 0 {
         return from_u8(v);
     }
     let mut level = detect();
-    if let Ok(s) = std::env::var("RECURRENT_KERNEL") {
-        let wanted = match s.as_str() {
-            "portable" => Level::Portable,
-            "avx2" => Level::Avx2,
-            _ => Level::Avx512,
-        };
+    if let Ok(Some(wanted)) = requested_level() {
         level = level.min(wanted);
     }
     DETECTED.store(level as u8, Ordering::Relaxed);
