@@ -155,10 +155,14 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         ))
     })?;
     let cfg = c.rnn_config(&DEFAULTS, features)?;
-    let head = 2 * cfg.num_directions() * cfg.output_size() * classes.len() + classes.len();
-    c.check_memory(
+    let meta = ClassifierMeta {
+        classes: classes.clone(),
+        scaler,
+        patch,
+    };
+    c.check_memory::<SequenceClassifier>(
         &cfg,
-        head,
+        &meta,
         c.batch_size.unwrap_or(DEFAULTS.batch_size),
         max_len.div_ceil(patch),
     )?;
@@ -187,8 +191,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
             let member_settings = super::member_settings(&settings, k, members);
             let seed = member_settings.seed;
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let meta = ClassifierMeta { classes: classes.clone(), scaler: scaler.clone(), patch };
-            let mut model = SequenceClassifier::new(cfg.clone(), meta, &mut rng)?;
+            let mut model = SequenceClassifier::new(cfg.clone(), meta.clone(), &mut rng)?;
             model.rnn.set_precision(precision);
             let mut task = ClassificationTask {
                 model,

@@ -5,7 +5,7 @@ use clap::Args;
 use rand::SeedableRng;
 use recurrent::data::{read_text, split_validation, Vocabulary};
 use recurrent::kernels::Precision;
-use recurrent::models::{fit, CharLm, LmTask};
+use recurrent::models::{fit, CharLm, CharLmMeta, LmTask};
 use recurrent::{Error, Result};
 use std::path::PathBuf;
 
@@ -112,10 +112,13 @@ pub fn run(a: LmArgs) -> Result<()> {
     let cfg = c
         .rnn_config(&DEFAULTS, a.embedding_dim)?
         .with_bidirectional(false);
-    let outside_stack = vocab.len() * (a.embedding_dim + cfg.output_size() + 1);
-    c.check_memory(
+    let meta = CharLmMeta {
+        vocabulary: vocab.chars().iter().collect(),
+        embedding_dim: a.embedding_dim,
+    };
+    c.check_memory::<CharLm>(
         &cfg,
-        outside_stack,
+        &meta,
         c.batch_size.unwrap_or(DEFAULTS.batch_size),
         seq_len,
     )?;

@@ -9,7 +9,7 @@ mod progress;
 
 use clap::{Args, Subcommand};
 use recurrent::kernels::Precision;
-use recurrent::models::{FitReport, FitSettings};
+use recurrent::models::{FitReport, FitSettings, TaskModel};
 use recurrent::{Error, Mode, Result, RnnConfig};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -125,19 +125,20 @@ impl CommonArgs {
         Ok(cfg)
     }
 
-    /// Fails before training when a model of `cfg` with `extra` parameters outside the
-    /// recurrent stack, trained on batches of `rows x steps` positions, would not fit in
-    /// this machine's memory.
-    pub fn check_memory(
+    /// Fails before training when a task model `M` of `cfg` and `meta`, trained on batches
+    /// of `rows x steps` positions, would not fit in this machine's memory.
+    pub fn check_memory<M: TaskModel>(
         &self,
         cfg: &RnnConfig,
-        extra: usize,
+        meta: &M::Meta,
         rows: usize,
         steps: usize,
     ) -> Result<()> {
+        let outside_stack = M::other_parameters(cfg, meta).unwrap_or(usize::MAX);
         crate::check::fits_in_memory(
             "training this model",
-            crate::check::training_bytes(cfg, extra)? + crate::check::tape_bytes(cfg, rows, steps),
+            crate::check::training_bytes(cfg, outside_stack)?
+                + crate::check::tape_bytes(cfg, rows, steps),
         )
     }
 
