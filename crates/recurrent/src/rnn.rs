@@ -919,7 +919,5 @@ impl Parameters for Rnn {
     }
 }
 
-/// PyTorch's parameter-name suffix: `_l{layer}` plus `_reverse` for direction 1.
-pub fn suffix(layer: usize, direction: usize) -> String {
-    crate::config::parameter_suffix(layer, direction)
-}
+/// PyTorch's parameter-name suffix (kept under this name for existing callers).
+pub use crate::config::parameter_suffix as suffix;
