@@ -239,12 +239,14 @@ fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
     Ok(())
 }
 
-/// The detected CPU and the blocking sizes derived from it, for `--json`.
+/// The detected CPU, the kernel level in use and the blocking sizes, for `--json`.
 fn cpu_json() -> serde_json::Value {
+    use recurrent::kernels::cpu;
     let c = recurrent::kernels::CpuInfo::get();
     serde_json::json!({
         "vendor": c.vendor, "model_name": c.model_name, "family": c.family, "model": c.model,
-        "level": c.level, "bf16": c.bf16, "l1d_bytes": c.l1d_bytes, "l2_bytes": c.l2_bytes,
+        "level": format!("{:?}", cpu::level()).to_lowercase(), "bf16": cpu::has_bf16(),
+        "l1d_bytes": c.l1d_bytes, "l2_bytes": c.l2_bytes,
         "l3_bytes": c.l3_bytes, "cores": c.cores, "panel_group_bytes": c.panel_group_bytes(),
         "projection_block_bytes": c.projection_block_bytes(),
     })

@@ -76,7 +76,7 @@ pub fn open_fraction(s: &str) -> std::result::Result<f64, String> {
 
 /// Cores this process may run on.
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    recurrent::kernels::CpuInfo::get().cores
 }
 
 /// Threads per core allowed by [`threads`]: more only adds switching.

@@ -1,5 +1,6 @@
-//! What the running CPU is: vendor, model, instruction-set level, cache sizes and cores,
-//! read once at run time (CPUID and Linux sysfs), and the blocking sizes derived from it.
+//! What the running CPU is: vendor, model, cache sizes and cores, read once at run time
+//! (CPUID and Linux sysfs), and the blocking sizes derived from it. (The instruction-set
+//! level kernels run at is [`super::cpu::level`], which tests and benchmarks may lower.)
 
 use std::sync::OnceLock;
 
@@ -18,10 +19,6 @@ pub struct CpuInfo {
     pub family: u32,
     /// See `family`.
     pub model: u32,
-    /// Instruction-set level the kernels run at ([`super::cpu::level`]).
-    pub level: String,
-    /// Whether AVX-512 BF16 products run ([`super::cpu::has_bf16`]).
-    pub bf16: bool,
     /// Per-core L1 data, L2 and shared L3 sizes in bytes (`None` where unknown).
     pub l1d_bytes: Option<usize>,
     /// See `l1d_bytes`.
@@ -47,8 +44,6 @@ impl CpuInfo {
             model_name,
             family,
             model,
-            level: format!("{:?}", super::cpu::level()).to_lowercase(),
-            bf16: super::cpu::has_bf16(),
             l1d_bytes: cache(1, "Data"),
             l2_bytes: cache(2, "Unified"),
             l3_bytes: cache(3, "Unified"),
