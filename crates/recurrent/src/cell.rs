@@ -7,7 +7,7 @@ use crate::error::{check_finite, Error, Result};
 use crate::kernels::Precision;
 use crate::layer::direction::{self, DirScratch, DirTape};
 use crate::layer::{DirectionParams, DirectionShape, SeqLayout};
-use crate::param::{Param, Parameters};
+use crate::param::Parameters;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rand::Rng;
 
@@ -250,11 +250,4 @@ impl Cell {
     }
 }
 
-impl Parameters for Cell {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        self.params.named("")
-    }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        self.params.named_mut("")
-    }
-}
+crate::parameters!(Cell { inline params; });

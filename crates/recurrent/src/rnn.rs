@@ -8,7 +8,7 @@ use crate::layer::direction::{self, DirScratch, DirTape, PackedDirection};
 use crate::layer::team;
 use crate::layer::{BatchOrder, DirectionParams, DirectionShape};
 use crate::nn::dropout::{apply_mask, dropout_in_place};
-use crate::param::{Param, Parameters};
+use crate::param::{Param, Parameters, Visitor};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rand::Rng;
 
@@ -899,24 +899,31 @@ fn unsort_state(state: &[f32], geo: &Geometry, k: usize, width: usize) -> ArrayD
     ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape matches")
 }
 
+/// Every layer and direction under PyTorch's names (`weight_ih_l0`, `bias_hh_l1_reverse`).
 impl Parameters for Rnn {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
+    fn visit_params<'a>(&'a self, v: &mut Visitor<'_, &'a Param>) {
         let d = self.config.num_directions();
-        self.params
-            .iter()
-            .enumerate()
-            .flat_map(|(i, p)| p.named(&suffix(i / d, i % d)))
-            .collect()
+        for (i, p) in self.params.iter().enumerate() {
+            set_layer_suffix(v, i / d, i % d);
+            p.visit_params(v);
+        }
+        v.set_suffix(format_args!(""));
     }
 
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
+    fn visit_params_mut<'a>(&'a mut self, v: &mut Visitor<'_, &'a mut Param>) {
         let d = self.config.num_directions();
-        self.params
-            .iter_mut()
-            .enumerate()
-            .flat_map(|(i, p)| p.named_mut(&suffix(i / d, i % d)))
-            .collect()
+        for (i, p) in self.params.iter_mut().enumerate() {
+            set_layer_suffix(v, i / d, i % d);
+            p.visit_params_mut(v);
+        }
+        v.set_suffix(format_args!(""));
     }
+}
+
+/// PyTorch's suffix of layer `layer`, direction `direction`: `_l0`, `_l0_reverse`.
+fn set_layer_suffix<T>(v: &mut Visitor<'_, T>, layer: usize, direction: usize) {
+    let reverse = if direction == 1 { "_reverse" } else { "" };
+    v.set_suffix(format_args!("_l{layer}{reverse}"));
 }
 
 /// PyTorch's parameter-name suffix (kept under this name for existing callers).

@@ -105,49 +105,23 @@ impl DirectionParams {
     pub fn output_size(&self) -> usize {
         self.weight_hh.shape[1]
     }
-
-    /// Parameters with their PyTorch names: `weight_ih{suffix}`, `weight_hh{suffix}`,
-    /// `bias_ih{suffix}`, `bias_hh{suffix}`, `weight_hr{suffix}`, then the layer-norm ones.
-    pub fn named(&self, suffix: &str) -> Vec<(String, &Param)> {
-        let mut v = vec![
-            (format!("weight_ih{suffix}"), &self.weight_ih),
-            (format!("weight_hh{suffix}"), &self.weight_hh),
-        ];
-        if let (Some(bi), Some(bh)) = (&self.bias_ih, &self.bias_hh) {
-            v.push((format!("bias_ih{suffix}"), bi));
-            v.push((format!("bias_hh{suffix}"), bh));
-        }
-        if let Some(w) = &self.weight_hr {
-            v.push((format!("weight_hr{suffix}"), w));
-        }
-        if let Some(ln) = &self.layer_norm {
-            v.push((format!("ln_gates_weight{suffix}"), &ln.gates_weight));
-            v.push((format!("ln_gates_bias{suffix}"), &ln.gates_bias));
-            v.push((format!("ln_cell_weight{suffix}"), &ln.cell_weight));
-            v.push((format!("ln_cell_bias{suffix}"), &ln.cell_bias));
-        }
-        v
-    }
-
-    /// Mutable version of [`DirectionParams::named`], same order.
-    pub fn named_mut(&mut self, suffix: &str) -> Vec<(String, &mut Param)> {
-        let mut v = vec![
-            (format!("weight_ih{suffix}"), &mut self.weight_ih),
-            (format!("weight_hh{suffix}"), &mut self.weight_hh),
-        ];
-        if let (Some(bi), Some(bh)) = (&mut self.bias_ih, &mut self.bias_hh) {
-            v.push((format!("bias_ih{suffix}"), bi));
-            v.push((format!("bias_hh{suffix}"), bh));
-        }
-        if let Some(w) = &mut self.weight_hr {
-            v.push((format!("weight_hr{suffix}"), w));
-        }
-        if let Some(ln) = &mut self.layer_norm {
-            v.push((format!("ln_gates_weight{suffix}"), &mut ln.gates_weight));
-            v.push((format!("ln_gates_bias{suffix}"), &mut ln.gates_bias));
-            v.push((format!("ln_cell_weight{suffix}"), &mut ln.cell_weight));
-            v.push((format!("ln_cell_bias{suffix}"), &mut ln.cell_bias));
-        }
-        v
-    }
 }
+
+crate::parameters!(LayerNormParams {
+    param "ln_gates_weight" => gates_weight;
+    param "ln_gates_bias" => gates_bias;
+    param "ln_cell_weight" => cell_weight;
+    param "ln_cell_bias" => cell_bias;
+});
+
+// PyTorch's names without the layer suffix, which the stack sets with
+// [`crate::param::Visitor::set_suffix`]: `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`,
+// `weight_hr`, then the layer-norm ones.
+crate::parameters!(DirectionParams {
+    param "weight_ih" => weight_ih;
+    param "weight_hh" => weight_hh;
+    optional "bias_ih" => bias_ih;
+    optional "bias_hh" => bias_hh;
+    optional "weight_hr" => weight_hr;
+    inline layer_norm;
+});

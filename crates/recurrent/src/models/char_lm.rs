@@ -2,7 +2,7 @@
 //! layer over the vocabulary — with held-out bits per character and sampling.
 
 use super::fit::Trainable;
-use super::{prefixed, prefixed_mut, Ensemble, TaskModel};
+use super::{Ensemble, TaskModel};
 use crate::config::RnnConfig;
 use crate::data::Vocabulary;
 use crate::error::{Error, Result};
@@ -11,7 +11,7 @@ use crate::layer::team;
 use crate::loss::CrossEntropyLoss;
 use crate::nn::dropout::{apply_mask, dropout_in_place};
 use crate::nn::{Embedding, Linear, Module};
-use crate::param::{Param, Parameters};
+use crate::param::Parameters;
 use crate::rnn::{InitialState, OutputGrads, PreparedRnn, Rnn, Tape};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
 use rand::Rng;
@@ -367,22 +367,7 @@ fn sample(logits: &[f32], temperature: f32, top_k: usize, rng: &mut impl Rng) ->
     idx[idx.len() - 1]
 }
 
-impl Parameters for CharLm {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        prefixed(vec![
-            ("embedding", self.embedding.named_parameters()),
-            ("rnn", self.rnn.named_parameters()),
-            ("head", self.head.named_parameters()),
-        ])
-    }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        prefixed_mut(vec![
-            ("embedding", self.embedding.named_parameters_mut()),
-            ("rnn", self.rnn.named_parameters_mut()),
-            ("head", self.head.named_parameters_mut()),
-        ])
-    }
-}
+crate::parameters!(CharLm { part "embedding" => embedding; part "rnn" => rnn; part "head" => head; });
 
 impl TaskModel for CharLm {
     const TASK: &'static str = "lm";
@@ -635,14 +620,7 @@ impl LmTask {
     }
 }
 
-impl Parameters for LmTask {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        self.model.named_parameters()
-    }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        self.model.named_parameters_mut()
-    }
-}
+crate::parameters!(LmTask { inline model; });
 
 impl Trainable for LmTask {
     fn train_len(&self) -> usize {

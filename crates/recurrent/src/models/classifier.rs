@@ -2,13 +2,13 @@
 //! sequence's valid steps, and a linear layer giving class logits.
 
 use super::fit::Trainable;
-use super::{prefixed, prefixed_mut, Ensemble, TaskModel};
+use super::{Ensemble, TaskModel};
 use crate::config::{Mode, RnnConfig};
 use crate::data::Standardizer;
 use crate::error::{Error, Result};
 use crate::loss::CrossEntropyLoss;
 use crate::nn::{Linear, Module};
-use crate::param::{Param, Parameters};
+use crate::param::Parameters;
 use crate::rnn::{OutputGrads, Rnn, Tape};
 use ndarray::{Array2, ArrayD, IxDyn};
 use rand::Rng;
@@ -262,20 +262,7 @@ impl Ensemble<SequenceClassifier> {
     }
 }
 
-impl Parameters for SequenceClassifier {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        prefixed(vec![
-            ("rnn", self.rnn.named_parameters()),
-            ("head", self.head.named_parameters()),
-        ])
-    }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        prefixed_mut(vec![
-            ("rnn", self.rnn.named_parameters_mut()),
-            ("head", self.head.named_parameters_mut()),
-        ])
-    }
-}
+crate::parameters!(SequenceClassifier { part "rnn" => rnn; part "head" => head; });
 
 impl TaskModel for SequenceClassifier {
     const TASK: &'static str = "classify";
@@ -349,14 +336,7 @@ impl ClassificationTask {
     }
 }
 
-impl Parameters for ClassificationTask {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        self.model.named_parameters()
-    }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        self.model.named_parameters_mut()
-    }
-}
+crate::parameters!(ClassificationTask { inline model; });
 
 impl Trainable for ClassificationTask {
     fn train_len(&self) -> usize {

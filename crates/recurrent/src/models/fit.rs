@@ -267,18 +267,16 @@ pub fn fit(
     })
 }
 
+/// Every parameter and buffer value, in [`Parameters::visit_state`] order.
 fn values(model: &dyn Trainable) -> Vec<Vec<f32>> {
-    model
-        .named_parameters()
-        .iter()
-        .map(|(_, p)| p.value.clone())
-        .collect()
+    let mut out = Vec::new();
+    model.visit_state(&mut |_, _, v| out.push(v.to_vec()));
+    out
 }
 
 fn set_values(model: &mut dyn Trainable, values: &[Vec<f32>]) {
-    for ((_, p), v) in model.named_parameters_mut().into_iter().zip(values) {
-        p.value.copy_from_slice(v);
-    }
+    let mut values = values.iter();
+    model.visit_state_mut(&mut |_, _, v| v.copy_from_slice(values.next().expect("one per tensor")));
 }
 
 /// The checkpoint path used for a model path: `MODEL.checkpoint`.
@@ -296,10 +294,11 @@ fn save_checkpoint(
     best: &[Vec<f32>],
 ) -> Result<()> {
     let mut w = TensorWriter::new();
-    for ((name, p), b) in model.named_parameters().into_iter().zip(best) {
-        w.add(&name, &p.shape, &p.value);
-        w.add(&format!("best.{name}"), &p.shape, b);
-    }
+    let mut best = best.iter();
+    model.visit_state(&mut |name, shape, value| {
+        w.add(name, shape, value);
+        w.add(&format!("best.{name}"), shape, best.next().expect("one per tensor"));
+    });
     opt.state().write_into(&mut w);
     for (k, v) in model.metadata() {
         w.metadata(&k, &v);
@@ -379,19 +378,28 @@ fn load_checkpoint(
         message,
     };
     let mut best = Vec::new();
-    for (name, p) in model.named_parameters_mut() {
-        let v = file.require_f32(&name)?;
-        p.assign(&name, v.shape(), v.as_slice().expect("standard"))?;
-        let b = file.require_f32(&format!("best.{name}"))?;
-        if b.shape() != p.shape.as_slice() {
-            return Err(Error::shape(
-                format!("best.{name}"),
-                format!("{:?}", p.shape),
-                b.shape(),
-            ));
+    let mut result = Ok(());
+    model.visit_state_mut(&mut |name, shape, value| {
+        let mut read = || -> Result<Vec<f32>> {
+            let v = file.require_f32(name)?;
+            if v.shape() != shape {
+                return Err(Error::shape(name, format!("{shape:?}"), v.shape()));
+            }
+            value.copy_from_slice(v.as_slice().expect("standard"));
+            let b = file.require_f32(&format!("best.{name}"))?;
+            if b.shape() != shape {
+                return Err(Error::shape(format!("best.{name}"), format!("{shape:?}"), b.shape()));
+            }
+            Ok(b.iter().copied().collect())
+        };
+        if result.is_ok() {
+            match read() {
+                Ok(b) => best.push(b),
+                Err(e) => result = Err(e),
+            }
         }
-        best.push(b.iter().copied().collect());
-    }
+    });
+    result?;
     let optimizer = OptimizerState::read_from(&file)?;
     check_adam_state(&optimizer, &*model).map_err(|m| bad(format!("optimizer state: {m}")))?;
     opt.load_state(&optimizer)?;

@@ -5,12 +5,12 @@
 //! falls back to a sensible forecast and trends extrapolate.
 
 use super::fit::Trainable;
-use super::{prefixed, prefixed_mut, Ensemble, TaskModel};
+use super::{Ensemble, TaskModel};
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
 use crate::loss::MseLoss;
 use crate::nn::{Linear, Module};
-use crate::param::{Param, Parameters};
+use crate::param::Parameters;
 use crate::rnn::{InitialState, OutputGrads, Rnn, Tape};
 use ndarray::{ArrayD, IxDyn};
 use rand::Rng;
@@ -234,20 +234,7 @@ impl Forecaster {
     }
 }
 
-impl Parameters for Forecaster {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        prefixed(vec![
-            ("rnn", self.rnn.named_parameters()),
-            ("head", self.head.named_parameters()),
-        ])
-    }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        prefixed_mut(vec![
-            ("rnn", self.rnn.named_parameters_mut()),
-            ("head", self.head.named_parameters_mut()),
-        ])
-    }
-}
+crate::parameters!(Forecaster { part "rnn" => rnn; part "head" => head; });
 
 impl TaskModel for Forecaster {
     const TASK: &'static str = "forecast";
@@ -385,14 +372,7 @@ impl ForecastTask {
     }
 }
 
-impl Parameters for ForecastTask {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        self.model.named_parameters()
-    }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        self.model.named_parameters_mut()
-    }
-}
+crate::parameters!(ForecastTask { inline model; });
 
 impl Trainable for ForecastTask {
     fn train_len(&self) -> usize {

@@ -16,7 +16,7 @@ pub use forecaster::{
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
 use crate::io::{TensorFile, TensorWriter};
-use crate::param::{Param, Parameters};
+use crate::param::Parameters;
 use crate::rnn::Rnn;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -91,13 +91,10 @@ impl<M: TaskModel> Ensemble<M> {
         let count = self.members.len();
         let mut w = TensorWriter::new();
         for (k, m) in self.members.iter().enumerate() {
-            for (name, p) in m.named_parameters() {
-                w.add(
-                    &format!("{}{name}", member_prefix(k, count)),
-                    &p.shape,
-                    &p.value,
-                );
-            }
+            let prefix = member_prefix(k, count);
+            m.visit_state(&mut |name, shape, value| {
+                w.add(&format!("{prefix}{name}"), shape, value);
+            });
         }
         for (k, v) in metadata_entries(&self.members[0]) {
             w.metadata(&k, &v);
@@ -158,33 +155,6 @@ impl<M: TaskModel> Ensemble<M> {
     }
 }
 
-/// Joins the parameters of named parts: `("rnn", [("weight_ih_l0", p)])` gives
-/// `("rnn.weight_ih_l0", p)`, as a PyTorch module with those attributes names them.
-pub(crate) fn prefixed<'a>(
-    parts: Vec<(&str, Vec<(String, &'a Param)>)>,
-) -> Vec<(String, &'a Param)> {
-    parts
-        .into_iter()
-        .flat_map(|(prefix, v)| {
-            v.into_iter()
-                .map(move |(n, p)| (format!("{prefix}.{n}"), p))
-        })
-        .collect()
-}
-
-/// Mutable version of [`prefixed`].
-pub(crate) fn prefixed_mut<'a>(
-    parts: Vec<(&str, Vec<(String, &'a mut Param)>)>,
-) -> Vec<(String, &'a mut Param)> {
-    parts
-        .into_iter()
-        .flat_map(|(prefix, v)| {
-            v.into_iter()
-                .map(move |(n, p)| (format!("{prefix}.{n}"), p))
-        })
-        .collect()
-}
-
 /// Reads and checks the `task`, `config` and `model` metadata of a task model file.
 pub(crate) fn read_meta<M: DeserializeOwned>(
     file: &TensorFile,
@@ -216,16 +186,33 @@ pub(crate) fn read_meta<M: DeserializeOwned>(
     Ok((config, meta))
 }
 
-/// Loads every named parameter of `model` from `file`, stored under `prefix` + name.
+/// Loads every parameter and buffer of `model` from `file`, stored under `prefix` + name.
 pub(crate) fn load_params(
     model: &mut dyn Parameters,
     file: &TensorFile,
     prefix: &str,
 ) -> Result<()> {
-    for (name, p) in model.named_parameters_mut() {
-        let v = file.require_f32(&format!("{prefix}{name}"))?;
-        p.assign(&name, v.shape(), v.as_slice().expect("standard layout"))?;
-        crate::error::check_finite(&name, &p.value)?;
+    let mut result = Ok(());
+    model.visit_state_mut(&mut |name, shape, value| {
+        if result.is_ok() {
+            result = load_tensor(file, &format!("{prefix}{name}"), name, shape, value);
+        }
+    });
+    result
+}
+
+/// Reads tensor `stored` of `file` into `value`, which has `shape`; `name` is used in errors.
+fn load_tensor(
+    file: &TensorFile,
+    stored: &str,
+    name: &str,
+    shape: &[usize],
+    value: &mut [f32],
+) -> Result<()> {
+    let v = file.require_f32(stored)?;
+    if v.shape() != shape {
+        return Err(Error::shape(name, format!("{shape:?}"), v.shape()));
     }
-    Ok(())
+    value.copy_from_slice(v.as_slice().expect("standard layout"));
+    crate::error::check_finite(name, value)
 }

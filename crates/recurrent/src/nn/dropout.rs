@@ -3,7 +3,6 @@
 use super::{no_tape, Module};
 use crate::error::{Error, Result};
 use crate::kernels::cpu::multiversion;
-use crate::param::{Param, Parameters};
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, RngCore, SeedableRng};
 use rayon::prelude::*;
@@ -69,14 +68,7 @@ impl Module for Dropout {
     }
 }
 
-impl Parameters for Dropout {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        Vec::new()
-    }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        Vec::new()
-    }
-}
+crate::parameters!(Dropout {});
 
 /// Elements per parallel piece of a dropout mask, each drawn by its own generator.
 const MASK_PIECE: usize = 1 << 14;

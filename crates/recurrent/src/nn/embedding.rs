@@ -1,7 +1,7 @@
 //! `nn.Embedding`: a lookup table of vectors, with an optional `padding_idx`.
 
 use crate::error::{Error, Result};
-use crate::param::{Param, Parameters};
+use crate::param::Param;
 use ndarray::{ArrayD, IxDyn};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -110,11 +110,4 @@ impl Embedding {
     }
 }
 
-impl Parameters for Embedding {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        vec![("weight".into(), &self.weight)]
-    }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        vec![("weight".into(), &mut self.weight)]
-    }
-}
+crate::parameters!(Embedding { param "weight" => weight; });

@@ -3,7 +3,7 @@
 use super::{no_tape, Module};
 use crate::error::{Error, Result};
 use crate::layer::norm;
-use crate::param::{Param, Parameters};
+use crate::param::Param;
 use ndarray::{ArrayD, IxDyn};
 
 /// `nn.LayerNorm(normalized_shape)` over the last dimension, `eps = 1e-5`, with
@@ -87,14 +87,4 @@ impl Module for LayerNorm {
     }
 }
 
-impl Parameters for LayerNorm {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        vec![("weight".into(), &self.weight), ("bias".into(), &self.bias)]
-    }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        vec![
-            ("weight".into(), &mut self.weight),
-            ("bias".into(), &mut self.bias),
-        ]
-    }
-}
+crate::parameters!(LayerNorm { param "weight" => weight; param "bias" => bias; });

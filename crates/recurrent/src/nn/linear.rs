@@ -158,19 +158,4 @@ impl Module for Linear {
     }
 }
 
-impl Parameters for Linear {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        let mut v = vec![("weight".to_string(), &self.weight)];
-        if let Some(b) = &self.bias {
-            v.push(("bias".to_string(), b));
-        }
-        v
-    }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        let mut v = vec![("weight".to_string(), &mut self.weight)];
-        if let Some(b) = &mut self.bias {
-            v.push(("bias".to_string(), b));
-        }
-        v
-    }
-}
+crate::parameters!(Linear { param "weight" => weight; optional "bias" => bias; });

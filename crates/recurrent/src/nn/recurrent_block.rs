@@ -3,7 +3,7 @@
 
 use super::{no_tape, Module};
 use crate::error::{Error, Result};
-use crate::param::{Param, Parameters};
+use crate::param::Parameters;
 use crate::rnn::{InitialState, OutputGrads, Rnn, Tape};
 use ndarray::{ArrayD, Axis, IxDyn};
 use rand::SeedableRng;
@@ -203,11 +203,4 @@ impl Module for RecurrentBlock {
     }
 }
 
-impl Parameters for RecurrentBlock {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        self.rnn.named_parameters()
-    }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        self.rnn.named_parameters_mut()
-    }
-}
+crate::parameters!(RecurrentBlock { inline rnn; });

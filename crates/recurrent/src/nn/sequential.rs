@@ -2,7 +2,7 @@
 
 use super::Module;
 use crate::error::Result;
-use crate::param::{Param, Parameters};
+use crate::param::{Buffer, Param, Parameters, Visitor};
 use ndarray::ArrayD;
 
 /// Blocks applied in order; parameters are named `"{block}.{param}"` as in a PyTorch
@@ -55,26 +55,34 @@ impl Module for Sequential {
     }
 }
 
+/// Each block's tensors under its name (`lstm.weight_ih_l0`, `fc.bias`).
 impl Parameters for Sequential {
-    fn named_parameters(&self) -> Vec<(String, &Param)> {
-        self.blocks
-            .iter()
-            .flat_map(|(n, b)| {
-                b.named_parameters()
-                    .into_iter()
-                    .map(move |(p, v)| (format!("{n}.{p}"), v))
-            })
-            .collect()
+    fn visit_params<'a>(&'a self, v: &mut Visitor<'_, &'a Param>) {
+        for (name, block) in &self.blocks {
+            let mark = v.enter(name);
+            block.visit_params(v);
+            v.leave(mark);
+        }
     }
-    fn named_parameters_mut(&mut self) -> Vec<(String, &mut Param)> {
-        self.blocks
-            .iter_mut()
-            .flat_map(|(n, b)| {
-                let n = n.clone();
-                b.named_parameters_mut()
-                    .into_iter()
-                    .map(move |(p, v)| (format!("{n}.{p}"), v))
-            })
-            .collect()
+    fn visit_params_mut<'a>(&'a mut self, v: &mut Visitor<'_, &'a mut Param>) {
+        for (name, block) in &mut self.blocks {
+            let mark = v.enter(name);
+            block.visit_params_mut(v);
+            v.leave(mark);
+        }
+    }
+    fn visit_buffers<'a>(&'a self, v: &mut Visitor<'_, &'a Buffer>) {
+        for (name, block) in &self.blocks {
+            let mark = v.enter(name);
+            block.visit_buffers(v);
+            v.leave(mark);
+        }
+    }
+    fn visit_buffers_mut<'a>(&'a mut self, v: &mut Visitor<'_, &'a mut Buffer>) {
+        for (name, block) in &mut self.blocks {
+            let mark = v.enter(name);
+            block.visit_buffers_mut(v);
+            v.leave(mark);
+        }
     }
 }
