@@ -29,7 +29,7 @@ pub fn predict(model: &Path, data: &Path, output: &Path, interpolate: bool) -> R
 }
 
 fn predict_classes(model: &Path, data: &Path, output: &Path) -> Result<()> {
-    let mut m = ClassifierEnsemble::load(model)?;
+    let m = ClassifierEnsemble::load(model)?;
     let seqs = read_sequences(data)?;
     let dims = m.meta().scaler.mean.len();
     if seqs.dims() != dims {
@@ -74,7 +74,7 @@ fn predict_classes(model: &Path, data: &Path, output: &Path) -> Result<()> {
 }
 
 fn predict_forecast(model: &Path, data: &Path, output: &Path, interpolate: bool) -> Result<()> {
-    let mut m = ForecasterEnsemble::load(model)?;
+    let m = ForecasterEnsemble::load(model)?;
     let table = read_series_csv(
         data,
         if interpolate {
@@ -115,7 +115,7 @@ fn predict_forecast(model: &Path, data: &Path, output: &Path, interpolate: bool)
 /// Bits per character of a language model on a UTF-8 text, read as one stream (every
 /// character predicted from all the text before it); writes `characters,bits_per_char`.
 fn score_text(model: &Path, data: &Path, output: &Path) -> Result<()> {
-    let mut lm = CharLm::load(model)?;
+    let lm = CharLm::load(model)?;
     let text = read_text(data)?;
     if let Some((line, c)) = text.lines().enumerate().find_map(|(i, l)| {
         l.chars()
@@ -157,7 +157,7 @@ pub fn generate(
     seed: u64,
 ) -> Result<()> {
     use std::io::Write;
-    let mut lm = CharLm::load(model)?;
+    let lm = CharLm::load(model)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -4,7 +4,7 @@ use clap::Args;
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use recurrent::loss::MseLoss;
-use recurrent::nn::{Linear, Module, RecurrentBlock, Sequential};
+use recurrent::nn::{Linear, RecurrentBlock, Sequential, Taped};
 use recurrent::optim::{Optimizer, Sgd};
 use recurrent::{Error, Mode, Parameters, Result, Rnn, RnnConfig};
 use std::time::Instant;
@@ -178,9 +178,12 @@ fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
         block.set_lengths(lengths.clone());
         // The data needs no gradient (as a PyTorch input without `requires_grad`).
         block.set_input_grad(false);
-        let mut model = Sequential::new()
-            .push("rnn", block)
-            .push("head", Linear::new(width, 1, true, &mut rng));
+        let mut model = Taped::new(
+            Sequential::new()
+                .push("rnn", block)
+                .push("head", Linear::new(width, 1, true, &mut rng)),
+            0,
+        );
         let y = ArrayD::zeros(IxDyn(&[b, 1]));
         let mut opt = Sgd::new(1e-3);
         for i in 0..a.warmup + a.iters {

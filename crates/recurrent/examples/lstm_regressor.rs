@@ -7,7 +7,7 @@
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use recurrent::loss::MseLoss;
-use recurrent::nn::{Linear, Module, RecurrentBlock, Sequential};
+use recurrent::nn::{Linear, RecurrentBlock, Sequential, Taped};
 use recurrent::optim::{Adam, Optimizer};
 use recurrent::{Mode, Parameters, Rnn, RnnConfig};
 
@@ -21,9 +21,12 @@ fn main() -> recurrent::Result<()> {
             .with_batch_first(true),
         &mut rng,
     )?;
-    let mut model = Sequential::new()
-        .push("lstm", RecurrentBlock::last_step(lstm))
-        .push("fc", Linear::new(hidden_size, output_size, true, &mut rng));
+    let mut model = Taped::new(
+        Sequential::new()
+            .push("lstm", RecurrentBlock::last_step(lstm))
+            .push("fc", Linear::new(hidden_size, output_size, true, &mut rng)),
+        0,
+    );
     let loss_function = MseLoss::default();
     let mut optimizer = Adam::new(learning_rate);
 

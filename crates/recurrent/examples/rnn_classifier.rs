@@ -6,7 +6,7 @@
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use recurrent::loss::CrossEntropyLoss;
-use recurrent::nn::{Linear, Module, RecurrentBlock, Sequential};
+use recurrent::nn::{Linear, RecurrentBlock, Sequential, Taped};
 use recurrent::optim::{Adam, Optimizer};
 use recurrent::{Mode, Parameters, Rnn, RnnConfig};
 
@@ -34,9 +34,12 @@ fn main() -> recurrent::Result<()> {
             .with_batch_first(true),
         &mut rng,
     )?;
-    let mut model = Sequential::new()
-        .push("rnn", RecurrentBlock::last_step(rnn))
-        .push("fc", Linear::new(32, 2, true, &mut rng));
+    let mut model = Taped::new(
+        Sequential::new()
+            .push("rnn", RecurrentBlock::last_step(rnn))
+            .push("fc", Linear::new(32, 2, true, &mut rng)),
+        0,
+    );
     let mut optimizer = Adam::new(1e-2);
     let criterion = CrossEntropyLoss::default();
     for epoch in 1..=60 {

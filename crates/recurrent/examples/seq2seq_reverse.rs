@@ -8,9 +8,10 @@
 use ndarray::IxDyn;
 use rand::{Rng, SeedableRng};
 use recurrent::loss::CrossEntropyLoss;
-use recurrent::nn::{Embedding, Linear, Module};
+use recurrent::nn::{Embedding, Linear, Module, Tape};
 use recurrent::optim::{Adam, Optimizer};
-use recurrent::{InitialState, Mode, OutputGrads, Param, Parameters, Rnn, RnnConfig};
+use recurrent::param::accumulate_into_params;
+use recurrent::{InitialState, Mode, OutputGrads, Parameters, Rnn, RnnConfig};
 
 const DIGITS: usize = 10;
 const BOS: usize = 10; // start-of-output symbol
@@ -26,21 +27,15 @@ struct Seq2Seq {
     head: Linear,
 }
 
-impl Seq2Seq {
-    fn params(&mut self) -> Vec<(String, &mut Param)> {
-        let mut v = Vec::new();
-        for (prefix, p) in [
-            ("src_embed", self.src_embed.named_parameters_mut()),
-            ("tgt_embed", self.tgt_embed.named_parameters_mut()),
-            ("encoder", self.encoder.named_parameters_mut()),
-            ("decoder", self.decoder.named_parameters_mut()),
-            ("head", self.head.named_parameters_mut()),
-        ] {
-            v.extend(p.into_iter().map(|(n, q)| (format!("{prefix}.{n}"), q)));
-        }
-        v
-    }
+recurrent::parameters!(Seq2Seq {
+    part "src_embed" => src_embed;
+    part "tgt_embed" => tgt_embed;
+    part "encoder" => encoder;
+    part "decoder" => decoder;
+    part "head" => head;
+});
 
+impl Seq2Seq {
     /// One teacher-forced training step on `src` (B x LEN); returns the loss.
     fn train_step(
         &mut self,
@@ -57,9 +52,11 @@ impl Seq2Seq {
             .chunks(LEN)
             .flat_map(|t| std::iter::once(BOS).chain(t[..LEN - 1].iter().copied()))
             .collect();
-        let x = self.src_embed.forward(src, &[b, LEN])?;
+        let (mut src_tape, mut tgt_tape, mut head_tape) =
+            (Tape::training(0), Tape::training(0), Tape::training(0));
+        let x = self.src_embed.forward(src, &[b, LEN], &mut src_tape)?;
         let (enc, enc_tape) = self.encoder.forward_train(x.view(), None, None, rng)?;
-        let y_in = self.tgt_embed.forward(&dec_in, &[b, LEN])?;
+        let y_in = self.tgt_embed.forward(&dec_in, &[b, LEN], &mut tgt_tape)?;
         let state = InitialState {
             h0: enc.h_n.view(),
             c0: None,
@@ -71,48 +68,60 @@ impl Seq2Seq {
             .output
             .into_shape_with_order(IxDyn(&[b * LEN, H]))
             .expect("contiguous");
-        let logits = self.head.forward(&flat)?;
+        let logits = self.head.forward(&flat, &mut head_tape)?;
         let target: Vec<i64> = tgt.iter().map(|&t| t as i64).collect();
         let loss = CrossEntropyLoss::default().forward(&logits, &target, &[target.len()])?;
 
-        for (_, p) in self.params() {
-            p.zero_grad();
-        }
-        let g = self
-            .head
-            .backward(&loss.grad)?
-            .into_shape_with_order(IxDyn(&[b, LEN, H]))
-            .expect("contiguous");
-        let dg = self.decoder.backward(
-            &dec_tape,
-            OutputGrads {
-                grad_output: Some(g.view()),
-                ..Default::default()
-            },
-        )?;
-        self.tgt_embed.backward(&dg.grad_input)?;
-        // The decoder's initial state is the encoder's final state.
-        let eg = self.encoder.backward(
-            &enc_tape,
-            OutputGrads {
-                grad_h_n: Some(dg.grad_h0.view()),
-                ..Default::default()
-            },
-        )?;
-        self.src_embed.backward(&eg.grad_input)?;
-        opt.step(&mut self.params());
+        self.zero_grad();
+        accumulate_into_params(self, |m, mut grads| {
+            // One gradient slice per parameter, in the order of the parameters! list.
+            let mut src_grads = grads.split(1);
+            let mut tgt_grads = grads.split(1);
+            let mut enc_grads = grads.split(m.encoder.param_lens().len());
+            let mut dec_grads = grads.split(m.decoder.param_lens().len());
+            let g = m
+                .head
+                .backward(&head_tape, &loss.grad, &mut grads)?
+                .into_shape_with_order(IxDyn(&[b, LEN, H]))
+                .expect("contiguous");
+            let dg = m.decoder.backward_into(
+                &dec_tape,
+                OutputGrads {
+                    grad_output: Some(g.view()),
+                    ..Default::default()
+                },
+                &mut dec_grads,
+            )?;
+            m.tgt_embed
+                .backward(&tgt_tape, &dg.grad_input, &mut tgt_grads)?;
+            // The decoder's initial state is the encoder's final state.
+            let eg = m.encoder.backward_into(
+                &enc_tape,
+                OutputGrads {
+                    grad_h_n: Some(dg.grad_h0.view()),
+                    ..Default::default()
+                },
+                &mut enc_grads,
+            )?;
+            m.src_embed
+                .backward(&src_tape, &eg.grad_input, &mut src_grads)
+        })?;
+        opt.step(&mut self.named_parameters_mut());
         Ok(loss.item())
     }
 
     /// Greedy decoding of one digit string.
-    fn reverse(&mut self, src: &[usize]) -> recurrent::Result<Vec<usize>> {
-        let x = self.src_embed.forward(src, &[1, LEN])?;
+    fn reverse(&self, src: &[usize]) -> recurrent::Result<Vec<usize>> {
+        let x = self
+            .src_embed
+            .forward(src, &[1, LEN], &mut Tape::inference())?;
         let mut h = self.encoder.forward(x.view(), None, None)?.h_n;
         let mut prev = BOS;
         let mut out = Vec::with_capacity(LEN);
-        self.head.set_training(false);
         for _ in 0..LEN {
-            let e = self.tgt_embed.forward(&[prev], &[1, 1])?;
+            let e = self
+                .tgt_embed
+                .forward(&[prev], &[1, 1], &mut Tape::inference())?;
             let step = self.decoder.forward(
                 e.view(),
                 Some(InitialState {
@@ -126,6 +135,7 @@ impl Seq2Seq {
                     .output
                     .into_shape_with_order(IxDyn(&[1, H]))
                     .expect("contiguous"),
+                &mut Tape::inference(),
             )?;
             prev = (0..DIGITS)
                 .max_by(|&a, &b| logits[[0, a]].total_cmp(&logits[[0, b]]))
@@ -133,7 +143,6 @@ impl Seq2Seq {
             out.push(prev);
             h = step.h_n;
         }
-        self.head.set_training(true);
         Ok(out)
     }
 }

@@ -6,8 +6,9 @@ use crate::config::Mode;
 use crate::error::{check_finite, Error, Result};
 use crate::kernels::Precision;
 use crate::layer::direction::{self, DirScratch, DirTape};
+use crate::layer::params::DirectionGrads;
 use crate::layer::{DirectionParams, DirectionShape, SeqLayout};
-use crate::param::Parameters;
+use crate::param::{accumulate_into_params, GradSlices};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rand::Rng;
 
@@ -205,6 +206,20 @@ impl Cell {
         grad_h: Option<ArrayViewD<f32>>,
         grad_c: Option<ArrayViewD<f32>>,
     ) -> Result<CellGrads> {
+        accumulate_into_params(self, |cell, mut slices| {
+            cell.backward_into(tape, grad_h, grad_c, &mut slices)
+        })
+    }
+
+    /// [`Cell::backward`] without touching the cell: parameter gradients are added to
+    /// `param_grads` (one slice per parameter, in [`Parameters`] order).
+    pub fn backward_into(
+        &self,
+        tape: &CellTape,
+        grad_h: Option<ArrayViewD<f32>>,
+        grad_c: Option<ArrayViewD<f32>>,
+        param_grads: &mut GradSlices<'_>,
+    ) -> Result<CellGrads> {
         let h = self.params.hidden_size;
         let i = self.params.input_size();
         let b = tape.batch;
@@ -226,7 +241,8 @@ impl Cell {
         let mut dh = vec![0.0; b * h];
         let mut dx = vec![0.0; b * i];
         direction::backward(
-            &mut self.params,
+            &self.params,
+            DirectionGrads::take(&self.params, param_grads),
             &tape.x,
             &SeqLayout::full(1, b),
             false,

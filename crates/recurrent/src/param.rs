@@ -103,7 +103,13 @@ impl Buffer {
     }
 }
 
-fn assign(name: &str, own: &[usize], value: &mut [f32], shape: &[usize], data: &[f32]) -> Result<()> {
+fn assign(
+    name: &str,
+    own: &[usize],
+    value: &mut [f32],
+    shape: &[usize],
+    data: &[f32],
+) -> Result<()> {
     if shape != own || data.len() != value.len() {
         return Err(Error::shape(name, format!("{own:?}"), shape));
     }
@@ -166,6 +172,11 @@ impl<'f, T> Visitor<'f, T> {
     }
 }
 
+/// A visit of saved tensors: `(name, shape, values)`.
+pub type StateVisit<'f> = dyn FnMut(&str, &[usize], &[f32]) + 'f;
+/// A mutable visit of saved tensors: `(name, shape, values)`.
+pub type StateVisitMut<'f> = dyn FnMut(&str, &[usize], &mut [f32]) + 'f;
+
 /// Anything with named parameters (and buffers), in PyTorch's `state_dict()` order.
 ///
 /// A module implements the four visits once, with [`crate::parameters!`] (or by hand for
@@ -211,14 +222,14 @@ pub trait Parameters {
 
     /// Visits every tensor saved with the model, `(name, shape, values)`: the parameters,
     /// then the buffers (what `state_dict()` holds).
-    fn visit_state(&self, f: &mut dyn FnMut(&str, &[usize], &[f32])) {
+    fn visit_state(&self, f: &mut StateVisit<'_>) {
         self.visit_params(&mut Visitor::new(&mut |n, p| f(n, &p.shape, &p.value)));
         self.visit_buffers(&mut Visitor::new(&mut |n, b| f(n, &b.shape, &b.value)));
     }
 
     /// Visits every tensor saved with the model mutably, same order: `(name, shape,
     /// values)`.
-    fn visit_state_mut(&mut self, f: &mut dyn FnMut(&str, &[usize], &mut [f32])) {
+    fn visit_state_mut(&mut self, f: &mut StateVisitMut<'_>) {
         self.visit_params_mut(&mut Visitor::new(&mut |n, p| f(n, &p.shape, &mut p.value)));
         self.visit_buffers_mut(&mut Visitor::new(&mut |n, b| f(n, &b.shape, &mut b.value)));
     }
@@ -545,7 +556,11 @@ mod tests {
         let mut m = outer();
         let names: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["scale", "shift", "inner.weight"]);
-        let mut_names: Vec<String> = m.named_parameters_mut().into_iter().map(|(n, _)| n).collect();
+        let mut_names: Vec<String> = m
+            .named_parameters_mut()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(names, mut_names);
         let buffers: Vec<String> = m.named_buffers().into_iter().map(|(n, _)| n).collect();
         assert_eq!(buffers, ["inner.running"]);
@@ -569,7 +584,10 @@ mod tests {
         // Buffers have no gradient and are not part of the flat layout.
         assert_eq!(m.grads().as_slice().len(), 9);
         m.shift = None;
-        assert!(m.set_grads(&g).is_err(), "a layout of another module is refused");
+        assert!(
+            m.set_grads(&g).is_err(),
+            "a layout of another module is refused"
+        );
     }
 
     #[test]

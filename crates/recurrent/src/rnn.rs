@@ -3,12 +3,13 @@
 
 use crate::config::{Mode, RnnConfig};
 use crate::error::{check_finite, Error, Result};
+use crate::kernels::dropout::{apply_mask, dropout_in_place};
 use crate::kernels::Precision;
 use crate::layer::direction::{self, DirScratch, DirTape, PackedDirection};
+use crate::layer::params::DirectionGrads;
 use crate::layer::team;
 use crate::layer::{BatchOrder, DirectionParams, DirectionShape};
-use crate::nn::dropout::{apply_mask, dropout_in_place};
-use crate::param::{Param, Parameters, Visitor};
+use crate::param::{accumulate_into_params, GradSlices, Param, Parameters, Visitor};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rand::Rng;
 
@@ -27,10 +28,9 @@ pub struct Rnn {
     params: Vec<DirectionParams>,
     training: bool,
     precision: Precision,
-    scratch: Scratch,
 }
 
-/// Backward work buffers, kept between calls (not part of the model's value).
+/// Backward work buffers, kept in the tape between calls (not part of its record).
 #[derive(Debug, Default)]
 struct Scratch {
     dirs: [DirScratch; 2],
@@ -38,18 +38,6 @@ struct Scratch {
     d_dir: [Vec<f32>; 2],
     d_top: Vec<f32>,
     d_next: Vec<f32>,
-}
-
-impl Clone for Scratch {
-    fn clone(&self) -> Self {
-        Scratch::default()
-    }
-}
-
-impl PartialEq for Scratch {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
 }
 
 /// Initial state for [`Rnn::forward`]: `h0` and, for LSTM, `c0`.
@@ -99,11 +87,26 @@ pub struct InputGrads {
 }
 
 /// What a forward pass keeps for [`Rnn::backward`]. A tape can be passed again to
-/// [`Rnn::forward_train_into`] so its buffers are reused instead of reallocated.
-#[derive(Debug, Clone, Default)]
+/// [`Rnn::forward_train_into`] so its buffers (and those of the backward pass) are reused
+/// instead of reallocated.
+#[derive(Debug, Default)]
 pub struct Tape {
     geometry: Option<Geometry>,
     layers: Vec<LayerTape>,
+    /// The backward pass's work buffers: a backward takes them for its run and puts them
+    /// back, so it needs only a shared tape.
+    scratch: std::sync::Mutex<Scratch>,
+}
+
+impl Clone for Tape {
+    /// The record; the copy gets its own, empty work buffers.
+    fn clone(&self) -> Self {
+        Tape {
+            geometry: self.geometry.clone(),
+            layers: self.layers.clone(),
+            scratch: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -150,7 +153,6 @@ impl Rnn {
             params,
             training: true,
             precision: Precision::F32,
-            scratch: Scratch::default(),
         })
     }
 
@@ -425,7 +427,22 @@ impl Rnn {
     /// gradients are added to each parameter's `grad` (zero them with
     /// [`Parameters::zero_grad`]); input and initial-state gradients are returned.
     pub fn backward(&mut self, tape: &Tape, grads: OutputGrads) -> Result<InputGrads> {
-        let cfg = self.config.clone();
+        accumulate_into_params(self, |rnn, mut slices| {
+            rnn.backward_into(tape, grads, &mut slices)
+        })
+    }
+
+    /// [`Rnn::backward`] without touching the model: parameter gradients are added to
+    /// `param_grads` (one slice per parameter in [`Parameters`] order, e.g. from
+    /// [`crate::param::Grads::slices`]), so several backward passes (threads, replicas,
+    /// shards of a batch) can run on one model at once.
+    pub fn backward_into(
+        &self,
+        tape: &Tape,
+        grads: OutputGrads,
+        param_grads: &mut GradSlices<'_>,
+    ) -> Result<InputGrads> {
+        let cfg = &self.config;
         let geo = tape
             .geometry
             .as_ref()
@@ -444,7 +461,16 @@ impl Rnn {
         let layout = &geo.order.layout;
         let n = layout.rows();
 
-        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut dir_grads: Vec<DirectionGrads> = self
+            .params
+            .iter()
+            .map(|p| DirectionGrads::take(p, param_grads))
+            .collect();
+        let mut scratch = tape
+            .scratch
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
         let out_shape = self.output_shape(geo);
         match grads.grad_output {
             Some(g) => {
@@ -477,7 +503,8 @@ impl Rnn {
             if let Some(mask) = &lt.dropout_mask {
                 apply_mask(&mut scratch.d_top, mask);
             }
-            let params = &mut self.params[layer * d..(layer + 1) * d];
+            let params = &self.params[layer * d..(layer + 1) * d];
+            let layer_grads = dir_grads.split_off(layer * d);
             let dhs = &mut dh[layer * d * b * h_out..(layer + 1) * d * b * h_out];
             let dcs = if lstm {
                 &mut dc[layer * d * b * h..(layer + 1) * d * b * h]
@@ -487,6 +514,7 @@ impl Rnn {
             let want_dx = layer > 0 || !grads.skip_input_grad;
             backward_directions(
                 params,
+                layer_grads,
                 lt,
                 layout,
                 dhs,
@@ -505,7 +533,9 @@ impl Rnn {
         };
         let grad_h0 = unsort_state(&dh, geo, d * l, h_out);
         let grad_c0 = lstm.then(|| unsort_state(&dc, geo, d * l, h));
-        self.scratch = scratch;
+        if let Ok(mut s) = tape.scratch.lock() {
+            *s = scratch;
+        }
         Ok(InputGrads {
             grad_input,
             grad_h0,
@@ -718,7 +748,8 @@ impl PreparedRnn<'_> {
 /// output) and, with `want_dx`, writes the gradient of the layer input to `s.d_next`.
 #[allow(clippy::too_many_arguments)]
 fn backward_directions(
-    params: &mut [DirectionParams],
+    params: &[DirectionParams],
+    grads: Vec<DirectionGrads>,
     lt: &LayerTape,
     layout: &crate::layer::SeqLayout,
     dh: &mut [f32],
@@ -737,7 +768,7 @@ fn backward_directions(
         for k in 0..2 {
             deinterleave_into(&s.d_top, 2, h_out, k, &mut s.d_dir[k]);
         }
-        let (pf, pb) = params.split_at_mut(1);
+        let [gradf, gradb]: [DirectionGrads; 2] = grads.try_into().ok().expect("two directions");
         let (dhf, dhb) = dh.split_at_mut(dh.len() / 2);
         let (dcf, dcb) = dc.split_at_mut(dc.len() / 2);
         let [sf, sb] = &mut s.dirs;
@@ -746,9 +777,11 @@ fn backward_directions(
         join_directions(
             || {
                 let dx = want_dx.then_some(&mut xf[..]);
+                let (p, x) = (&params[0], &lt.input);
                 direction::backward(
-                    &mut pf[0],
-                    &lt.input,
+                    p,
+                    gradf,
+                    x,
                     layout,
                     false,
                     &lt.dirs[0],
@@ -762,9 +795,11 @@ fn backward_directions(
             },
             || {
                 let dx = want_dx.then_some(&mut xb[..]);
+                let (p, x) = (&params[1], &lt.input);
                 direction::backward(
-                    &mut pb[0],
-                    &lt.input,
+                    p,
+                    gradb,
+                    x,
                     layout,
                     true,
                     &lt.dirs[1],
@@ -782,8 +817,10 @@ fn backward_directions(
             .extend(xf.iter().zip(xb.iter()).map(|(a, b)| a + b));
     } else {
         let dx = &mut s.dx[0];
+        let grad = grads.into_iter().next().expect("one direction");
         direction::backward(
-            &mut params[0],
+            &params[0],
+            grad,
             &lt.input,
             layout,
             false,

@@ -9,8 +9,11 @@ use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use recurrent::io::TensorFile;
 use recurrent::loss::*;
-use recurrent::nn::{Dropout, Embedding, LayerNorm, Linear, Module, RecurrentBlock, Sequential};
+use recurrent::nn::{
+    Dropout, Embedding, LayerNorm, Linear, Module, RecurrentBlock, Sequential, Tape, Taped,
+};
 use recurrent::optim::*;
+use recurrent::param::Grads;
 use recurrent::{InitialState, Mode, OutputGrads, Param, Parameters, Rnn, RnnConfig};
 use serde_json::Value;
 
@@ -297,9 +300,12 @@ fn lstm_model_follows_pytorch_loss_curve() {
         &mut rng,
     )
     .unwrap();
-    let mut model = Sequential::new()
-        .push("lstm", RecurrentBlock::last_step(lstm))
-        .push("fc", Linear::new(64, 1, true, &mut rng));
+    let mut model = Taped::new(
+        Sequential::new()
+            .push("lstm", RecurrentBlock::last_step(lstm))
+            .push("fc", Linear::new(64, 1, true, &mut rng)),
+        0,
+    );
     for (name, p) in model.named_parameters_mut() {
         let a = f.require_f32(&format!("param.{name}")).unwrap();
         p.assign(&name, a.shape(), &flat(&a)).unwrap();
@@ -330,15 +336,16 @@ fn lstm_model_follows_pytorch_loss_curve() {
 
 /// Central finite differences of `loss(module(x)) = sum(module(x) * g)` in f32 with a
 /// step of 1e-2: the blocks here are smooth, so truncation error is ~1e-4 relative.
+/// The gradients come as a value ([`Grads`]) from `backward(&self, ..)`.
 fn check_module_gradients(name: &str, m: &mut dyn Module, x: &ArrayD<f32>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    m.set_training(true);
-    let y = m.forward(x).unwrap();
+    let mut tape = Tape::training(0);
+    let y = m.forward(x, &mut tape).unwrap();
     let g = y.mapv(|_| rng.gen_range(-1.0f32..1.0));
-    m.zero_grad();
-    let dx = m.backward(&g).unwrap();
-    let eval = |m: &mut dyn Module, x: &ArrayD<f32>| -> f64 {
-        let y = m.forward(x).unwrap();
+    let mut grads = Grads::zeros_for(m);
+    let dx = m.backward(&tape, &g, &mut grads.slices()).unwrap();
+    let eval = |m: &dyn Module, x: &ArrayD<f32>| -> f64 {
+        let y = m.forward(x, &mut Tape::inference()).unwrap();
         y.iter()
             .zip(g.iter())
             .map(|(a, b)| (*a as f64) * (*b as f64))
@@ -354,12 +361,7 @@ fn check_module_gradients(name: &str, m: &mut dyn Module, x: &ArrayD<f32>) {
         fd.push(((eval(m, &xp) - eval(m, &xm)) / (2.0 * H as f64)) as f32);
     }
     assert_close(&format!("{name} grad_input"), &flat(&dx), &fd, 2e-3, 2e-3);
-    let grads: Vec<Vec<f32>> = m
-        .named_parameters()
-        .iter()
-        .map(|(_, p)| p.grad.clone())
-        .collect();
-    let n_params = grads.len();
+    let n_params = m.named_parameters().len();
     #[allow(clippy::needless_range_loop)]
     for k in 0..n_params {
         let len = m.named_parameters()[k].1.len();
@@ -374,7 +376,7 @@ fn check_module_gradients(name: &str, m: &mut dyn Module, x: &ArrayD<f32>) {
         }
         assert_close(
             &format!("{name} grad param {k}"),
-            &grads[k],
+            grads.part(k),
             &fd,
             2e-3,
             2e-3,
@@ -422,10 +424,14 @@ fn embedding_padding_row_gets_no_gradient() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let mut e = Embedding::new(5, 3, Some(0), &mut rng).unwrap();
     assert!(e.weight.value[..3].iter().all(|&v| v == 0.0));
-    let y = e.forward(&[0, 2, 2, 4], &[2, 2]).unwrap();
+    let mut tape = Tape::training(0);
+    let y = e.forward(&[0, 2, 2, 4], &[2, 2], &mut tape).unwrap();
     assert_eq!(y.shape(), &[2, 2, 3]);
     assert_eq!(y.as_slice().unwrap()[3..6], e.weight.value[6..9]);
-    e.backward(&ArrayD::ones(IxDyn(&[2, 2, 3]))).unwrap();
+    let mut grads = Grads::zeros_for(&e);
+    let ones = ArrayD::ones(IxDyn(&[2, 2, 3]));
+    e.backward(&tape, &ones, &mut grads.slices()).unwrap();
+    e.set_grads(&grads).unwrap();
     assert!(e.weight.grad[..3].iter().all(|&v| v == 0.0), "padding row");
     assert!(
         e.weight.grad[6..9].iter().all(|&v| v == 2.0),
@@ -435,24 +441,30 @@ fn embedding_padding_row_gets_no_gradient() {
         e.weight.grad[3..6].iter().all(|&v| v == 0.0),
         "index 1 unused"
     );
-    assert!(e.forward(&[5], &[1]).is_err(), "out of range index");
+    let mut tape = Tape::inference();
+    assert!(
+        e.forward(&[5], &[1], &mut tape).is_err(),
+        "out of range index"
+    );
 }
 
 #[test]
 fn dropout_scales_and_is_identity_in_eval() {
-    let mut d = Dropout::new(0.25, 3).unwrap();
+    let d = Dropout::new(0.25).unwrap();
     let x = ArrayD::<f32>::ones(IxDyn(&[4000]));
-    let y = d.forward(&x).unwrap();
+    let mut tape = Tape::training(3);
+    let y = d.forward(&x, &mut tape).unwrap();
     let zeros = y.iter().filter(|&&v| v == 0.0).count();
     assert!(
         (800..1200).contains(&zeros),
         "about a quarter dropped, got {zeros}"
     );
     assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
-    let g = d.backward(&x).unwrap();
+    let g = d
+        .backward(&tape, &x, &mut Grads::default().slices())
+        .unwrap();
     assert_eq!(g, y, "backward applies the same mask");
-    d.set_training(false);
-    assert_eq!(d.forward(&x).unwrap(), x);
+    assert_eq!(d.forward(&x, &mut Tape::inference()).unwrap(), x);
 }
 
 /// Masks are drawn in pieces by per-piece generators: the same seed gives the same mask
@@ -466,7 +478,10 @@ fn dropout_masks_do_not_depend_on_threads() {
             .num_threads(threads)
             .build()
             .unwrap();
-        pool.install(|| Dropout::new(0.25, 7).unwrap().forward(&x).unwrap())
+        pool.install(|| {
+            let d = Dropout::new(0.25).unwrap();
+            d.forward(&x, &mut Tape::training(7)).unwrap()
+        })
     };
     let one = in_pool(1);
     assert_eq!(one, in_pool(2), "same mask with 1 and 2 threads");
@@ -493,14 +508,15 @@ fn linear_owned_input_and_both_weight_gradient_paths() {
         let mut layer = Linear::new(fin, fout, true, &mut rng);
         let x = random_array(&[33, fin], 5);
         let g = random_array(&[33, fout], 6);
-        let mut owned = layer.clone();
-        let y = layer.forward(&x).unwrap();
-        assert_eq!(owned.forward_owned(x.clone()).unwrap(), y);
-        layer.zero_grad();
-        owned.zero_grad();
-        let dx = layer.backward(&g).unwrap();
-        assert_eq!(owned.backward(&g).unwrap(), dx);
-        assert_eq!(owned.weight.grad, layer.weight.grad);
+        let (mut tape, mut owned_tape) = (Tape::training(0), Tape::training(0));
+        let y = layer.forward(&x, &mut tape).unwrap();
+        assert_eq!(layer.forward_owned(x.clone(), &mut owned_tape).unwrap(), y);
+        let (mut grads, mut owned_grads) = (Grads::zeros_for(&layer), Grads::zeros_for(&layer));
+        let dx = layer.backward(&tape, &g, &mut grads.slices()).unwrap();
+        let owned_dx = layer.backward(&owned_tape, &g, &mut owned_grads.slices());
+        assert_eq!(owned_dx.unwrap(), dx);
+        assert_eq!(owned_grads, grads);
+        layer.set_grads(&grads).unwrap();
         let w = &layer.weight.value;
         for o in 0..fout {
             for i in 0..fin {
@@ -707,7 +723,7 @@ fn truncated_bptt_carries_state() {
     .unwrap();
     let x = random_array(&[12, 2, 2], 5);
     let whole = rnn.forward(x.view(), None, None).unwrap();
-    let mut block = RecurrentBlock::sequence(rnn);
+    let mut block = Taped::new(RecurrentBlock::sequence(rnn), 0);
     let mut outs = Vec::new();
     for chunk in 0..3 {
         let xc = x
@@ -717,8 +733,8 @@ fn truncated_bptt_carries_state() {
         let y = block.forward(&xc).unwrap();
         block.backward(&y.mapv(|_| 1.0)).unwrap();
         outs.extend(flat(&y));
-        let state = block.last_state().cloned();
-        block.set_state(state);
+        let state = RecurrentBlock::final_state(block.tape()).cloned();
+        block.module.set_state(state);
     }
     assert_close("chunked output", &outs, &flat(&whole.output), 1e-6, 1e-6);
 }

@@ -193,12 +193,8 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let mut model = SequenceClassifier::new(cfg.clone(), meta.clone(), &mut rng)?;
             model.rnn.set_precision(precision);
-            let mut task = ClassificationTask {
-                model,
-                train: train_part.clone(),
-                val: val_part.clone(),
-                label_smoothing: 0.0,
-            };
+            let mut task =
+                ClassificationTask::new(model, train_part.clone(), val_part.clone(), 0.0);
             if members > 1 {
                 say(c.quiet, &format!("model {}/{members} (seed {seed})", k + 1));
             }

@@ -271,12 +271,12 @@ pub fn run(a: ForecastArgs) -> Result<()> {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let mut model = Forecaster::new(cfg.clone(), meta.clone(), &mut rng)?;
             model.rnn.set_precision(precision);
-            let mut task = ForecastTask {
+            let mut task = ForecastTask::new(
                 model,
-                cols: cols_train.clone(),
-                train_ends: train_ends.to_vec(),
-                val_ends: val_ends.to_vec(),
-            };
+                cols_train.clone(),
+                train_ends.to_vec(),
+                val_ends.to_vec(),
+            );
             let mut progress = CliProgress::new(c.quiet, Some(settings.epochs), "windows");
             reports.push(fit(&mut task, &s, &mut progress)?);
             drop(progress);

@@ -6,6 +6,7 @@ pub mod activation;
 pub mod cells;
 pub mod cpu;
 mod cpu_info;
+pub(crate) mod dropout;
 pub mod gemm;
 
 pub use cpu_info::CpuInfo;

@@ -10,7 +10,7 @@
 use super::fused;
 use super::layout::SeqLayout;
 use super::norm;
-use super::params::DirectionParams;
+use super::params::{DirectionGrads, DirectionParams, LayerNormGrads};
 use crate::config::Mode;
 use crate::kernels::activation::{sigmoid, tanh};
 use crate::kernels::{cells, gemm_in, matmul_packed, Mat, MatMut, PackedMatrix, Precision};
@@ -312,7 +312,7 @@ pub fn forward(
     }
 }
 
-/// Backward through time of one direction; accumulates parameter gradients into `p`.
+/// Backward through time of one direction; adds parameter gradients to `grads`.
 ///
 /// - `x`: `(N, I)` the input the forward pass saw; `tape`: what it kept.
 /// - `d_out`: `(N, H_out)` gradient of the direction's output rows.
@@ -322,8 +322,9 @@ pub fn forward(
 /// - `precision`: arithmetic of the products.
 /// - `scratch`: work buffers, reused between calls.
 #[allow(clippy::too_many_arguments)]
-pub fn backward(
-    p: &mut DirectionParams,
+pub(crate) fn backward(
+    p: &DirectionParams,
+    grads: DirectionGrads<'_>,
     x: &[f32],
     layout: &SeqLayout,
     reverse: bool,
@@ -344,6 +345,14 @@ pub fn backward(
     let gru = p.mode == Mode::Gru;
     let proj = p.weight_hr.is_some();
 
+    let DirectionGrads {
+        weight_ih: weight_ih_grad,
+        weight_hh: weight_hh_grad,
+        bias_ih: bias_ih_grad,
+        bias_hh: bias_hh_grad,
+        weight_hr: weight_hr_grad,
+        layer_norm: mut layer_norm_grads,
+    } = grads;
     let DirScratch {
         dg,
         dg_hh,
@@ -393,8 +402,9 @@ pub fn backward(
             } else {
                 drb.copy_from_slice(&dh[..b * hs]);
             }
-            if let Some(ln) = &mut p.layer_norm {
-                lstm_layer_norm_backward(ln, tape, r0, b, hs, drb, &mut dc[..b * hs], dgt, dy);
+            if let (Some(ln), Some(lng)) = (&p.layer_norm, layer_norm_grads.as_mut()) {
+                let dc = &mut dc[..b * hs];
+                lstm_layer_norm_backward(ln, lng, tape, r0, b, hs, drb, dc, dgt, dy);
             } else {
                 let rows = r0 * hs..(r0 + b) * hs;
                 for ((((gates, cn), cp), dr), (dc, dg)) in tape.gates[r0 * gh..(r0 + b) * gh]
@@ -423,7 +433,7 @@ pub fn backward(
     }
 
     // Weight gradients and the input gradient: one product each over all rows.
-    let w_ih = &mut p.weight_ih;
+    let w_ih = &p.weight_ih;
     gemm_in(
         precision,
         gh,
@@ -432,7 +442,7 @@ pub fn backward(
         Mat::t(dg, gh),
         Mat::new(x, input_size),
         1.0,
-        MatMut::new(&mut w_ih.grad, input_size),
+        MatMut::new(weight_ih_grad, input_size),
     );
     if let Some(dx) = dx {
         gemm_in(
@@ -455,23 +465,20 @@ pub fn backward(
         Mat::t(dg_hh, gh),
         Mat::new(&tape.h_prev, h_out),
         1.0,
-        MatMut::new(&mut p.weight_hh.grad, h_out),
+        MatMut::new(weight_hh_grad, h_out),
     );
-    if p.bias_ih.is_some() || p.bias_hh.is_some() {
+    if bias_ih_grad.is_some() || bias_hh_grad.is_some() {
         // LSTM and RNN: both biases get the pre-activation gradient; GRU's `b_hh` gets
         // that of the recurrent side (its `b_hn` part is scaled by `r`).
         let sums = column_sums(dg, gh);
-        if let Some(b) = &mut p.bias_ih {
-            add_into(&mut b.grad, &sums);
+        if let Some(b) = bias_ih_grad {
+            add_into(b, &sums);
         }
-        if let Some(b) = &mut p.bias_hh {
-            add_into(
-                &mut b.grad,
-                &if gru { column_sums(dg_hh, gh) } else { sums },
-            );
+        if let Some(b) = bias_hh_grad {
+            add_into(b, &if gru { column_sums(dg_hh, gh) } else { sums });
         }
     }
-    if let Some(w_hr) = &mut p.weight_hr {
+    if let Some(w_hr_grad) = weight_hr_grad {
         gemm_in(
             precision,
             h_out,
@@ -480,7 +487,7 @@ pub fn backward(
             Mat::t(dh_rows, h_out),
             Mat::new(&tape.r, hs),
             1.0,
-            MatMut::new(&mut w_hr.grad, hs),
+            MatMut::new(w_hr_grad, hs),
         );
     }
 }
@@ -490,7 +497,8 @@ pub fn backward(
 /// parameter gradients.
 #[allow(clippy::too_many_arguments)]
 fn lstm_layer_norm_backward(
-    ln: &mut super::LayerNormParams,
+    ln: &super::LayerNormParams,
+    grads: &mut LayerNormGrads<'_>,
     tape: &DirTape,
     r0: usize,
     b: usize,
@@ -522,8 +530,8 @@ fn lstm_layer_norm_backward(
             hat,
             tape.cell_rstd[row],
             &ln.cell_weight.value,
-            &mut ln.cell_weight.grad,
-            &mut ln.cell_bias.grad,
+            grads.cell_weight,
+            grads.cell_bias,
         );
         dcj.iter_mut().zip(dy.iter()).for_each(|(a, d)| *a += d);
         for k in 0..hs {
@@ -541,8 +549,8 @@ fn lstm_layer_norm_backward(
                 &tape.ln_hat[row * gh + q * hs..row * gh + (q + 1) * hs],
                 tape.ln_rstd[row * 4 + q],
                 &ln.gates_weight.value[span.clone()],
-                &mut ln.gates_weight.grad[span.clone()],
-                &mut ln.gates_bias.grad[span],
+                &mut grads.gates_weight[span.clone()],
+                &mut grads.gates_bias[span],
             );
         }
     }

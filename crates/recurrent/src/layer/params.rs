@@ -1,7 +1,7 @@
 //! [`DirectionParams`]: the weights of one direction of one layer, under PyTorch's names.
 
 use crate::config::Mode;
-use crate::param::Param;
+use crate::param::{GradSlices, Param};
 use rand::Rng;
 
 /// Layer-norm parameters of the layer-norm LSTM variant (one direction of one layer).
@@ -125,3 +125,42 @@ crate::parameters!(DirectionParams {
     optional "weight_hr" => weight_hr;
     inline layer_norm;
 });
+
+/// Where the backward pass of one direction adds its parameter gradients: one slice per
+/// parameter of a [`DirectionParams`], same shapes, in its visit order.
+pub(crate) struct DirectionGrads<'a> {
+    pub weight_ih: &'a mut [f32],
+    pub weight_hh: &'a mut [f32],
+    pub bias_ih: Option<&'a mut [f32]>,
+    pub bias_hh: Option<&'a mut [f32]>,
+    pub weight_hr: Option<&'a mut [f32]>,
+    pub layer_norm: Option<LayerNormGrads<'a>>,
+}
+
+/// The layer-norm part of [`DirectionGrads`].
+pub(crate) struct LayerNormGrads<'a> {
+    pub gates_weight: &'a mut [f32],
+    pub gates_bias: &'a mut [f32],
+    pub cell_weight: &'a mut [f32],
+    pub cell_bias: &'a mut [f32],
+}
+
+impl<'a> DirectionGrads<'a> {
+    /// The next slices of `grads`, for `p`.
+    pub fn take(p: &DirectionParams, grads: &mut GradSlices<'a>) -> Self {
+        let mut next = |q: &Param| grads.next(q.len());
+        DirectionGrads {
+            weight_ih: next(&p.weight_ih),
+            weight_hh: next(&p.weight_hh),
+            bias_ih: p.bias_ih.as_ref().map(&mut next),
+            bias_hh: p.bias_hh.as_ref().map(&mut next),
+            weight_hr: p.weight_hr.as_ref().map(&mut next),
+            layer_norm: p.layer_norm.as_ref().map(|ln| LayerNormGrads {
+                gates_weight: next(&ln.gates_weight),
+                gates_bias: next(&ln.gates_bias),
+                cell_weight: next(&ln.cell_weight),
+                cell_bias: next(&ln.cell_bias),
+            }),
+        }
+    }
+}

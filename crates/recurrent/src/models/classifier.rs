@@ -7,9 +7,9 @@ use crate::config::{Mode, RnnConfig};
 use crate::data::Standardizer;
 use crate::error::{Error, Result};
 use crate::loss::CrossEntropyLoss;
-use crate::nn::{Linear, Module};
-use crate::param::Parameters;
-use crate::rnn::{OutputGrads, Rnn, Tape};
+use crate::nn::{self, Linear, Module};
+use crate::param::{accumulate_into_params, GradSlices};
+use crate::rnn::{self, OutputGrads, Rnn};
 use ndarray::{Array2, ArrayD, IxDyn};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -48,12 +48,29 @@ pub struct SequenceClassifier {
     pub head: Linear,
     /// Labels and scaling.
     pub meta: ClassifierMeta,
-    tape: Tape,
-    pooled: Option<PoolCache>,
 }
 
+/// What a training forward pass of a [`SequenceClassifier`] keeps for its backward pass.
+#[derive(Debug)]
+pub struct ClassifierTape {
+    rnn: rnn::Tape,
+    head: nn::Tape,
+    pooled: Option<PoolRecord>,
+}
+
+impl Default for ClassifierTape {
+    fn default() -> Self {
+        ClassifierTape {
+            rnn: rnn::Tape::default(),
+            head: nn::Tape::training(0),
+            pooled: None,
+        }
+    }
+}
+
+/// Each sequence's length, the step of every maximum, and the recurrent output's shape.
 #[derive(Debug, Clone)]
-struct PoolCache {
+struct PoolRecord {
     lengths: Vec<usize>,
     argmax: Vec<usize>,
     out_shape: Vec<usize>,
@@ -66,13 +83,7 @@ impl SequenceClassifier {
         let width = config.num_directions() * config.output_size();
         let rnn = Rnn::new(config, rng)?;
         let head = Linear::new(2 * width, meta.classes.len(), true, rng);
-        Ok(SequenceClassifier {
-            rnn,
-            head,
-            meta,
-            tape: Tape::default(),
-            pooled: None,
-        })
+        Ok(SequenceClassifier { rnn, head, meta })
     }
 
     /// Scales, patches and pads sequences into a `(B, T_max, patch * D)` batch plus the
@@ -126,16 +137,15 @@ impl SequenceClassifier {
     }
 
     /// Class logits `(B, C)` in inference mode.
-    pub fn logits(&mut self, seqs: &[&Array2<f32>]) -> Result<ArrayD<f32>> {
+    pub fn logits(&self, seqs: &[&Array2<f32>]) -> Result<ArrayD<f32>> {
         let (x, lengths) = self.batch(seqs)?;
         let out = self.rnn.forward(x.view(), None, Some(&lengths))?;
         let (pooled, _) = Self::pool(&out.output, &lengths);
-        self.head.set_training(false);
-        self.head.forward(&pooled)
+        self.head.forward(&pooled, &mut nn::Tape::inference())
     }
 
     /// Predicted class index of each sequence, evaluated in chunks of `batch` sequences.
-    pub fn predict(&mut self, seqs: &[Array2<f32>], batch: usize) -> Result<Vec<usize>> {
+    pub fn predict(&self, seqs: &[Array2<f32>], batch: usize) -> Result<Vec<usize>> {
         let mut out = Vec::with_capacity(seqs.len());
         for chunk in seqs.chunks(batch.max(1)) {
             let refs: Vec<&Array2<f32>> = chunk.iter().collect();
@@ -154,34 +164,41 @@ impl SequenceClassifier {
         Ok(out)
     }
 
-    /// Training-mode logits, keeping what [`SequenceClassifier::backward`] needs.
+    /// Training-mode logits `(B, C)`; `tape` keeps what [`SequenceClassifier::backward`]
+    /// needs.
     pub fn forward_train(
-        &mut self,
+        &self,
         seqs: &[&Array2<f32>],
         rng: &mut impl Rng,
+        tape: &mut ClassifierTape,
     ) -> Result<ArrayD<f32>> {
         let (x, lengths) = self.batch(seqs)?;
-        self.rnn.train(true);
-        self.head.set_training(true);
         let out =
             self.rnn
-                .forward_train_into(x.view(), None, Some(&lengths), rng, &mut self.tape)?;
+                .forward_train_into(x.view(), None, Some(&lengths), rng, &mut tape.rnn)?;
         let (pooled, argmax) = Self::pool(&out.output, &lengths);
-        self.pooled = Some(PoolCache {
+        tape.pooled = Some(PoolRecord {
             lengths,
             argmax,
             out_shape: out.output.shape().to_vec(),
         });
-        self.head.forward(&pooled)
+        self.head.forward(&pooled, &mut tape.head)
     }
 
-    /// Backward from the gradient of the logits; accumulates parameter gradients.
-    pub fn backward(&mut self, grad_logits: &ArrayD<f32>) -> Result<()> {
-        let cache = self
-            .pooled
-            .take()
-            .ok_or_else(|| Error::Invalid("backward without forward_train".into()))?;
-        let g_pooled = self.head.backward(grad_logits)?;
+    /// Backward of the [`SequenceClassifier::forward_train`] that filled `tape`, from the
+    /// gradient of the logits: parameter gradients are added to `grads` (one slice per
+    /// parameter, in [`crate::Parameters`] order).
+    pub fn backward(
+        &self,
+        tape: &ClassifierTape,
+        grad_logits: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+    ) -> Result<()> {
+        let cache = tape.pooled.as_ref().ok_or_else(|| {
+            Error::Invalid("SequenceClassifier.backward needs a forward_train tape".into())
+        })?;
+        let mut rnn_grads = grads.split(nn::param_count(&self.rnn));
+        let g_pooled = self.head.backward(&tape.head, grad_logits, grads)?;
         let w = cache.out_shape[2];
         let mut g_out = ArrayD::zeros(IxDyn(&cache.out_shape));
         for (i, &len) in cache.lengths.iter().enumerate() {
@@ -193,19 +210,20 @@ impl SequenceClassifier {
                 g_out[[i, cache.argmax[i * w + k], k]] += g_pooled[[i, w + k]];
             }
         }
-        self.rnn.backward(
-            &self.tape,
+        self.rnn.backward_into(
+            &tape.rnn,
             OutputGrads {
                 grad_output: Some(g_out.view()),
                 skip_input_grad: true,
                 ..Default::default()
             },
+            &mut rnn_grads,
         )?;
         Ok(())
     }
 
     /// Class probabilities `(B, C)` in inference mode.
-    pub fn probabilities(&mut self, seqs: &[&Array2<f32>]) -> Result<ArrayD<f32>> {
+    pub fn probabilities(&self, seqs: &[&Array2<f32>]) -> Result<ArrayD<f32>> {
         let mut p = self.logits(seqs)?;
         for mut row in p.outer_iter_mut() {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
@@ -223,11 +241,11 @@ pub type ClassifierEnsemble = Ensemble<SequenceClassifier>;
 
 impl Ensemble<SequenceClassifier> {
     /// Mean class probabilities `(N, C)`, evaluated in chunks of `batch` sequences.
-    pub fn probabilities(&mut self, seqs: &[Array2<f32>], batch: usize) -> Result<Vec<Vec<f32>>> {
+    pub fn probabilities(&self, seqs: &[Array2<f32>], batch: usize) -> Result<Vec<Vec<f32>>> {
         let c = self.meta().classes.len();
         let mut out = vec![vec![0.0f32; c]; seqs.len()];
         let k = self.members.len() as f32;
-        for m in &mut self.members {
+        for m in &self.members {
             for (start, chunk) in (0..seqs.len())
                 .step_by(batch.max(1))
                 .zip(seqs.chunks(batch.max(1)))
@@ -245,7 +263,7 @@ impl Ensemble<SequenceClassifier> {
     }
 
     /// Predicted class index of each sequence.
-    pub fn predict(&mut self, seqs: &[Array2<f32>], batch: usize) -> Result<Vec<usize>> {
+    pub fn predict(&self, seqs: &[Array2<f32>], batch: usize) -> Result<Vec<usize>> {
         Ok(self
             .probabilities(seqs, batch)?
             .iter()
@@ -325,9 +343,28 @@ pub struct ClassificationTask {
     pub val: (Vec<Array2<f32>>, Vec<usize>),
     /// Label smoothing of the training loss.
     pub label_smoothing: f32,
+    tape: ClassifierTape,
 }
 
 impl ClassificationTask {
+    /// A task training `model` on `train`, validated on `val`.
+    pub fn new(
+        model: SequenceClassifier,
+        train: (Vec<Array2<f32>>, Vec<usize>),
+        val: (Vec<Array2<f32>>, Vec<usize>),
+        label_smoothing: f32,
+    ) -> Self {
+        let mut model = model;
+        model.rnn.train(true);
+        ClassificationTask {
+            model,
+            train,
+            val,
+            label_smoothing,
+            tape: ClassifierTape::default(),
+        }
+    }
+
     fn loss(&self) -> CrossEntropyLoss {
         CrossEntropyLoss {
             label_smoothing: self.label_smoothing,
@@ -350,9 +387,12 @@ impl Trainable for ClassificationTask {
     ) -> Result<(f64, usize)> {
         let seqs: Vec<&Array2<f32>> = batch.iter().map(|&i| &self.train.0[i]).collect();
         let targets: Vec<i64> = batch.iter().map(|&i| self.train.1[i] as i64).collect();
-        let logits = self.model.forward_train(&seqs, rng)?;
+        let logits = self.model.forward_train(&seqs, rng, &mut self.tape)?;
         let loss = self.loss().forward(&logits, &targets, &[targets.len()])?;
-        self.model.backward(&loss.grad)?;
+        let tape = &self.tape;
+        accumulate_into_params(&mut self.model, |m, mut g| {
+            m.backward(tape, &loss.grad, &mut g)
+        })?;
         Ok((loss.item() as f64 * batch.len() as f64, batch.len()))
     }
 

@@ -297,7 +297,11 @@ fn save_checkpoint(
     let mut best = best.iter();
     model.visit_state(&mut |name, shape, value| {
         w.add(name, shape, value);
-        w.add(&format!("best.{name}"), shape, best.next().expect("one per tensor"));
+        w.add(
+            &format!("best.{name}"),
+            shape,
+            best.next().expect("one per tensor"),
+        );
     });
     opt.state().write_into(&mut w);
     for (k, v) in model.metadata() {
@@ -388,7 +392,11 @@ fn load_checkpoint(
             value.copy_from_slice(v.as_slice().expect("standard"));
             let b = file.require_f32(&format!("best.{name}"))?;
             if b.shape() != shape {
-                return Err(Error::shape(format!("best.{name}"), format!("{shape:?}"), b.shape()));
+                return Err(Error::shape(
+                    format!("best.{name}"),
+                    format!("{shape:?}"),
+                    b.shape(),
+                ));
             }
             Ok(b.iter().copied().collect())
         };

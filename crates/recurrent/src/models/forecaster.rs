@@ -9,9 +9,9 @@ use super::{Ensemble, TaskModel};
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
 use crate::loss::MseLoss;
-use crate::nn::{Linear, Module};
-use crate::param::Parameters;
-use crate::rnn::{InitialState, OutputGrads, Rnn, Tape};
+use crate::nn::{self, Linear, Module};
+use crate::param::{accumulate_into_params, GradSlices};
+use crate::rnn::{self, InitialState, OutputGrads, Rnn};
 use ndarray::{ArrayD, IxDyn};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -126,8 +126,24 @@ pub struct Forecaster {
     pub head: Linear,
     /// Transforms and settings.
     pub meta: ForecastMeta,
-    tape: Tape,
+}
+
+/// What a training forward pass of a [`Forecaster`] keeps for its backward pass.
+#[derive(Debug)]
+struct ForecastTape {
+    rnn: rnn::Tape,
+    head: nn::Tape,
     out_shape: Option<Vec<usize>>,
+}
+
+impl Default for ForecastTape {
+    fn default() -> Self {
+        ForecastTape {
+            rnn: rnn::Tape::default(),
+            head: nn::Tape::training(0),
+            out_shape: None,
+        }
+    }
 }
 
 impl Forecaster {
@@ -140,8 +156,6 @@ impl Forecaster {
             rnn: Rnn::new(config, rng)?,
             head,
             meta,
-            tape: Tape::default(),
-            out_shape: None,
         })
     }
 
@@ -174,15 +188,15 @@ impl Forecaster {
     }
 
     /// Scaled residual predictions `(B, horizon)` (inference).
-    pub fn predict_residuals(&mut self, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    pub fn predict_residuals(&self, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
         let out = self.rnn.forward(x.view(), None::<InitialState>, None)?;
-        self.head.set_training(false);
-        self.head.forward(&self.take_last(&out.output))
+        let last = self.take_last(&out.output);
+        self.head.forward(&last, &mut nn::Tape::inference())
     }
 
     /// Forecasts in the original units for origins after each index of `ends` (each
     /// window ends at that index): `(B, horizon)` values.
-    pub fn forecast(&mut self, cols: &[Vec<f32>], ends: &[usize]) -> Result<Vec<Vec<f32>>> {
+    pub fn forecast(&self, cols: &[Vec<f32>], ends: &[usize]) -> Result<Vec<Vec<f32>>> {
         let x = self.windows(cols, ends);
         let r = self.predict_residuals(&x)?;
         Ok(ends
@@ -200,35 +214,45 @@ impl Forecaster {
             .collect())
     }
 
-    fn forward_train(&mut self, x: &ArrayD<f32>, rng: &mut impl Rng) -> Result<ArrayD<f32>> {
-        self.rnn.train(true);
-        self.head.set_training(true);
+    fn forward_train(
+        &self,
+        x: &ArrayD<f32>,
+        rng: &mut impl Rng,
+        tape: &mut ForecastTape,
+    ) -> Result<ArrayD<f32>> {
         let out = self
             .rnn
-            .forward_train_into(x.view(), None, None, rng, &mut self.tape)?;
-        self.out_shape = Some(out.output.shape().to_vec());
-        self.head.forward(&self.take_last(&out.output))
+            .forward_train_into(x.view(), None, None, rng, &mut tape.rnn)?;
+        tape.out_shape = Some(out.output.shape().to_vec());
+        self.head
+            .forward(&self.take_last(&out.output), &mut tape.head)
     }
 
-    fn backward(&mut self, grad: &ArrayD<f32>) -> Result<()> {
-        let shape = self
-            .out_shape
-            .take()
-            .ok_or_else(|| Error::Invalid("backward without forward_train".into()))?;
-        let g_last = self.head.backward(grad)?;
-        let mut g = ArrayD::zeros(IxDyn(&shape));
+    fn backward(
+        &self,
+        tape: &ForecastTape,
+        grad: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+    ) -> Result<()> {
+        let shape = tape.out_shape.as_ref().ok_or_else(|| {
+            Error::Invalid("Forecaster.backward needs a forward_train tape".into())
+        })?;
+        let mut rnn_grads = grads.split(nn::param_count(&self.rnn));
+        let g_last = self.head.backward(&tape.head, grad, grads)?;
+        let mut g = ArrayD::zeros(IxDyn(shape));
         for i in 0..shape[0] {
             for k in 0..shape[2] {
                 g[[i, shape[1] - 1, k]] = g_last[[i, k]];
             }
         }
-        self.rnn.backward(
-            &self.tape,
+        self.rnn.backward_into(
+            &tape.rnn,
             OutputGrads {
                 grad_output: Some(g.view()),
                 skip_input_grad: true,
                 ..Default::default()
             },
+            &mut rnn_grads,
         )?;
         Ok(())
     }
@@ -307,10 +331,10 @@ pub type ForecasterEnsemble = Ensemble<Forecaster>;
 
 impl Ensemble<Forecaster> {
     /// Mean forecast of the members (see [`Forecaster::forecast`]).
-    pub fn forecast(&mut self, cols: &[Vec<f32>], ends: &[usize]) -> Result<Vec<Vec<f32>>> {
+    pub fn forecast(&self, cols: &[Vec<f32>], ends: &[usize]) -> Result<Vec<Vec<f32>>> {
         let k = self.members.len() as f32;
         let mut acc: Option<Vec<Vec<f32>>> = None;
-        for m in &mut self.members {
+        for m in &self.members {
             let f = m.forecast(cols, ends)?;
             match &mut acc {
                 None => {
@@ -356,9 +380,29 @@ pub struct ForecastTask {
     pub train_ends: Vec<usize>,
     /// Window end indices used for validation.
     pub val_ends: Vec<usize>,
+    tape: ForecastTape,
 }
 
 impl ForecastTask {
+    /// A task training `model` on the windows ending at `train_ends` of `cols`,
+    /// validated on those ending at `val_ends`.
+    pub fn new(
+        model: Forecaster,
+        cols: Vec<Vec<f32>>,
+        train_ends: Vec<usize>,
+        val_ends: Vec<usize>,
+    ) -> Self {
+        let mut model = model;
+        model.rnn.train(true);
+        ForecastTask {
+            model,
+            cols,
+            train_ends,
+            val_ends,
+            tape: ForecastTape::default(),
+        }
+    }
+
     fn targets(&self, ends: &[usize]) -> ArrayD<f32> {
         let m = &self.model.meta;
         let mut y = ArrayD::zeros(IxDyn(&[ends.len(), m.horizon]));
@@ -387,9 +431,12 @@ impl Trainable for ForecastTask {
         let ends: Vec<usize> = batch.iter().map(|&i| self.train_ends[i]).collect();
         let x = self.model.windows(&self.cols, &ends);
         let y = self.targets(&ends);
-        let pred = self.model.forward_train(&x, rng)?;
+        let pred = self.model.forward_train(&x, rng, &mut self.tape)?;
         let loss = MseLoss::default().forward(&pred, &y)?;
-        self.model.backward(&loss.grad)?;
+        let tape = &self.tape;
+        accumulate_into_params(&mut self.model, |m, mut g| {
+            m.backward(tape, &loss.grad, &mut g)
+        })?;
         Ok((loss.item() as f64 * ends.len() as f64, ends.len()))
     }
 

@@ -1,7 +1,8 @@
 //! `nn.Embedding`: a lookup table of vectors, with an optional `padding_idx`.
 
+use super::Tape;
 use crate::error::{Error, Result};
-use crate::param::Param;
+use crate::param::{GradSlices, Param};
 use ndarray::{ArrayD, IxDyn};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -14,8 +15,10 @@ pub struct Embedding {
     /// `(num_embeddings, embedding_dim)`.
     pub weight: Param,
     padding_idx: Option<usize>,
-    indices: Option<Vec<usize>>,
 }
+
+/// What [`Embedding`] keeps: the indices it looked up.
+struct EmbeddingRecord(Vec<usize>);
 
 impl Embedding {
     /// A new table with PyTorch's initialisation.
@@ -43,7 +46,6 @@ impl Embedding {
         Ok(Embedding {
             weight,
             padding_idx,
-            indices: None,
         })
     }
 
@@ -51,8 +53,14 @@ impl Embedding {
         self.weight.shape[1]
     }
 
-    /// Looks up `indices` (flat, row-major, of shape `shape`); keeps them for backward.
-    pub fn forward(&mut self, indices: &[usize], shape: &[usize]) -> Result<ArrayD<f32>> {
+    /// Looks up `indices` (flat, row-major, of shape `shape`): `(*shape, embedding_dim)`.
+    /// A training tape keeps them for backward.
+    pub fn forward(
+        &self,
+        indices: &[usize],
+        shape: &[usize],
+        tape: &mut Tape,
+    ) -> Result<ArrayD<f32>> {
         let n = self.weight.shape[0];
         let d = self.dim();
         if shape.iter().product::<usize>() != indices.len() {
@@ -71,19 +79,25 @@ impl Embedding {
             }
             out.extend_from_slice(&self.weight.value[i * d..(i + 1) * d]);
         }
-        self.indices = Some(indices.to_vec());
+        if tape.is_training() {
+            tape.keep(EmbeddingRecord(indices.to_vec()));
+        }
         let mut out_shape = shape.to_vec();
         out_shape.push(d);
         Ok(ArrayD::from_shape_vec(IxDyn(&out_shape), out).expect("shape"))
     }
 
-    /// Accumulates the gradient of the looked-up rows (none for `padding_idx`).
-    pub fn backward(&mut self, grad_output: &ArrayD<f32>) -> Result<()> {
+    /// Adds the gradient of the looked-up rows (none for `padding_idx`) to the weight's
+    /// slice of `grads`, for the gradient `(*shape, embedding_dim)` of the output.
+    pub fn backward(
+        &self,
+        tape: &Tape,
+        grad_output: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+    ) -> Result<()> {
         let d = self.dim();
-        let indices = self
-            .indices
-            .take()
-            .ok_or_else(|| super::no_tape("Embedding"))?;
+        let EmbeddingRecord(indices) = tape.record("Embedding")?;
+        let weight_grad = grads.next(self.weight.len());
         if grad_output.len() != indices.len() * d {
             return Err(Error::shape(
                 "Embedding grad_output",
@@ -92,16 +106,11 @@ impl Embedding {
             ));
         }
         let g = grad_output.as_standard_layout();
-        for (row, &i) in g
-            .as_slice()
-            .expect("standard")
-            .chunks_exact(d)
-            .zip(&indices)
-        {
+        for (row, &i) in g.as_slice().expect("standard").chunks_exact(d).zip(indices) {
             if Some(i) == self.padding_idx {
                 continue;
             }
-            self.weight.grad[i * d..(i + 1) * d]
+            weight_grad[i * d..(i + 1) * d]
                 .iter_mut()
                 .zip(row)
                 .for_each(|(a, b)| *a += b);

@@ -1,9 +1,9 @@
 //! `nn.LayerNorm` over the last dimension.
 
-use super::{no_tape, Module};
+use super::{Module, Tape};
 use crate::error::{Error, Result};
 use crate::layer::norm;
-use crate::param::Param;
+use crate::param::{GradSlices, Param};
 use ndarray::{ArrayD, IxDyn};
 
 /// `nn.LayerNorm(normalized_shape)` over the last dimension, `eps = 1e-5`, with
@@ -14,9 +14,14 @@ pub struct LayerNorm {
     pub weight: Param,
     /// `(features)` shift.
     pub bias: Param,
-    /// Normalised input and reciprocal standard deviation per row, kept for backward.
-    cache: Option<(Vec<usize>, Vec<f32>, Vec<f32>)>,
-    training: bool,
+}
+
+/// What [`LayerNorm`] keeps: the input shape, the normalised input and each row's
+/// reciprocal standard deviation.
+struct LayerNormRecord {
+    shape: Vec<usize>,
+    hat: Vec<f32>,
+    rstd: Vec<f32>,
 }
 
 impl LayerNorm {
@@ -25,14 +30,12 @@ impl LayerNorm {
         LayerNorm {
             weight: Param::full(&[features], 1.0),
             bias: Param::zeros(&[features]),
-            cache: None,
-            training: true,
         }
     }
 }
 
 impl Module for LayerNorm {
-    fn forward(&mut self, input: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn forward(&self, input: &ArrayD<f32>, tape: &mut Tape) -> Result<ArrayD<f32>> {
         let f = self.weight.len();
         if input.ndim() == 0 || input.shape()[input.ndim() - 1] != f {
             return Err(Error::shape(
@@ -52,15 +55,22 @@ impl Module for LayerNorm {
                 hrow,
             ));
         }
-        if self.training {
-            self.cache = Some((input.shape().to_vec(), hat, rstd));
+        if tape.is_training() {
+            let shape = input.shape().to_vec();
+            tape.keep(LayerNormRecord { shape, hat, rstd });
         }
         Ok(ArrayD::from_shape_vec(IxDyn(input.shape()), out).expect("shape"))
     }
 
-    fn backward(&mut self, grad_output: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn backward(
+        &self,
+        tape: &Tape,
+        grad_output: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+    ) -> Result<ArrayD<f32>> {
         let f = self.weight.len();
-        let (shape, hat, rstd) = self.cache.take().ok_or_else(|| no_tape("LayerNorm"))?;
+        let LayerNormRecord { shape, hat, rstd } = tape.record("LayerNorm")?;
+        let (weight_grad, bias_grad) = (grads.next(f), grads.next(f));
         if grad_output.shape() != shape.as_slice() {
             return Err(Error::shape(
                 "LayerNorm grad_output",
@@ -69,21 +79,10 @@ impl Module for LayerNorm {
             ));
         }
         let mut g: Vec<f32> = grad_output.iter().copied().collect();
-        for ((row, hrow), r) in g.chunks_exact_mut(f).zip(hat.chunks_exact(f)).zip(&rstd) {
-            norm::backward(
-                row,
-                hrow,
-                *r,
-                &self.weight.value,
-                &mut self.weight.grad,
-                &mut self.bias.grad,
-            );
+        for ((row, hrow), r) in g.chunks_exact_mut(f).zip(hat.chunks_exact(f)).zip(rstd) {
+            norm::backward(row, hrow, *r, &self.weight.value, weight_grad, bias_grad);
         }
-        Ok(ArrayD::from_shape_vec(IxDyn(&shape), g).expect("shape"))
-    }
-
-    fn set_training(&mut self, on: bool) {
-        self.training = on;
+        Ok(ArrayD::from_shape_vec(IxDyn(shape), g).expect("shape"))
     }
 }
 

@@ -1,9 +1,9 @@
 //! `nn.Linear`: `y = x W^T + b` over the last dimension.
 
-use super::{no_tape, Module};
+use super::{Module, Tape};
 use crate::error::{Error, Result};
 use crate::kernels::{gemm, Mat, MatMut};
-use crate::param::{Param, Parameters};
+use crate::param::{GradSlices, Param};
 use ndarray::{ArrayD, IxDyn};
 use rand::Rng;
 
@@ -15,9 +15,10 @@ pub struct Linear {
     pub weight: Param,
     /// `(out_features)`.
     pub bias: Option<Param>,
-    input: Option<ArrayD<f32>>,
-    training: bool,
 }
+
+/// What [`Linear`] keeps: its input, `(*, in)`, in standard layout.
+struct LinearRecord(ArrayD<f32>);
 
 impl Linear {
     /// A new layer with PyTorch's default initialisation.
@@ -26,21 +27,19 @@ impl Linear {
         Linear {
             weight: Param::uniform(&[out_features, in_features], bound, rng),
             bias: bias.then(|| Param::uniform(&[out_features], bound, rng)),
-            input: None,
-            training: true,
         }
     }
 
     /// [`Module::forward`] taking the input by value: in training it is kept for backward
     /// without a copy. Input `(*, in)`, output `(*, out)`.
-    pub fn forward_owned(&mut self, input: ArrayD<f32>) -> Result<ArrayD<f32>> {
+    pub fn forward_owned(&self, input: ArrayD<f32>, tape: &mut Tape) -> Result<ArrayD<f32>> {
         let out = self.compute(&input)?;
-        if self.training {
-            self.input = Some(if input.is_standard_layout() {
+        if tape.is_training() {
+            tape.keep(LinearRecord(if input.is_standard_layout() {
                 input
             } else {
                 input.as_standard_layout().into_owned()
-            });
+            }));
         }
         Ok(out)
     }
@@ -83,17 +82,24 @@ impl Linear {
 }
 
 impl Module for Linear {
-    fn forward(&mut self, input: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn forward(&self, input: &ArrayD<f32>, tape: &mut Tape) -> Result<ArrayD<f32>> {
         let out = self.compute(input)?;
-        if self.training {
-            self.input = Some(input.as_standard_layout().into_owned());
+        if tape.is_training() {
+            tape.keep(LinearRecord(input.as_standard_layout().into_owned()));
         }
         Ok(out)
     }
 
-    fn backward(&mut self, grad_output: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn backward(
+        &self,
+        tape: &Tape,
+        grad_output: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+    ) -> Result<ArrayD<f32>> {
         let (fin, fout) = self.sizes();
-        let x = self.input.take().ok_or_else(|| no_tape("Linear"))?;
+        let LinearRecord(x) = tape.record("Linear")?;
+        let weight_grad = grads.next(self.weight.len());
+        let bias_grad = self.bias.as_ref().map(|b| grads.next(b.len()));
         let mut expected = x.shape().to_vec();
         *expected.last_mut().unwrap() = fout;
         if grad_output.shape() != expected.as_slice() {
@@ -119,7 +125,7 @@ impl Module for Linear {
                 0.0,
                 MatMut::new(&mut dw_t, fout),
             );
-            for (o, row) in self.weight.grad.chunks_exact_mut(fin).enumerate() {
+            for (o, row) in weight_grad.chunks_exact_mut(fin).enumerate() {
                 row.iter_mut()
                     .zip(dw_t[o..].iter().step_by(fout))
                     .for_each(|(w, d)| *w += d);
@@ -132,12 +138,12 @@ impl Module for Linear {
                 Mat::t(g, fout),
                 Mat::new(xs, fin),
                 1.0,
-                MatMut::new(&mut self.weight.grad, fin),
+                MatMut::new(weight_grad, fin),
             );
         }
-        if let Some(b) = &mut self.bias {
+        if let Some(b) = bias_grad {
             for row in g.chunks_exact(fout) {
-                b.grad.iter_mut().zip(row).for_each(|(a, r)| *a += r);
+                b.iter_mut().zip(row).for_each(|(a, r)| *a += r);
             }
         }
         let mut dx = vec![0.0; rows * fin];
@@ -151,10 +157,6 @@ impl Module for Linear {
             MatMut::new(&mut dx, fin),
         );
         Ok(ArrayD::from_shape_vec(IxDyn(x.shape()), dx).expect("shape"))
-    }
-
-    fn set_training(&mut self, on: bool) {
-        self.training = on;
     }
 }
 

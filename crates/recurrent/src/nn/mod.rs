@@ -1,15 +1,21 @@
 //! Building blocks that compose with the recurrent layers: [`Linear`], [`Embedding`],
 //! [`Dropout`], [`LayerNorm`], [`RecurrentBlock`], chained by [`Sequential`].
 //!
-//! Every block implements [`Module`]: `forward` keeps what `backward` needs (in training
-//! mode), and `backward` takes the gradient of the block's output, accumulates parameter
-//! gradients and returns the gradient of its input, so a model is trained without writing
-//! any gradient by hand:
+//! Every block implements [`Module`], the contract of every differentiable op of the
+//! library: `forward(&self, input, &mut Tape)` computes the output and, on a training
+//! [`Tape`], keeps what the backward pass needs (and draws dropout masks from the tape's
+//! stream); `backward(&self, &Tape, grad_output, grads)` returns the gradient of the input
+//! and adds the parameter gradients to `grads` (one slice per parameter, see
+//! [`crate::param::Grads`]) without touching the module. Many forward passes (threads,
+//! replicas, shards of a batch) can be in flight on one module, each with its own tape.
+//!
+//! [`Taped`] puts a module and its tape together for the usual loop, gradients accumulated
+//! in the module's own parameters for an optimizer:
 //!
 //! ```
 //! use ndarray::{ArrayD, IxDyn};
 //! use rand::SeedableRng;
-//! use recurrent::nn::{Linear, Module, RecurrentBlock, Sequential};
+//! use recurrent::nn::{Linear, RecurrentBlock, Sequential, Taped};
 //! use recurrent::loss::MseLoss;
 //! use recurrent::optim::{Adam, Optimizer};
 //! use recurrent::{Mode, Parameters, Rnn, RnnConfig};
@@ -17,9 +23,12 @@
 //! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
 //! // The tutorials' LSTMModel: nn.LSTM(10, 64, batch_first=True) + nn.Linear(64, 1) on the last step.
 //! let lstm = Rnn::new(RnnConfig::new(Mode::Lstm, 10, 64).with_batch_first(true), &mut rng).unwrap();
-//! let mut model = Sequential::new()
-//!     .push("lstm", RecurrentBlock::last_step(lstm))
-//!     .push("fc", Linear::new(64, 1, true, &mut rng));
+//! let mut model = Taped::new(
+//!     Sequential::new()
+//!         .push("lstm", RecurrentBlock::last_step(lstm))
+//!         .push("fc", Linear::new(64, 1, true, &mut rng)),
+//!     0,
+//! );
 //! let mut opt = Adam::new(1e-3);
 //! let x = ArrayD::<f32>::ones(IxDyn(&[8, 12, 10]));
 //! let y = ArrayD::<f32>::zeros(IxDyn(&[8, 1]));
@@ -32,12 +41,13 @@
 //! }
 //! ```
 
-pub(crate) mod dropout;
+mod dropout;
 mod embedding;
 mod layer_norm;
 mod linear;
 mod recurrent_block;
 mod sequential;
+mod tape;
 
 pub use dropout::Dropout;
 pub use embedding::Embedding;
@@ -45,25 +55,30 @@ pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use recurrent_block::{RecurrentBlock, RecurrentOutput};
 pub use sequential::Sequential;
+pub use tape::{Tape, Taped};
 
 use crate::error::Result;
-use crate::param::Parameters;
+use crate::param::{GradSlices, Parameters};
 use ndarray::ArrayD;
 
-/// A differentiable block with parameters.
-pub trait Module: Parameters {
-    /// Computes the output; in training mode also keeps what [`Module::backward`] needs.
-    fn forward(&mut self, input: &ArrayD<f32>) -> Result<ArrayD<f32>>;
-    /// Given the gradient of the last `forward`'s output, accumulates parameter gradients
-    /// and returns the gradient of its input.
-    fn backward(&mut self, grad_output: &ArrayD<f32>) -> Result<ArrayD<f32>>;
-    /// Training mode on (dropout active, tapes kept) or off (`eval()`).
-    fn set_training(&mut self, on: bool);
+/// A differentiable block with parameters: the library's op contract.
+pub trait Module: Parameters + Send + Sync {
+    /// Computes the output. On a training tape ([`Tape::training`]) also keeps what
+    /// [`Module::backward`] needs and applies dropout; on [`Tape::inference`] it keeps
+    /// nothing.
+    fn forward(&self, input: &ArrayD<f32>, tape: &mut Tape) -> Result<ArrayD<f32>>;
+    /// Given the gradient of the output of the `forward` that filled `tape`, returns the
+    /// gradient of its input and adds the parameter gradients to `grads` (the next
+    /// [`Parameters::num_parameters`]-worth of slices, one per parameter in visit order).
+    fn backward(
+        &self,
+        tape: &Tape,
+        grad_output: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+    ) -> Result<ArrayD<f32>>;
 }
 
-/// Error for a `backward` call that has no matching training-mode `forward`.
-pub(crate) fn no_tape(block: &str) -> crate::error::Error {
-    crate::error::Error::Invalid(format!(
-        "{block}.backward called without a training-mode forward before it"
-    ))
+/// Number of parameters (not values) of a module: how many gradient slices it takes.
+pub(crate) fn param_count(m: &(impl Parameters + ?Sized)) -> usize {
+    m.param_lens().len()
 }

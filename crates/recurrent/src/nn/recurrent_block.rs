@@ -1,12 +1,11 @@
 //! [`RecurrentBlock`]: an [`Rnn`] as a [`Module`], returning the whole output sequence or
 //! each sequence's last step.
 
-use super::{no_tape, Module};
+use super::{Module, Tape as NnTape};
 use crate::error::{Error, Result};
-use crate::param::Parameters;
+use crate::param::GradSlices;
 use crate::rnn::{InitialState, OutputGrads, Rnn, Tape};
 use ndarray::{ArrayD, Axis, IxDyn};
-use rand::SeedableRng;
 
 /// Which part of the recurrent output the block passes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,8 +18,8 @@ pub enum RecurrentOutput {
 }
 
 /// A recurrent stack inside a model. Optional per-sequence `lengths` and initial state
-/// apply to the next `forward` (the state is treated as a constant, i.e. detached, which
-/// is what truncated backpropagation through time needs).
+/// apply to the following forward passes (the state is treated as a constant, i.e.
+/// detached, which is what truncated backpropagation through time needs).
 #[derive(Debug, Clone)]
 pub struct RecurrentBlock {
     /// The recurrent stack.
@@ -28,12 +27,19 @@ pub struct RecurrentBlock {
     output: RecurrentOutput,
     lengths: Option<Vec<usize>>,
     state: Option<(ArrayD<f32>, Option<ArrayD<f32>>)>,
-    last_state: Option<(ArrayD<f32>, Option<ArrayD<f32>>)>,
-    tape: Tape,
-    /// Output shape of the last training-mode forward, `None` once consumed by backward.
-    taped_shape: Option<Vec<usize>>,
-    rng: rand::rngs::StdRng,
     input_grad: bool,
+}
+
+/// A recurrent state `(h, c)`: `c` for LSTM only.
+pub type RecurrentState = (ArrayD<f32>, Option<ArrayD<f32>>);
+
+/// What [`RecurrentBlock`] keeps: the stack's tape, the output shape of a training-mode
+/// pass (`None` in inference), and the final state.
+#[derive(Default)]
+struct RecurrentRecord {
+    rnn: Tape,
+    out_shape: Option<Vec<usize>>,
+    final_state: Option<RecurrentState>,
 }
 
 impl RecurrentBlock {
@@ -54,17 +60,8 @@ impl RecurrentBlock {
             output,
             lengths: None,
             state: None,
-            last_state: None,
-            tape: Tape::default(),
-            taped_shape: None,
-            rng: rand::rngs::StdRng::seed_from_u64(0),
             input_grad: true,
         }
-    }
-
-    /// Seeds the stream that draws the dropout masks between layers.
-    pub fn seed_dropout(&mut self, seed: u64) {
-        self.rng = rand::rngs::StdRng::seed_from_u64(seed);
     }
 
     /// Whether `backward` computes the gradient of the block's input (default: yes). Turn
@@ -84,10 +81,14 @@ impl RecurrentBlock {
         self.state = state;
     }
 
-    /// `(h_n, c_n)` of the last forward pass: pass it to [`RecurrentBlock::set_state`] to
-    /// carry the state into the next batch of a long stream.
-    pub fn last_state(&self) -> Option<&(ArrayD<f32>, Option<ArrayD<f32>>)> {
-        self.last_state.as_ref()
+    /// `(h_n, c_n)` of the forward pass that filled `tape`: pass it to
+    /// [`RecurrentBlock::set_state`] to carry the state into the next batch of a long
+    /// stream.
+    pub fn final_state(tape: &NnTape) -> Option<&RecurrentState> {
+        tape.record::<RecurrentRecord>("RecurrentBlock")
+            .ok()?
+            .final_state
+            .as_ref()
     }
 
     /// Index of the last valid step of each sequence.
@@ -100,26 +101,32 @@ impl RecurrentBlock {
 }
 
 impl Module for RecurrentBlock {
-    fn forward(&mut self, input: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn forward(&self, input: &ArrayD<f32>, tape: &mut NnTape) -> Result<ArrayD<f32>> {
         let state = self.state.as_ref().map(|(h, c)| InitialState {
             h0: h.view(),
             c0: c.as_ref().map(|c| c.view()),
         });
-        let out = if self.rnn.is_training() {
-            let out = self.rnn.forward_train_into(
-                input.view(),
-                state,
-                self.lengths.as_deref(),
-                &mut self.rng,
-                &mut self.tape,
-            )?;
-            self.taped_shape = Some(out.output.shape().to_vec());
-            out
-        } else {
-            self.rnn
-                .forward(input.view(), state, self.lengths.as_deref())?
+        let mut record: RecurrentRecord = tape.take_previous();
+        let lengths = self.lengths.as_deref();
+        let out = match tape.rng() {
+            Some(rng) => {
+                let out = self.rnn.forward_train_into(
+                    input.view(),
+                    state,
+                    lengths,
+                    rng,
+                    &mut record.rnn,
+                )?;
+                record.out_shape = Some(out.output.shape().to_vec());
+                out
+            }
+            None => {
+                record.out_shape = None;
+                self.rnn.forward(input.view(), state, lengths)?
+            }
         };
-        self.last_state = Some((out.h_n, out.c_n));
+        record.final_state = Some((out.h_n, out.c_n));
+        tape.keep(record);
         match self.output {
             RecurrentOutput::Sequence => Ok(out.output),
             RecurrentOutput::LastStep => {
@@ -149,11 +156,18 @@ impl Module for RecurrentBlock {
         }
     }
 
-    fn backward(&mut self, grad_output: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-        let out_shape = self
-            .taped_shape
-            .take()
-            .ok_or_else(|| no_tape("RecurrentBlock"))?;
+    fn backward(
+        &self,
+        tape: &NnTape,
+        grad_output: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+    ) -> Result<ArrayD<f32>> {
+        let record: &RecurrentRecord = tape.record("RecurrentBlock")?;
+        let out_shape = record.out_shape.clone().ok_or_else(|| {
+            Error::Invalid(
+                "RecurrentBlock.backward needs the tape of a training-mode forward".into(),
+            )
+        })?;
         let full = match self.output {
             RecurrentOutput::Sequence => grad_output.clone(),
             RecurrentOutput::LastStep => {
@@ -187,19 +201,16 @@ impl Module for RecurrentBlock {
                 full
             }
         };
-        let grads = self.rnn.backward(
-            &self.tape,
+        let input_grads = self.rnn.backward_into(
+            &record.rnn,
             OutputGrads {
                 grad_output: Some(full.view()),
                 skip_input_grad: !self.input_grad,
                 ..Default::default()
             },
+            grads,
         )?;
-        Ok(grads.grad_input)
-    }
-
-    fn set_training(&mut self, on: bool) {
-        self.rnn.train(on);
+        Ok(input_grads.grad_input)
     }
 }
 

@@ -1,15 +1,15 @@
 //! [`Sequential`]: named blocks applied one after another.
 
-use super::Module;
+use super::{param_count, Module, Tape};
 use crate::error::Result;
-use crate::param::{Buffer, Param, Parameters, Visitor};
+use crate::param::{Buffer, GradSlices, Param, Parameters, Visitor};
 use ndarray::ArrayD;
 
 /// Blocks applied in order; parameters are named `"{block}.{param}"` as in a PyTorch
 /// module with those attribute names (e.g. `lstm.weight_ih_l0`, `fc.weight`).
 #[derive(Default)]
 pub struct Sequential {
-    blocks: Vec<(String, Box<dyn Module + Send>)>,
+    blocks: Vec<(String, Box<dyn Module>)>,
 }
 
 impl Sequential {
@@ -19,13 +19,13 @@ impl Sequential {
     }
 
     /// Appends a block under `name`.
-    pub fn push(mut self, name: &str, block: impl Module + Send + 'static) -> Self {
+    pub fn push(mut self, name: &str, block: impl Module + 'static) -> Self {
         self.blocks.push((name.to_string(), Box::new(block)));
         self
     }
 
     /// The block named `name`.
-    pub fn block_mut(&mut self, name: &str) -> Option<&mut (dyn Module + Send)> {
+    pub fn block_mut(&mut self, name: &str) -> Option<&mut dyn Module> {
         self.blocks
             .iter_mut()
             .find(|(n, _)| n == name)
@@ -34,24 +34,31 @@ impl Sequential {
 }
 
 impl Module for Sequential {
-    fn forward(&mut self, input: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn forward(&self, input: &ArrayD<f32>, tape: &mut Tape) -> Result<ArrayD<f32>> {
+        let tapes = tape.parts(self.blocks.len());
         let mut x = input.clone();
-        for (_, b) in &mut self.blocks {
-            x = b.forward(&x)?;
+        for ((_, b), t) in self.blocks.iter().zip(tapes) {
+            x = b.forward(&x, t)?;
         }
         Ok(x)
     }
 
-    fn backward(&mut self, grad_output: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn backward(
+        &self,
+        tape: &Tape,
+        grad_output: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+    ) -> Result<ArrayD<f32>> {
+        let mut per_block: Vec<GradSlices> = self
+            .blocks
+            .iter()
+            .map(|(_, b)| grads.split(param_count(b.as_ref())))
+            .collect();
         let mut g = grad_output.clone();
-        for (_, b) in self.blocks.iter_mut().rev() {
-            g = b.backward(&g)?;
+        for (k, (_, b)) in self.blocks.iter().enumerate().rev() {
+            g = b.backward(tape.part(k), &g, &mut per_block[k])?;
         }
         Ok(g)
-    }
-
-    fn set_training(&mut self, on: bool) {
-        self.blocks.iter_mut().for_each(|(_, b)| b.set_training(on));
     }
 }
 
