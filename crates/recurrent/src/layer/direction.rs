@@ -11,70 +11,12 @@ use super::fused;
 use super::layout::SeqLayout;
 use super::norm;
 use super::params::{DirectionGrads, DirectionParams, LayerNormGrads};
+pub(crate) use super::record::DirTape;
+use super::record::{add_bias_rows, resized};
 use crate::config::Mode;
 use crate::kernels::activation::{sigmoid, tanh};
 use crate::kernels::{cells, gemm_in, matmul_packed, Mat, MatMut, PackedMatrix, Precision};
 use rayon::prelude::*;
-
-/// What the forward pass of one direction keeps for its backward pass (`N` = packed rows).
-#[derive(Debug, Default, Clone)]
-pub struct DirTape {
-    /// `(N, H_out)`: the direction's output `h_t`.
-    pub out: Vec<f32>,
-    /// `(N, G*H)`: gate activations (LSTM i,f,g,o; GRU r,z,n; RNN the new state); empty
-    /// after inference through the threaded time loop.
-    pub gates: Vec<f32>,
-    /// `(N, H_out)`: the state each row started from.
-    pub h_prev: Vec<f32>,
-    /// `(N, H)`: LSTM cell state after the step.
-    pub c: Vec<f32>,
-    /// `(N, H)`: LSTM cell state before the step.
-    pub c_prev: Vec<f32>,
-    /// `(N, H)`: LSTM with projection: the hidden state before `weight_hr`.
-    pub r: Vec<f32>,
-    /// `(N, H)`: GRU `W_hn h + b_hn`.
-    pub gh_n: Vec<f32>,
-    /// `(N, G*H)`: layer-norm LSTM: normalised gate pre-activations.
-    pub ln_hat: Vec<f32>,
-    /// `(N, G)`: layer-norm LSTM: reciprocal standard deviation of each gate's LayerNorm.
-    pub ln_rstd: Vec<f32>,
-    /// `(N, H)`: layer-norm LSTM: normalised cell state.
-    pub cell_hat: Vec<f32>,
-    /// `(N)`: layer-norm LSTM: reciprocal standard deviation of the cell LayerNorm.
-    pub cell_rstd: Vec<f32>,
-    /// `(B, H)`: work buffer for the state of every other step.
-    pub(crate) state_spare: Vec<f32>,
-}
-
-/// Sets the length of a buffer that is about to be overwritten completely: keeps its
-/// allocation and contents (no zero fill) when it is reused with the same or a larger size.
-fn resized(v: &mut Vec<f32>, len: usize) {
-    v.resize(len, 0.0);
-}
-
-impl DirTape {
-    /// Sizes the buffers for `n` rows; without `record` (inference) the states before each
-    /// step and the cell states are not kept.
-    pub(super) fn prepare(&mut self, p: &DirectionParams, n: usize, record: bool) {
-        let h = p.hidden_size;
-        let g = p.mode.gates();
-        let h_out = p.output_size();
-        let lstm = p.mode == Mode::Lstm;
-        let ln = p.layer_norm.is_some();
-        let kept = if record { n } else { 0 };
-        resized(&mut self.out, n * h_out);
-        resized(&mut self.gates, kept * g * h);
-        resized(&mut self.h_prev, kept * h_out);
-        resized(&mut self.c, if lstm { kept * h } else { 0 });
-        resized(&mut self.c_prev, if lstm { kept * h } else { 0 });
-        resized(&mut self.r, if p.weight_hr.is_some() { n * h } else { 0 });
-        resized(&mut self.gh_n, if p.mode == Mode::Gru { n * h } else { 0 });
-        resized(&mut self.ln_hat, if ln { n * g * h } else { 0 });
-        resized(&mut self.ln_rstd, if ln { n * g } else { 0 });
-        resized(&mut self.cell_hat, if ln { n * h } else { 0 });
-        resized(&mut self.cell_rstd, if ln { n } else { 0 });
-    }
-}
 
 /// Work buffers of [`backward`], kept between calls so training steps do not allocate.
 #[derive(Debug, Default, Clone)]
@@ -92,13 +34,6 @@ fn step_index(step: usize, steps: usize, reverse: bool) -> usize {
         steps - 1 - step
     } else {
         step
-    }
-}
-
-/// Adds `bias` to every `bias.len()`-wide row of `rows`.
-pub(super) fn add_bias_rows(rows: &mut [f32], bias: &[f32]) {
-    for row in rows.chunks_exact_mut(bias.len()) {
-        row.iter_mut().zip(bias).for_each(|(r, b)| *r += b);
     }
 }
 

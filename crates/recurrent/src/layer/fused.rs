@@ -9,9 +9,9 @@
 //! step needs every unit of the step before and nothing else, so one synchronisation per
 //! step suffices and each thread keeps its slice of the recurrent weights in its cache.
 
-use super::direction::{add_bias_rows, DirTape};
 use super::layout::SeqLayout;
 use super::params::DirectionParams;
+use super::record::{add_bias_rows, DirTape};
 use super::team::{run_rounds, Shared};
 use crate::config::Mode;
 use crate::kernels::{cells, matmul_packed_panels, Mat, MatMut, PackedMatrix, Precision};

@@ -1,6 +1,8 @@
 //! [`Rnn`]: the multi-layer, optionally bidirectional recurrent stack (`torch.nn.RNNBase`),
 //! for every mode: `nn.RNN`, `nn.LSTM`, `nn.GRU`, and the layer-norm LSTM.
 
+mod packing;
+
 use crate::config::{Mode, RnnConfig};
 use crate::error::{check_finite, Error, Result};
 use crate::kernels::dropout::{apply_mask, dropout_in_place};
@@ -11,6 +13,9 @@ use crate::layer::team;
 use crate::layer::{BatchOrder, DirectionParams, DirectionShape};
 use crate::param::{accumulate_into_params, GradSlices, Param, Parameters, Visitor};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use packing::{
+    deinterleave_into, interleave_into, pack_into, unpack, unpack_owned, unsort_state, Geometry,
+};
 use rand::Rng;
 
 /// A recurrent stack with PyTorch's semantics, parameters and shapes.
@@ -116,15 +121,6 @@ struct LayerTape {
     dirs: Vec<DirTape>,
     /// `(N, D*H_out)` dropout mask applied to this layer's output, already scaled.
     dropout_mask: Option<Vec<f32>>,
-}
-
-/// Shapes and batch order of one call.
-#[derive(Debug, Clone)]
-struct Geometry {
-    batched: bool,
-    steps: usize,
-    batch: usize,
-    order: BatchOrder,
 }
 
 impl Rnn {
@@ -834,106 +830,6 @@ fn backward_directions(
         );
         std::mem::swap(&mut s.d_next, dx);
     }
-}
-
-/// Concatenates the directions' outputs row by row into `out`: `(N, D*H_out)`.
-fn interleave_into(dirs: &[DirTape], n: usize, h_out: usize, out: &mut Vec<f32>) {
-    out.clear();
-    if dirs.len() == 1 {
-        out.extend_from_slice(&dirs[0].out);
-        return;
-    }
-    out.reserve(n * dirs.len() * h_out);
-    for row in 0..n {
-        for dt in dirs {
-            out.extend_from_slice(&dt.out[row * h_out..(row + 1) * h_out]);
-        }
-    }
-}
-
-/// Column block `k` (of `d` blocks of `h_out`) of an `(N, d*h_out)` matrix, into `out`.
-fn deinterleave_into(m: &[f32], d: usize, h_out: usize, k: usize, out: &mut Vec<f32>) {
-    out.clear();
-    for row in m.chunks_exact(d * h_out) {
-        out.extend_from_slice(&row[k * h_out..(k + 1) * h_out]);
-    }
-}
-
-/// Gathers a padded `(T, B, F)` (or `(B, T, F)`) tensor into packed rows in `out`.
-fn pack_into(src: &[f32], geo: &Geometry, width: usize, batch_first: bool, out: &mut Vec<f32>) {
-    let layout = &geo.order.layout;
-    out.resize(layout.rows() * width, 0.0);
-    for t in 0..geo.steps {
-        for j in 0..layout.batch_sizes[t] {
-            let orig = geo.order.sorted[j];
-            let from = padded_index(t, orig, geo, batch_first) * width;
-            let to = (layout.offsets[t] + j) * width;
-            out[to..to + width].copy_from_slice(&src[from..from + width]);
-        }
-    }
-}
-
-/// Scatters packed rows back to the caller's padded layout, zeros past each length.
-fn unpack(rows: &[f32], geo: &Geometry, width: usize, batch_first: bool) -> ArrayD<f32> {
-    let layout = &geo.order.layout;
-    let mut out = vec![0.0; geo.steps * geo.batch * width];
-    for t in 0..geo.steps {
-        for j in 0..layout.batch_sizes[t] {
-            let orig = geo.order.sorted[j];
-            let to = padded_index(t, orig, geo, batch_first) * width;
-            let from = (layout.offsets[t] + j) * width;
-            out[to..to + width].copy_from_slice(&rows[from..from + width]);
-        }
-    }
-    ArrayD::from_shape_vec(padded_shape(geo, width, batch_first), out).expect("shape matches")
-}
-
-/// [`unpack`] of rows given by value: when the packed rows already are the padded layout
-/// (every sequence full length, in caller order, time-major or a single sequence), they
-/// become the array without a copy.
-fn unpack_owned(rows: Vec<f32>, geo: &Geometry, width: usize, batch_first: bool) -> ArrayD<f32> {
-    let full = geo.order.layout.rows() == geo.steps * geo.batch;
-    let in_order = geo.order.sorted.iter().enumerate().all(|(j, &o)| j == o);
-    if full && in_order && (!batch_first || !geo.batched || geo.batch == 1) {
-        ArrayD::from_shape_vec(padded_shape(geo, width, batch_first), rows).expect("shape matches")
-    } else {
-        unpack(&rows, geo, width, batch_first)
-    }
-}
-
-fn padded_shape(geo: &Geometry, width: usize, batch_first: bool) -> IxDyn {
-    match (geo.batched, batch_first) {
-        (false, _) => IxDyn(&[geo.steps, width]),
-        (true, false) => IxDyn(&[geo.steps, geo.batch, width]),
-        (true, true) => IxDyn(&[geo.batch, geo.steps, width]),
-    }
-}
-
-fn padded_index(t: usize, b: usize, geo: &Geometry, batch_first: bool) -> usize {
-    if batch_first && geo.batched {
-        b * geo.steps + t
-    } else {
-        t * geo.batch + b
-    }
-}
-
-/// `(K, B, width)` sorted-order state back to caller order (`(K, width)` when unbatched).
-fn unsort_state(state: &[f32], geo: &Geometry, k: usize, width: usize) -> ArrayD<f32> {
-    let b = geo.batch;
-    let mut out = vec![0.0; k * b * width];
-    for kk in 0..k {
-        for (j, &orig) in geo.order.sorted.iter().enumerate() {
-            let from = (kk * b + j) * width;
-            out[(kk * b + orig) * width..(kk * b + orig + 1) * width]
-                .copy_from_slice(&state[from..from + width]);
-        }
-    }
-    let shape: Vec<usize> = if geo.batched {
-        vec![k, b, width]
-    } else {
-        vec![k, width]
-    };
-    ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape matches")
 }
 
 /// Every layer and direction under PyTorch's names (`weight_ih_l0`, `bias_hh_l1_reverse`).
