@@ -1,7 +1,7 @@
 //! `recurrent predict` and `recurrent generate`: using trained task models.
 
 use rand::SeedableRng;
-use recurrent::data::{read_sequences, read_series_csv, read_text, MissingValues};
+use recurrent::data::{read_sequences, read_text};
 use recurrent::io::{write_atomic, TensorFile};
 use recurrent::models::{CharLm, ClassifierEnsemble, ForecasterEnsemble};
 use recurrent::{Error, Result};
@@ -75,14 +75,7 @@ fn predict_classes(model: &Path, data: &Path, output: &Path) -> Result<()> {
 
 fn predict_forecast(model: &Path, data: &Path, output: &Path, interpolate: bool) -> Result<()> {
     let m = ForecasterEnsemble::load(model)?;
-    let table = read_series_csv(
-        data,
-        if interpolate {
-            MissingValues::Interpolate
-        } else {
-            MissingValues::Error
-        },
-    )?;
+    let table = crate::train::forecast::read_series(data, interpolate)?;
     let meta = m.meta().clone();
     let mut raw = vec![table.values[table.column(&meta.target)?].clone()];
     for name in &meta.inputs {

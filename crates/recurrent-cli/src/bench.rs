@@ -13,8 +13,8 @@ use std::time::Instant;
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Cell type: LSTM, GRU, RNN_TANH or RNN_RELU.
-    #[arg(long, default_value = "LSTM")]
-    mode: String,
+    #[arg(long, value_enum, default_value = "LSTM")]
+    mode: crate::choices::ModeArg,
     /// Input features.
     #[arg(long, default_value_t = 256, value_parser = crate::check::positive, allow_negative_numbers = true)]
     input_size: usize,
@@ -66,8 +66,8 @@ pub struct BenchArgs {
     gemm: Option<usize>,
     /// Training: arithmetic of the recurrent layers' products, `f32` or `bf16` (operands
     /// rounded to bfloat16, sums in f32; needs AVX-512 BF16, else f32).
-    #[arg(long, default_value = "f32")]
-    precision: String,
+    #[arg(long, value_enum, ignore_case = true, default_value = "f32")]
+    precision: crate::choices::PrecisionArg,
 }
 
 /// Evenly spread lengths over `1..=steps`.
@@ -137,7 +137,7 @@ fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
     if let Some(n) = a.gemm {
         return run_gemm(a, n, threads);
     }
-    let mode: Mode = a.mode.parse()?;
+    let mode: Mode = a.mode.into();
     let cfg = RnnConfig::new(mode, a.input_size, a.hidden_size)
         .with_num_layers(a.num_layers)
         .with_bidirectional(a.bidirectional)
@@ -173,7 +173,7 @@ fn run_inner(a: &BenchArgs, threads: usize) -> Result<()> {
     let base_mem = crate::alloc::current();
     if a.train {
         let mut rnn = rnn;
-        rnn.set_precision(a.precision.parse()?);
+        rnn.set_precision(a.precision.into());
         let mut block = RecurrentBlock::last_step(rnn);
         block.set_lengths(lengths.clone());
         // The data needs no gradient (as a PyTorch input without `requires_grad`).

@@ -4,6 +4,7 @@ mod alloc;
 mod apply;
 mod bench;
 mod check;
+mod choices;
 mod paths;
 mod tensor_commands;
 mod train;

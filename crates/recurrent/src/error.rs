@@ -2,8 +2,10 @@
 
 use thiserror::Error;
 
-/// Everything that can go wrong when user data meets the library.
+/// Everything that can go wrong when user data meets the library. New kinds may be added,
+/// so a `match` needs a catch-all arm.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A tensor does not have the shape the operation needs.
     #[error("tensor `{name}`: expected shape {expected}, found {found:?}")]
@@ -47,6 +49,28 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A file could not be opened, read or written; the operating system's error is kept
+    /// (`source.kind()` tells a missing file from a permission problem).
+    #[error("{path}: cannot {action}: {source}")]
+    Io {
+        /// File path.
+        path: String,
+        /// `"read"` or `"write"`.
+        action: &'static str,
+        /// What the operating system reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Training met a non-finite loss, gradient or weight.
+    #[error("training diverged at epoch {epoch}, batch {batch}: {cause} (non-finite weights or data, or too high a learning rate); the last checkpoint is kept")]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based batch within the epoch.
+        batch: usize,
+        /// What was not finite.
+        cause: String,
+    },
     /// Any other invalid argument.
     #[error("invalid argument: {0}")]
     Invalid(String),
@@ -56,6 +80,15 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// Builds an [`Error::Io`] error.
+    pub fn io(path: &std::path::Path, action: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            action,
+            source,
+        }
+    }
+
     /// Builds a [`Error::Shape`] error.
     pub fn shape(name: impl Into<String>, expected: impl Into<String>, found: &[usize]) -> Self {
         Error::Shape {

@@ -122,7 +122,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         MissingValues::Error
     };
     let (table, bundled): (SeriesTable, bool) = match &a.data {
-        Some(p) => (read_series_csv(p, missing)?, false),
+        Some(p) => (read_series(p, a.interpolate)?, false),
         None => (
             parse_series_csv(
                 include_str!("../../../../data/airline/airline.csv"),
@@ -370,4 +370,24 @@ fn draw_forecast(
             ("forecast", forecast, RED),
         ],
     )
+}
+
+/// Reads a series CSV, with gaps filled when `interpolate` (`--interpolate`); the error
+/// for a gap names the flag.
+pub fn read_series(path: &std::path::Path, interpolate: bool) -> recurrent::Result<SeriesTable> {
+    let missing = if interpolate {
+        MissingValues::Interpolate
+    } else {
+        MissingValues::Error
+    };
+    read_series_csv(path, missing).map_err(|e| match e {
+        recurrent::Error::File { path, message } => recurrent::Error::File {
+            path,
+            message: message.replace(
+                "MissingValues::Interpolate fills gaps",
+                "use --interpolate to fill gaps",
+            ),
+        },
+        e => e,
+    })
 }

@@ -40,8 +40,8 @@ pub fn run(task: TrainTask) -> Result<()> {
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
     /// Cell type: LSTM, GRU, RNN_TANH or RNN_RELU.
-    #[arg(long, default_value = "LSTM")]
-    pub mode: String,
+    #[arg(long, value_enum, default_value = "LSTM")]
+    pub mode: crate::choices::ModeArg,
     /// Hidden size.
     #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub hidden_size: Option<usize>,
@@ -94,8 +94,8 @@ pub struct CommonArgs {
     /// autocast; about 1.5x faster training where the CPU has AVX-512 BF16, f32
     /// elsewhere). Evaluation and saved models are always f32. Defaults: f32 for classify
     /// and forecast, bf16 for lm.
-    #[arg(long)]
-    pub precision: Option<String>,
+    #[arg(long, value_enum, ignore_case = true)]
+    pub precision: Option<crate::choices::PrecisionArg>,
 }
 
 /// A task's default hyper-parameters.
@@ -115,7 +115,7 @@ pub struct Defaults {
 impl CommonArgs {
     /// The recurrent configuration for `input_size` inputs.
     pub fn rnn_config(&self, d: &Defaults, input_size: usize) -> Result<RnnConfig> {
-        let mode: Mode = self.mode.parse()?;
+        let mode: Mode = self.mode.into();
         let cfg = RnnConfig::new(mode, input_size, self.hidden_size.unwrap_or(d.hidden_size))
             .with_num_layers(self.num_layers.unwrap_or(d.num_layers))
             .with_bidirectional(self.bidirectional.unwrap_or(d.bidirectional))
@@ -144,9 +144,7 @@ impl CommonArgs {
 
     /// The arithmetic of training products.
     pub fn precision(&self, d: &Defaults) -> Result<Precision> {
-        self.precision
-            .as_deref()
-            .map_or(Ok(d.precision), str::parse)
+        Ok(self.precision.map_or(d.precision, Precision::from))
     }
 
     /// The model path.

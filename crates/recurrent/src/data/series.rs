@@ -129,7 +129,7 @@ pub fn parse_series_csv(text: &str, shown: &str, missing: MissingValues) -> Resu
                     return Err(data_error(
                         &shown,
                         line,
-                        format!("missing value in column {col:?} (use --interpolate to fill gaps)"),
+                        format!("missing value in column {col:?} (MissingValues::Interpolate fills gaps)"),
                     ));
                 }
                 values[c].push(f32::NAN);

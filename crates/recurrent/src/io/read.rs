@@ -16,10 +16,9 @@ pub fn read_bounded(path: &Path) -> Result<Vec<u8>> {
         path: path.display().to_string(),
         message,
     };
-    let file = std::fs::File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| err(format!("cannot read: {e}")))?;
+    let read_error = |e| Error::io(path, "read", e);
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
     if meta.is_dir() {
         return Err(err("is a folder, expected a file".into()));
     }
@@ -31,7 +30,7 @@ pub fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(limit.min(1 << 26) as usize);
     file.take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| err(format!("cannot read: {e}")))?;
+        .map_err(read_error)?;
     if bytes.len() as u64 > limit {
         return Err(err(if meta.is_file() {
             "the file grew while it was read".into()

@@ -318,10 +318,7 @@ impl StagedFiles {
         })();
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
-            return Err(Error::File {
-                path: path.display().to_string(),
-                message: format!("cannot write: {e}"),
-            });
+            return Err(Error::io(path, "write", e));
         }
         self.staged.push((tmp, path.to_path_buf()));
         Ok(())
@@ -332,10 +329,7 @@ impl StagedFiles {
         for (tmp, path) in std::mem::take(&mut self.staged) {
             if let Err(e) = std::fs::rename(&tmp, &path) {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(Error::File {
-                    path: path.display().to_string(),
-                    message: format!("cannot write: {e}"),
-                });
+                return Err(Error::io(&path, "write", e));
             }
         }
         Ok(())

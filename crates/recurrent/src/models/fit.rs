@@ -80,12 +80,24 @@ pub struct FitReport {
     pub best_epoch: usize,
     /// Its validation loss.
     pub best_val_loss: f64,
-    /// Why training stopped: `"epochs"`, `"early_stopping"` or `"time_budget"`.
-    pub stopped_by: String,
+    /// Why training stopped (`"epochs"`, `"early_stopping"` or `"time_budget"` in JSON).
+    pub stopped_by: StoppedBy,
     /// Training seconds (across resumes).
     pub seconds: f64,
     /// Training examples processed per second.
     pub examples_per_second: f64,
+}
+
+/// Why [`fit`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoppedBy {
+    /// The epoch limit was reached.
+    Epochs,
+    /// The validation loss stopped improving for `patience` epochs.
+    EarlyStopping,
+    /// The time budget ran out.
+    TimeBudget,
 }
 
 /// Progress callbacks (a progress bar, log lines, or nothing).
@@ -117,7 +129,7 @@ struct FitState {
     seconds: f64,
     examples: f64,
     history: Vec<EpochRecord>,
-    finished: Option<String>,
+    finished: Option<StoppedBy>,
 }
 
 /// Trains `model` and leaves the best weights (lowest validation loss) in it.
@@ -140,16 +152,19 @@ pub fn fit(
     let mut best: Vec<Vec<f32>> = values(model);
     if settings.resume {
         let path = settings.checkpoint.as_ref().ok_or_else(|| {
-            Error::Invalid("--resume needs the model path of the stopped run".into())
+            Error::Invalid(
+                "resuming needs the checkpoint path of the stopped run (FitSettings::checkpoint)"
+                    .into(),
+            )
         })?;
         let (s, b) = load_checkpoint(path, model, &mut opt)?;
         state = s;
         // A run stopped by its time budget or epoch limit continues (up to this run's
         // limits); one that stopped early on its validation loss stays ended.
         let more_epochs = state.epoch < settings.epochs;
-        match state.finished.as_deref() {
-            Some("time_budget") => state.finished = None,
-            Some("epochs") if more_epochs => state.finished = None,
+        match state.finished {
+            Some(StoppedBy::TimeBudget) => state.finished = None,
+            Some(StoppedBy::Epochs) if more_epochs => state.finished = None,
             _ => {}
         }
         best = b;
@@ -162,7 +177,7 @@ pub fn fit(
     let batch_size = settings.batch_size.max(1);
     while state.finished.is_none() {
         if state.epoch >= settings.epochs {
-            state.finished = Some("epochs".into());
+            state.finished = Some(StoppedBy::Epochs);
             break;
         }
         let epoch = state.epoch + 1;
@@ -192,11 +207,10 @@ pub fn fit(
                 opt.set_lr(settings.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
             }
             model.zero_grad();
-            let diverged = |what: String| {
-                Error::Invalid(format!(
-                    "training diverged at epoch {epoch}, batch {}: {what} (non-finite weights or data, or too high a learning rate); the last checkpoint is kept",
-                    bi + 1
-                ))
+            let diverged = |cause: String| Error::Diverged {
+                epoch,
+                batch: bi + 1,
+                cause,
             };
             let (l, c) = match model.train_batch(batch, &mut rng) {
                 Err(Error::NonFinite { name, value, .. }) => {
@@ -246,11 +260,11 @@ pub fn fit(
         progress.epoch(&record, improved);
         state.history.push(record);
         if out_of_time {
-            state.finished = Some("time_budget".into());
+            state.finished = Some(StoppedBy::TimeBudget);
         } else if state.bad_epochs >= settings.patience {
-            state.finished = Some("early_stopping".into());
+            state.finished = Some(StoppedBy::EarlyStopping);
         } else if state.epoch >= settings.epochs {
-            state.finished = Some("epochs".into());
+            state.finished = Some(StoppedBy::Epochs);
         }
         if let Some(path) = &settings.checkpoint {
             save_checkpoint(path, model, &opt, &state, &best)?;
@@ -260,7 +274,7 @@ pub fn fit(
     Ok(FitReport {
         best_epoch: state.best_epoch,
         best_val_loss: state.best_val_loss,
-        stopped_by: state.finished.clone().unwrap_or_default(),
+        stopped_by: state.finished.unwrap_or(StoppedBy::Epochs),
         seconds: state.seconds,
         examples_per_second: state.examples / state.seconds.max(1e-9),
         history: state.history,

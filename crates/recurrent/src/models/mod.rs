@@ -8,7 +8,7 @@ pub mod forecaster;
 
 pub use char_lm::{CharLm, CharLmMeta, LmState, LmTask};
 pub use classifier::{ClassificationTask, ClassifierEnsemble, ClassifierMeta, SequenceClassifier};
-pub use fit::{fit, FitReport, FitSettings, Progress, Silent, Trainable};
+pub use fit::{fit, FitReport, FitSettings, Progress, Silent, StoppedBy, Trainable};
 pub use forecaster::{
     detect_season, ForecastMeta, ForecastTask, Forecaster, ForecasterEnsemble, Transform,
 };
