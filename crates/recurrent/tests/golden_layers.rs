@@ -77,12 +77,10 @@ fn check(case: &str, what: &str, actual: &ArrayD<f32>, f: &TensorFile, name: &st
 /// fallback always), so each dispatch path is checked against PyTorch.
 #[test]
 fn layers_match_pytorch() {
-    use recurrent::kernels::cpu::{force_level, Level};
+    use recurrent::kernels::cpu::{with_level, Level};
     for level in [Level::Portable, Level::Avx2, Level::Avx512] {
-        force_level(Some(level));
-        layers_match_pytorch_at_current_level();
+        with_level(level, layers_match_pytorch_at_current_level);
     }
-    force_level(None);
 }
 
 fn layers_match_pytorch_at_current_level() {

@@ -7,7 +7,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
-use recurrent::kernels::cpu::{force_level, Level};
+use recurrent::kernels::cpu::{with_level, Level};
 use recurrent::{Mode, Parameters, Rnn, RnnConfig};
 
 /// `(T, B, I)` and hidden size: wide enough for the blocked and threaded loops.
@@ -143,11 +143,11 @@ fn check_activations(level: Level) {
 #[test]
 fn nan_propagates_at_every_kernel_level() {
     for level in [Level::Portable, Level::Avx2, Level::Avx512] {
-        force_level(Some(level));
-        check_activations(level);
-        for cfg in configs() {
-            check_config(&cfg, level);
-        }
+        with_level(level, || {
+            check_activations(level);
+            for cfg in configs() {
+                check_config(&cfg, level);
+            }
+        });
     }
-    force_level(None);
 }

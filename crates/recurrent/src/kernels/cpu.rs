@@ -19,7 +19,6 @@ pub enum Level {
     Avx512 = 3,
 }
 
-static FORCED: AtomicU8 = AtomicU8::new(0);
 static DETECTED: AtomicU8 = AtomicU8::new(0);
 
 fn detect() -> Level {
@@ -74,14 +73,33 @@ pub fn detected() -> Level {
     level
 }
 
-/// The level kernels run at now: [`detected`], or a lower one set by [`force_level`].
+thread_local! {
+    /// The level of this thread when it belongs to a pool made by [`with_level`] (0: none).
+    static THREAD_LEVEL: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+/// The level kernels run at on this thread: [`detected`], or a lower one inside
+/// [`with_level`].
 #[inline]
 pub fn level() -> Level {
-    let f = FORCED.load(Ordering::Relaxed);
+    let f = THREAD_LEVEL.with(std::cell::Cell::get);
     if f != 0 {
         return from_u8(f).min(detected());
     }
     detected()
+}
+
+/// Runs `f` with the kernels at `level` (capped at what the CPU supports), on a thread
+/// pool of as many threads as the current one whose every thread runs at that level; the
+/// rest of the process keeps its level. Meant for tests and benchmarks comparing kernel
+/// paths, side by side in one process.
+pub fn with_level<R: Send>(level: Level, f: impl FnOnce() -> R + Send) -> R {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .start_handler(move |_| THREAD_LEVEL.with(|l| l.set(level as u8)))
+        .build()
+        .expect("a thread pool");
+    pool.install(f)
 }
 
 /// Whether bfloat16 products ([`super::gemm::Precision::Bf16`]) run here: the current
@@ -97,12 +115,6 @@ pub fn has_bf16() -> bool {
     {
         false
     }
-}
-
-/// Forces kernels to a level (capped at what the CPU supports); `None` restores detection.
-/// Meant for tests and benchmarks comparing kernel paths.
-pub fn force_level(level: Option<Level>) {
-    FORCED.store(level.map_or(0, |l| l as u8), Ordering::Relaxed);
 }
 
 /// Defines `$name` that dispatches to `$generic` compiled for the current [`level`].
@@ -144,3 +156,22 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A level chosen with `with_level` holds on every thread of its pool (the caller's
+    /// closure and work it hands to the pool) and nowhere else.
+    #[test]
+    fn with_level_is_scoped_to_its_pool() {
+        let outside = level();
+        let (caller, (a, b)) = with_level(Level::Portable, || (level(), rayon::join(level, level)));
+        assert_eq!(
+            (caller, a, b),
+            (Level::Portable, Level::Portable, Level::Portable)
+        );
+        assert_eq!(level(), outside);
+        assert_eq!(rayon::join(level, level), (outside, outside));
+    }
+}

@@ -895,7 +895,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::cpu::force_level;
+    use crate::kernels::cpu::with_level;
     use rand::{Rng, SeedableRng};
 
     fn naive(m: usize, n: usize, k: usize, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
@@ -1002,12 +1002,12 @@ mod tests {
     #[test]
     fn all_levels_match_naive_product() {
         for lvl in [Level::Portable, Level::Avx2, Level::Avx512] {
-            force_level(Some(lvl));
-            check_against_naive(&format!("{lvl:?}"), |m, n, k, a, b, beta, c| {
-                gemm(m, n, k, a, b, beta, c);
-                false
+            with_level(lvl, || {
+                check_against_naive(&format!("{lvl:?}"), |m, n, k, a, b, beta, c| {
+                    gemm(m, n, k, a, b, beta, c);
+                    false
+                })
             });
         }
-        force_level(None);
     }
 }
