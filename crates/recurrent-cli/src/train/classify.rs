@@ -1,14 +1,14 @@
 //! `recurrent train classify`.
 
-use super::{say, stratified_split, CliProgress, CommonArgs, Defaults};
+use super::{say, CliProgress, CommonArgs, Defaults};
 use clap::Args;
 use ndarray::Array2;
 use rand::SeedableRng;
+use recurrent::data::stratified_split;
 use recurrent::data::{parse_ts, read_sequences, LabelledSequences, Standardizer};
 use recurrent::kernels::Precision;
-use recurrent::models::{
-    fit, ClassificationTask, ClassifierEnsemble, ClassifierMeta, FitReport, SequenceClassifier,
-};
+use recurrent::models::{fit_ensemble, merge_reports};
+use recurrent::models::{ClassificationTask, ClassifierMeta, SequenceClassifier};
 use recurrent::{Error, Result};
 use std::path::PathBuf;
 
@@ -185,25 +185,22 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
     );
     let members = a.ensemble;
     c.with_threads(|| {
-        let mut ensemble = ClassifierEnsemble { members: Vec::new() };
-        let mut reports: Vec<FitReport> = Vec::new();
-        for k in 0..members {
-            let member_settings = super::member_settings(&settings, k, members);
-            let seed = member_settings.seed;
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let mut model = SequenceClassifier::new(cfg.clone(), meta.clone(), &mut rng)?;
-            model.rnn.set_precision(precision);
-            let mut task =
-                ClassificationTask::new(model, train_part.clone(), val_part.clone(), 0.0);
-            if members > 1 {
-                say(c.quiet, &format!("model {}/{members} (seed {seed})", k + 1));
-            }
-            let mut progress = CliProgress::new(c.quiet, Some(settings.epochs), "seq");
-            reports.push(fit(&mut task, &member_settings, &mut progress)?);
-            drop(progress);
-            task.model.rnn.eval();
-            ensemble.members.push(task.model);
-        }
+        let quiet = c.quiet;
+        let (ensemble, reports) = fit_ensemble(
+            &settings,
+            members,
+            |k, seed| {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                let mut model = SequenceClassifier::new(cfg.clone(), meta.clone(), &mut rng)?;
+                model.rnn.set_precision(precision);
+                if members > 1 {
+                    say(quiet, &format!("model {}/{members} (seed {seed})", k + 1));
+                }
+                Ok(ClassificationTask::new(model, train_part.clone(), val_part.clone(), 0.0))
+            },
+            |_| Box::new(CliProgress::new(quiet, Some(settings.epochs), "seq")),
+            |task| task.model,
+        )?;
         let pred = ensemble.predict(&test.sequences, 64)?;
         let correct = pred.iter().zip(&y_test).filter(|(p, y)| p == y).count();
         let accuracy = correct as f64 / test.len() as f64;
@@ -224,7 +221,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
         settings_json["ensemble"] = members.into();
         let checkpoints = c.checkpoint_files(&DEFAULTS, Some(members));
-        c.finish(vec![(out.clone(), model_bytes)], metrics, &super::merge_reports(&reports), settings_json, &checkpoints)?;
+        c.finish(vec![(out.clone(), model_bytes)], metrics, &merge_reports(&reports), settings_json, &checkpoints)?;
         say(c.quiet, &format!("model written to {}", out.display()));
         Ok(())
     })

@@ -6,8 +6,7 @@ use rand::SeedableRng;
 use recurrent::data::{parse_series_csv, read_series_csv, MissingValues, SeriesTable};
 use recurrent::kernels::Precision;
 use recurrent::models::{
-    detect_season, fit, FitReport, ForecastMeta, ForecastTask, Forecaster, ForecasterEnsemble,
-    Transform,
+    detect_season, fit_ensemble, merge_reports, ForecastMeta, ForecastTask, Forecaster, Transform,
 };
 use recurrent::{Error, Result};
 use std::path::PathBuf;
@@ -263,26 +262,20 @@ pub fn run(a: ForecastArgs) -> Result<()> {
     );
     let members = a.ensemble;
     c.with_threads(|| {
-        let mut ensemble = ForecasterEnsemble { members: Vec::new() };
-        let mut reports: Vec<FitReport> = Vec::new();
-        for k in 0..members {
-            let s = super::member_settings(&settings, k, members);
-            let seed = s.seed;
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let mut model = Forecaster::new(cfg.clone(), meta.clone(), &mut rng)?;
-            model.rnn.set_precision(precision);
-            let mut task = ForecastTask::new(
-                model,
-                cols_train.clone(),
-                train_ends.to_vec(),
-                val_ends.to_vec(),
-            );
-            let mut progress = CliProgress::new(c.quiet, Some(settings.epochs), "windows");
-            reports.push(fit(&mut task, &s, &mut progress)?);
-            drop(progress);
-            task.model.rnn.eval();
-            ensemble.members.push(task.model);
-        }
+        let quiet = c.quiet;
+        let (ensemble, reports) = fit_ensemble(
+            &settings,
+            members,
+            |_, seed| {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                let mut model = Forecaster::new(cfg.clone(), meta.clone(), &mut rng)?;
+                model.rnn.set_precision(precision);
+                let (train, val) = (train_ends.to_vec(), val_ends.to_vec());
+                Ok(ForecastTask::new(model, cols_train.clone(), train, val))
+            },
+            |_| Box::new(CliProgress::new(quiet, Some(settings.epochs), "windows")),
+            |task| task.model,
+        )?;
 
         // Rolling origin over the held-out part: each forecast sees the truth before it.
         let origins: Vec<usize> = (train_len..n).step_by(horizon).collect();
@@ -326,7 +319,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
         settings_json["ensemble"] = members.into();
         let checkpoints = c.checkpoint_files(&DEFAULTS, Some(members));
-        c.finish(outputs, metrics, &super::merge_reports(&reports), settings_json, &checkpoints)?;
+        c.finish(outputs, metrics, &merge_reports(&reports), settings_json, &checkpoints)?;
         say(c.quiet, &format!("forecast written to {} and {}; model to {}", a.forecast_csv.display(), a.forecast_plot.display(), out.display()));
         Ok(())
     })

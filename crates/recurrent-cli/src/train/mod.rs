@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use recurrent::kernels::Precision;
 use recurrent::models::{FitReport, FitSettings, TaskModel};
 use recurrent::{Error, Mode, Result, RnnConfig};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use progress::CliProgress;
@@ -190,7 +190,9 @@ impl CommonArgs {
         let base = recurrent::models::fit::checkpoint_path(&self.out_path(d));
         match members {
             None => vec![base],
-            Some(n) => (0..n).map(|k| member_checkpoint(&base, k)).collect(),
+            Some(n) => (0..n)
+                .map(|k| recurrent::models::member_checkpoint(&base, k))
+                .collect(),
         }
     }
 
@@ -307,63 +309,6 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-/// Splits indices `0..labels.len()` into (train, validation), stratified by label, with
-/// about `fraction` of each class (at least one when the class has two or more examples).
-pub fn stratified_split(labels: &[usize], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    use rand::seq::SliceRandom;
-    use rand::SeedableRng;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
-    let classes = labels.iter().max().map_or(0, |m| m + 1);
-    let (mut train, mut val) = (Vec::new(), Vec::new());
-    for c in 0..classes {
-        let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == c).collect();
-        idx.shuffle(&mut rng);
-        let n_val = if idx.len() >= 2 {
-            ((idx.len() as f64 * fraction).round() as usize).max(1)
-        } else {
-            0
-        };
-        val.extend_from_slice(&idx[..n_val]);
-        train.extend_from_slice(&idx[n_val..]);
-    }
-    train.sort_unstable();
-    val.sort_unstable();
-    (train, val)
-}
-
-/// Checkpoint of ensemble member `k`: `BASE.m{k}`.
-pub fn member_checkpoint(base: &Path, k: usize) -> PathBuf {
-    let mut s = base.as_os_str().to_owned();
-    s.push(format!(".m{k}"));
-    PathBuf::from(s)
-}
-
-/// Settings of ensemble member `k` of `members`: seed `seed + k`, its own checkpoint
-/// (resumed only if the stopped run reached it), an equal share of the time budget.
-pub fn member_settings(settings: &FitSettings, k: usize, members: usize) -> FitSettings {
-    let mut s = settings.clone();
-    s.seed = settings.seed.wrapping_add(k as u64);
-    s.checkpoint = settings
-        .checkpoint
-        .as_ref()
-        .map(|p| member_checkpoint(p, k));
-    s.resume = settings.resume && s.checkpoint.as_ref().is_some_and(|p| p.exists());
-    s.time_budget = settings.time_budget.map(|t| t.div_f64(members as f64));
-    s
-}
-
-/// One report for an ensemble: the first member's curves, summed time.
-pub fn merge_reports(reports: &[FitReport]) -> FitReport {
-    let mut r = reports[0].clone();
-    r.seconds = reports.iter().map(|x| x.seconds).sum();
-    let examples: f64 = reports
-        .iter()
-        .map(|x| x.examples_per_second * x.seconds)
-        .sum();
-    r.examples_per_second = examples / r.seconds.max(1e-9);
-    r
 }
 
 /// Prints a line unless quiet.

@@ -4,6 +4,7 @@
 mod scaling;
 mod sequences;
 mod series;
+mod split;
 mod text;
 
 pub use scaling::Standardizer;
@@ -11,6 +12,7 @@ pub use sequences::{
     parse_long_csv, parse_ts, read_long_csv, read_sequences, read_ts, LabelledSequences,
 };
 pub use series::{parse_series_csv, read_series_csv, MissingValues, SeriesTable};
+pub use split::stratified_split;
 pub use text::{read_text, split_validation, Vocabulary};
 
 use crate::error::Error;

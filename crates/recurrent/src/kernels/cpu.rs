@@ -58,17 +58,20 @@ pub fn requested_level() -> Result<Option<Level>, String> {
     }
 }
 
-/// The best level this CPU supports, capped by `RECURRENT_KERNEL` if set (an unknown
-/// value caps nothing; see [`requested_level`]).
+/// The best level this CPU supports, capped by `RECURRENT_KERNEL` if set. An unknown
+/// value is an error for [`requested_level`] (the command line refuses to start); here,
+/// where no error can be returned, it means the portable level, never a faster one than
+/// asked for.
 pub fn detected() -> Level {
     let v = DETECTED.load(Ordering::Relaxed);
     if v != 0 {
         return from_u8(v);
     }
-    let mut level = detect();
-    if let Ok(Some(wanted)) = requested_level() {
-        level = level.min(wanted);
-    }
+    let level = match requested_level() {
+        Ok(None) => detect(),
+        Ok(Some(wanted)) => detect().min(wanted),
+        Err(_) => Level::Portable,
+    };
     DETECTED.store(level as u8, Ordering::Relaxed);
     level
 }
