@@ -9,17 +9,6 @@ use rand::SeedableRng;
 use recurrent::io::TensorFile;
 use recurrent::{Cell, CellKind, InitialState, OutputGrads, Parameters, Rnn, RnnConfig};
 
-fn cases(group: &str) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(fixtures_dir().join(group))
-        .unwrap_or_else(|e| panic!("fixtures/{group}: {e}"))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no fixtures in {group}");
-    files
-}
-
 fn params_of(f: &TensorFile) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     f.names()
         .into_iter()
@@ -84,7 +73,7 @@ fn layers_match_pytorch() {
 }
 
 fn layers_match_pytorch_at_current_level() {
-    let files = cases("layers");
+    let files = fixture_files("layers");
     for path in &files {
         let case = path.file_name().unwrap().to_string_lossy().to_string();
         let f = TensorFile::read(path).unwrap();
@@ -155,7 +144,7 @@ fn layers_match_pytorch_at_current_level() {
 
 #[test]
 fn cells_match_pytorch() {
-    let files = cases("cells");
+    let files = fixture_files("cells");
     for path in &files {
         let case = path.file_name().unwrap().to_string_lossy().to_string();
         let f = TensorFile::read(path).unwrap();

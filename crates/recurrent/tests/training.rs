@@ -10,22 +10,13 @@ use rand::{Rng, SeedableRng};
 use recurrent::io::TensorFile;
 use recurrent::loss::*;
 use recurrent::nn::{
-    Dropout, Embedding, LayerNorm, Linear, Module, RecurrentBlock, Sequential, Tape, Taped,
+    BatchNorm1d, Conv1d, Conv1dConfig, Dropout, Embedding, GlobalAvgPool1d, LayerNorm, Linear,
+    Module, Padding, RecurrentBlock, Sequential, Tape, Taped,
 };
 use recurrent::optim::*;
 use recurrent::param::Grads;
 use recurrent::{InitialState, Mode, OutputGrads, Param, Parameters, Rnn, RnnConfig};
 use serde_json::Value;
-
-fn fixture_files(group: &str) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(fixtures_dir().join(group))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    assert!(!v.is_empty());
-    v
-}
 
 fn reduction(o: &Value) -> Reduction {
     match o["reduction"].as_str().unwrap_or("mean") {
@@ -344,8 +335,9 @@ fn check_module_gradients(name: &str, m: &mut dyn Module, x: &ArrayD<f32>) {
     let g = y.mapv(|_| rng.gen_range(-1.0f32..1.0));
     let mut grads = Grads::zeros_for(m);
     let dx = m.backward(&tape, &g, &mut grads.slices()).unwrap();
+    // A training tape (batch statistics for BatchNorm; none of these blocks drops out).
     let eval = |m: &dyn Module, x: &ArrayD<f32>| -> f64 {
-        let y = m.forward(x, &mut Tape::inference()).unwrap();
+        let y = m.forward(x, &mut Tape::training(0)).unwrap();
         y.iter()
             .zip(g.iter())
             .map(|(a, b)| (*a as f64) * (*b as f64))
@@ -412,6 +404,27 @@ fn building_blocks_match_finite_differences() {
         .push("rnn", RecurrentBlock::last_step(rnn))
         .push("norm", LayerNorm::new(8))
         .push("fc", Linear::new(8, 2, true, &mut rng));
+    let conv = Conv1dConfig::new(2, 3, 3)
+        .with_padding(Padding::Same)
+        .with_dilation(2);
+    let mut conv_net = Sequential::new()
+        .push("conv", Conv1d::new(conv, &mut rng).unwrap())
+        .push("bn", BatchNorm1d::new(3))
+        .push("gap", GlobalAvgPool1d)
+        .push("fc", Linear::new(3, 2, true, &mut rng));
+    check_module_gradients(
+        "Conv1d+BatchNorm1d+GAP+Linear",
+        &mut conv_net,
+        &random_array(&[3, 2, 7], 4),
+    );
+    let strided = Conv1dConfig::new(3, 2, 4)
+        .with_stride(2)
+        .with_padding(Padding::Zeros(1));
+    check_module_gradients(
+        "Conv1d strided",
+        &mut Conv1d::new(strided, &mut rng).unwrap(),
+        &random_array(&[2, 3, 9], 5),
+    );
     check_module_gradients(
         "GRU+LayerNorm+Linear",
         &mut seq,

@@ -41,18 +41,24 @@
 //! }
 //! ```
 
+mod batch_norm;
+mod conv1d;
 mod dropout;
 mod embedding;
 mod layer_norm;
 mod linear;
+mod pooling;
 mod recurrent_block;
 mod sequential;
 mod tape;
 
+pub use batch_norm::BatchNorm1d;
+pub use conv1d::{Conv1d, Conv1dConfig, Padding};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
+pub use pooling::GlobalAvgPool1d;
 pub use recurrent_block::{RecurrentBlock, RecurrentOutput};
 pub use sequential::Sequential;
 pub use tape::{Tape, Taped};
@@ -76,6 +82,10 @@ pub trait Module: Parameters + Send + Sync {
         grad_output: &ArrayD<f32>,
         grads: &mut GradSlices<'_>,
     ) -> Result<ArrayD<f32>>;
+    /// Applies what the training-mode `forward` that filled `tape` has to change in the
+    /// module's buffers (BatchNorm's running statistics); call it once per such pass (as
+    /// [`Taped::forward`] does). Default: nothing.
+    fn update_buffers(&mut self, _tape: &Tape) {}
 }
 
 /// Number of parameters (not values) of a module: how many gradient slices it takes.

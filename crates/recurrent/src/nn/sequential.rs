@@ -60,6 +60,12 @@ impl Module for Sequential {
         }
         Ok(g)
     }
+
+    fn update_buffers(&mut self, tape: &Tape) {
+        for (k, (_, b)) in self.blocks.iter_mut().enumerate() {
+            b.update_buffers(tape.part(k));
+        }
+    }
 }
 
 /// Each block's tensors under its name (`lstm.weight_ih_l0`, `fc.bias`).

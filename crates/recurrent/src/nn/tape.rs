@@ -136,6 +136,9 @@ impl<M: Module> Taped<M> {
             tape.rng = None;
         }
         let out = self.module.forward(input, &mut tape);
+        if out.is_ok() && self.training {
+            self.module.update_buffers(&tape);
+        }
         self.tape = tape;
         out
     }

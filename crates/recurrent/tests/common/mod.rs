@@ -31,6 +31,18 @@ pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
+/// The `.safetensors` files of fixture group `group`, sorted (at least one).
+pub fn fixture_files(group: &str) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(fixtures_dir().join(group))
+        .unwrap_or_else(|e| panic!("fixtures/{group}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {group}");
+    files
+}
+
 /// Asserts `|a - e| <= atol + rtol * |e|` element-wise, naming the tensor and index.
 pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], atol: f32, rtol: f32) {
     assert_eq!(
