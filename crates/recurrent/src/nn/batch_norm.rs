@@ -188,9 +188,10 @@ impl BatchNorm1d {
             let (mut sdy, mut sdyx) = (0.0f64, 0.0f64);
             for s in 0..b {
                 let at = (s * c + ch) * l;
-                for t in at..at + valid(s) {
-                    sdy += g[t] as f64;
-                    sdyx += g[t] as f64 * record.hat[t] as f64;
+                let span = at..at + valid(s);
+                for (&dy, &hat) in g[span.clone()].iter().zip(&record.hat[span]) {
+                    sdy += dy as f64;
+                    sdyx += dy as f64 * hat as f64;
                 }
             }
             weight_grad[ch] += sdyx as f32;
