@@ -3,6 +3,7 @@
 
 use clap::ValueEnum;
 use recurrent::kernels::Precision;
+use recurrent::models::Architecture;
 use recurrent::Mode;
 
 /// `--mode`: the cell type, as PyTorch's `mode` strings.
@@ -47,6 +48,25 @@ impl From<PrecisionArg> for Precision {
         match p {
             PrecisionArg::F32 => Precision::F32,
             PrecisionArg::Bf16 => Precision::Bf16,
+        }
+    }
+}
+
+/// `train classify --model`: the classifier's network.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchitectureArg {
+    /// The recurrent stack alone (mean and max pooled).
+    Lstm,
+    /// LSTM-FCN: the recurrent stack beside three convolution blocks.
+    #[value(name = "lstm-fcn")]
+    LstmFcn,
+}
+
+impl From<ArchitectureArg> for Architecture {
+    fn from(a: ArchitectureArg) -> Architecture {
+        match a {
+            ArchitectureArg::Lstm => Architecture::Lstm,
+            ArchitectureArg::LstmFcn => Architecture::LstmFcn,
         }
     }
 }

@@ -611,6 +611,7 @@ fn save_classifier(path: &Path, patch: usize) {
             std: vec![1.0],
         },
         patch,
+        architecture: Default::default(),
     };
     let c = SequenceClassifier::new(small_config(Mode::Lstm, 1), meta, &mut rng).unwrap();
     ClassifierEnsemble { members: vec![c] }.save(path).unwrap();

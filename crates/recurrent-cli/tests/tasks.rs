@@ -158,6 +158,42 @@ fn classify_learns_reproducibly_resumes_and_predicts() {
     assert_eq!(first, std::fs::read(&out).unwrap(), "model file untouched");
 }
 
+/// LSTM-FCN on variable-length sequences: it learns, the same seed gives the same model
+/// (BatchNorm's running statistics included), the report names the model, and `predict`
+/// reads it back.
+#[test]
+fn classify_lstm_fcn_learns_and_predicts() {
+    let d = tempfile::tempdir().unwrap();
+    let train = write_classification(d.path(), "train.csv", 40, 1);
+    let test = write_classification(d.path(), "test.csv", 20, 2);
+    let (out, report) = (d.path().join("m.safetensors"), d.path().join("r.json"));
+    let mut args = classify_args(&train, &test, &out, &report, "15");
+    args.extend(["--ensemble", "1", "--model", "lstm-fcn"]);
+    ok(&recurrent(&args));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(r["test_accuracy"].as_f64().unwrap() >= 0.9, "{r}");
+    assert_eq!(r["settings"]["model"], "lstm-fcn");
+    let stored = tensors(&out);
+    assert!(stored.iter().any(|(n, _)| n == "fcn.block3.bn.running_var"));
+    let out2 = d.path().join("m2.safetensors");
+    let mut args = classify_args(&train, &test, &out2, &report, "15");
+    args.extend(["--ensemble", "1", "--model", "lstm-fcn"]);
+    ok(&recurrent(&args));
+    assert_eq!(stored, tensors(&out2), "same seed gives the same model");
+    let pred = d.path().join("p.csv");
+    ok(&recurrent(&[
+        "predict",
+        "--model",
+        s(&out),
+        "--data",
+        s(&test),
+        "--output",
+        s(&pred),
+    ]));
+    assert_eq!(std::fs::read_to_string(&pred).unwrap().lines().count(), 21);
+}
+
 #[test]
 fn resumed_run_matches_an_uninterrupted_one() {
     let d = tempfile::tempdir().unwrap();

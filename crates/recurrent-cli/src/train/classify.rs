@@ -42,6 +42,10 @@ pub struct ClassifyArgs {
     /// Models trained from consecutive seeds whose probabilities are averaged (1 to 1000).
     #[arg(long, default_value_t = 5, value_parser = crate::check::ensemble_size, allow_negative_numbers = true)]
     pub ensemble: usize,
+    /// The network: `lstm` (the recurrent stack alone) or `lstm-fcn` (beside a fully
+    /// convolutional branch, Karim et al. 2018).
+    #[arg(long, value_enum, default_value = "lstm")]
+    pub model: crate::choices::ArchitectureArg,
     /// Steps grouped into one recurrent step (default: about 32 recurrent steps per sequence).
     #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub patch: Option<usize>,
@@ -159,6 +163,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         classes: classes.clone(),
         scaler,
         patch,
+        architecture: a.model.into(),
     };
     c.check_memory::<SequenceClassifier>(
         &cfg,
@@ -220,6 +225,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         });
         let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
         settings_json["ensemble"] = members.into();
+        settings_json["model"] = serde_json::to_value(meta.architecture).expect("serialisable");
         let checkpoints = c.checkpoint_files(&DEFAULTS, Some(members));
         c.finish(vec![(out.clone(), model_bytes)], metrics, &merge_reports(&reports), settings_json, &checkpoints)?;
         say(c.quiet, &format!("model written to {}", out.display()));

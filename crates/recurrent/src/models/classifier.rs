@@ -1,6 +1,7 @@
 //! [`SequenceClassifier`]: N vs 1 models — a recurrent stack, mean and max pooling over each
 //! sequence's valid steps, and a linear layer giving class logits.
 
+use super::fcn::{self, FcnBranch, FcnTape};
 use super::fit::Trainable;
 use super::{Ensemble, TaskModel};
 use crate::config::{Mode, RnnConfig};
@@ -26,6 +27,35 @@ pub struct ClassifierMeta {
     /// multivariate ones, which recurrent layers learn far more easily.
     #[serde(default = "one")]
     pub patch: usize,
+    /// The network (files without this entry hold the recurrent-only model).
+    #[serde(default)]
+    pub architecture: Architecture,
+}
+
+/// The classifier's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Architecture {
+    /// The recurrent stack, mean and max pooled, then the linear layer.
+    #[default]
+    Lstm,
+    /// LSTM-FCN (Karim et al. 2018): the recurrent branch beside a fully convolutional one
+    /// ([`FcnBranch`]) over the unpatched series, their features concatenated before the
+    /// linear layer.
+    LstmFcn,
+}
+
+impl std::str::FromStr for Architecture {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "lstm" => Ok(Architecture::Lstm),
+            "lstm-fcn" => Ok(Architecture::LstmFcn),
+            _ => Err(Error::Config(format!(
+                "unknown architecture {s:?}; expected \"lstm\" or \"lstm-fcn\""
+            ))),
+        }
+    }
 }
 
 fn one() -> usize {
@@ -44,7 +74,10 @@ impl ClassifierMeta {
 pub struct SequenceClassifier {
     /// The recurrent stack (batch-first).
     pub rnn: Rnn,
-    /// `(C, 2 * D_out)` head on `[mean, max]` pooled outputs.
+    /// The convolutional branch of [`Architecture::LstmFcn`].
+    pub fcn: Option<FcnBranch>,
+    /// `(C, 2 * D_out [+ 128])` head on `[mean, max]` pooled outputs (and the convolutional
+    /// features).
     pub head: Linear,
     /// Labels and scaling.
     pub meta: ClassifierMeta,
@@ -54,6 +87,7 @@ pub struct SequenceClassifier {
 #[derive(Debug)]
 pub struct ClassifierTape {
     rnn: rnn::Tape,
+    fcn: FcnTape,
     head: nn::Tape,
     pooled: Option<PoolRecord>,
 }
@@ -62,6 +96,7 @@ impl Default for ClassifierTape {
     fn default() -> Self {
         ClassifierTape {
             rnn: rnn::Tape::default(),
+            fcn: FcnTape::default(),
             head: nn::Tape::training(0),
             pooled: None,
         }
@@ -82,8 +117,57 @@ impl SequenceClassifier {
         let config = config.with_batch_first(true);
         let width = config.num_directions() * config.output_size();
         let rnn = Rnn::new(config, rng)?;
-        let head = Linear::new(2 * width, meta.classes.len(), true, rng);
-        Ok(SequenceClassifier { rnn, head, meta })
+        let fcn = match meta.architecture {
+            Architecture::Lstm => None,
+            Architecture::LstmFcn => Some(FcnBranch::new(meta.scaler.mean.len(), rng)?),
+        };
+        let fcn_width = if fcn.is_some() { fcn::BLOCKS[2].0 } else { 0 };
+        let head = Linear::new(2 * width + fcn_width, meta.classes.len(), true, rng);
+        Ok(SequenceClassifier {
+            rnn,
+            fcn,
+            head,
+            meta,
+        })
+    }
+
+    /// Scales and pads sequences into the convolutional branch's `(B, D, T_max)` input
+    /// (no patching) plus their lengths.
+    pub fn conv_batch(&self, seqs: &[&Array2<f32>]) -> Result<(ArrayD<f32>, Vec<usize>)> {
+        let d = self.meta.scaler.mean.len();
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.nrows()).collect();
+        let t_max = lengths.iter().copied().max().unwrap_or(0);
+        let mut x = ArrayD::zeros(IxDyn(&[seqs.len(), d, t_max]));
+        for (b, s) in seqs.iter().enumerate() {
+            if s.ncols() != d {
+                return Err(Error::shape("sequence", format!("(T, {d})"), s.shape()));
+            }
+            for (t, row) in s.rows().into_iter().enumerate() {
+                let mut r: Vec<f32> = row.to_vec();
+                self.meta.scaler.apply(&mut r);
+                for (k, v) in r.into_iter().enumerate() {
+                    x[[b, k, t]] = v;
+                }
+            }
+        }
+        Ok((x, lengths))
+    }
+
+    /// The head's input: the pooled recurrent features, then the convolutional ones.
+    fn features(&self, pooled: ArrayD<f32>, conv: Option<ArrayD<f32>>) -> ArrayD<f32> {
+        match conv {
+            None => pooled,
+            Some(conv) => ndarray::concatenate(ndarray::Axis(1), &[pooled.view(), conv.view()])
+                .expect("same batch"),
+        }
+    }
+
+    /// Applies BatchNorm's running-statistics updates of the training pass that filled
+    /// `tape` (once per pass).
+    pub fn update_buffers(&mut self, tape: &ClassifierTape) {
+        if let Some(fcn) = &mut self.fcn {
+            fcn.update_buffers(&tape.fcn);
+        }
     }
 
     /// Scales, patches and pads sequences into a `(B, T_max, patch * D)` batch plus the
@@ -141,7 +225,15 @@ impl SequenceClassifier {
         let (x, lengths) = self.batch(seqs)?;
         let out = self.rnn.forward(x.view(), None, Some(&lengths))?;
         let (pooled, _) = Self::pool(&out.output, &lengths);
-        self.head.forward(&pooled, &mut nn::Tape::inference())
+        let conv = match &self.fcn {
+            None => None,
+            Some(fcn) => {
+                let (xc, lc) = self.conv_batch(seqs)?;
+                Some(fcn.forward(&xc, &lc, None)?)
+            }
+        };
+        let features = self.features(pooled, conv);
+        self.head.forward(&features, &mut nn::Tape::inference())
     }
 
     /// Predicted class index of each sequence, evaluated in chunks of `batch` sequences.
@@ -182,7 +274,15 @@ impl SequenceClassifier {
             argmax,
             out_shape: out.output.shape().to_vec(),
         });
-        self.head.forward(&pooled, &mut tape.head)
+        let conv = match &self.fcn {
+            None => None,
+            Some(fcn) => {
+                let (xc, lc) = self.conv_batch(seqs)?;
+                Some(fcn.forward(&xc, &lc, Some(&mut tape.fcn))?)
+            }
+        };
+        let features = self.features(pooled, conv);
+        self.head.forward(&features, &mut tape.head)
     }
 
     /// Backward of the [`SequenceClassifier::forward_train`] that filled `tape`, from the
@@ -198,7 +298,16 @@ impl SequenceClassifier {
             Error::Invalid("SequenceClassifier.backward needs a forward_train tape".into())
         })?;
         let mut rnn_grads = grads.split(nn::param_count(&self.rnn));
-        let g_pooled = self.head.backward(&tape.head, grad_logits, grads)?;
+        let mut fcn_grads = grads.split(nn::param_count(&self.fcn));
+        let g_features = self.head.backward(&tape.head, grad_logits, grads)?;
+        let w2 = 2 * cache.out_shape[2];
+        let g_pooled = g_features.slice_axis(ndarray::Axis(1), (0..w2).into());
+        if let Some(fcn) = &self.fcn {
+            let g_conv = g_features
+                .slice_axis(ndarray::Axis(1), (w2..g_features.shape()[1]).into())
+                .to_owned();
+            fcn.backward(&tape.fcn, &g_conv, &mut fcn_grads)?;
+        }
         let w = cache.out_shape[2];
         let mut g_out = ArrayD::zeros(IxDyn(&cache.out_shape));
         for (i, &len) in cache.lengths.iter().enumerate() {
@@ -280,7 +389,11 @@ impl Ensemble<SequenceClassifier> {
     }
 }
 
-crate::parameters!(SequenceClassifier { part "rnn" => rnn; part "head" => head; });
+crate::parameters!(SequenceClassifier {
+    part "rnn" => rnn;
+    part "fcn" => fcn;
+    part "head" => head;
+});
 
 impl TaskModel for SequenceClassifier {
     const TASK: &'static str = "classify";
@@ -308,12 +421,21 @@ impl TaskModel for SequenceClassifier {
         Ok(())
     }
     fn other_parameters(config: &RnnConfig, meta: &ClassifierMeta) -> Option<usize> {
-        // The output layer reads the pooled `2 * D * H_out` features.
-        let width = config
+        // The output layer reads the pooled `2 * D * H_out` features (and the
+        // convolutional branch's).
+        let mut width = config
             .num_directions()
             .checked_mul(config.output_size())?
             .checked_mul(2)?;
-        width.checked_add(1)?.checked_mul(meta.classes.len())
+        let mut branch = 0;
+        if meta.architecture == Architecture::LstmFcn {
+            width = width.checked_add(fcn::BLOCKS[2].0)?;
+            branch = FcnBranch::parameter_count(meta.scaler.mean.len())?;
+        }
+        width
+            .checked_add(1)?
+            .checked_mul(meta.classes.len())?
+            .checked_add(branch)
     }
     fn build(config: RnnConfig, meta: ClassifierMeta) -> Result<Self> {
         SequenceClassifier::new(
@@ -388,6 +510,7 @@ impl Trainable for ClassificationTask {
         let seqs: Vec<&Array2<f32>> = batch.iter().map(|&i| &self.train.0[i]).collect();
         let targets: Vec<i64> = batch.iter().map(|&i| self.train.1[i] as i64).collect();
         let logits = self.model.forward_train(&seqs, rng, &mut self.tape)?;
+        self.model.update_buffers(&self.tape);
         let loss = self.loss().forward(&logits, &targets, &[targets.len()])?;
         let tape = &self.tape;
         accumulate_into_params(&mut self.model, |m, mut g| {
@@ -419,4 +542,113 @@ impl Trainable for ClassificationTask {
 /// `Mode` and sizes for a default classifier (used by the CLI and examples).
 pub fn default_classifier_config(mode: Mode, input_size: usize, hidden_size: usize) -> RnnConfig {
     RnnConfig::new(mode, input_size, hidden_size).with_batch_first(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::param::{Grads, Parameters};
+    use rand::SeedableRng;
+
+    fn lstm_fcn() -> (SequenceClassifier, Vec<Array2<f32>>) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let meta = ClassifierMeta {
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            scaler: Standardizer {
+                mean: vec![0.0, 0.0],
+                std: vec![1.0, 1.0],
+            },
+            patch: 2,
+            architecture: Architecture::LstmFcn,
+        };
+        let cfg = RnnConfig::new(Mode::Gru, 4, 3);
+        let model = SequenceClassifier::new(cfg, meta, &mut rng).unwrap();
+        let seqs = [9, 6, 11]
+            .iter()
+            .map(|&len| Array2::from_shape_fn((len, 2), |_| rng.gen_range(-1.0f32..1.0)))
+            .collect();
+        (model, seqs)
+    }
+
+    /// `sum(logits * r)` of a training pass over sequences of different lengths.
+    fn loss(m: &SequenceClassifier, seqs: &[Array2<f32>], r: &ArrayD<f32>) -> f64 {
+        let refs: Vec<&Array2<f32>> = seqs.iter().collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let logits = m
+            .forward_train(&refs, &mut rng, &mut ClassifierTape::default())
+            .unwrap();
+        logits
+            .iter()
+            .zip(r)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum()
+    }
+
+    /// Gradients of LSTM-FCN (recurrent branch, each convolution block with its masked
+    /// BatchNorm and ReLU, pooling, head) match central differences. The loss is only
+    /// piecewise smooth (ReLU), and one probed weight lies within 2e-3 of a kink, so the
+    /// step is 1e-4; the f32 loss (about 1, rounded to ~1e-7) then differences to ~1e-3,
+    /// hence 2e-3 absolute + 2e-2 relative.
+    #[test]
+    fn lstm_fcn_gradients_match_finite_differences() {
+        let (mut m, seqs) = lstm_fcn();
+        let refs: Vec<&Array2<f32>> = seqs.iter().collect();
+        let mut tape = ClassifierTape::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let logits = m.forward_train(&refs, &mut rng, &mut tape).unwrap();
+        let r = logits.mapv(|v| (v * 7.0).sin());
+        let mut grads = Grads::zeros_for(&m);
+        m.backward(&tape, &r, &mut grads.slices()).unwrap();
+        let names: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
+        for (k, name) in names.iter().enumerate() {
+            let wanted = [
+                "rnn.weight_hh_l0",
+                "fcn.block1.conv.weight",
+                "fcn.block2.bn.weight",
+            ];
+            if !(wanted.contains(&name.as_str())
+                || name.starts_with("head")
+                || name.ends_with("conv.bias"))
+            {
+                continue;
+            }
+            for i in (0..grads.part(k).len()).step_by(97).take(4) {
+                const H: f32 = 1e-4;
+                let at = |m: &mut SequenceClassifier, d: f32| {
+                    m.visit_params_mut(&mut crate::param::Visitor::new(&mut |n, p| {
+                        if n == name {
+                            p.value[i] += d;
+                        }
+                    }));
+                };
+                at(&mut m, H);
+                let up = loss(&m, &seqs, &r);
+                at(&mut m, -2.0 * H);
+                let down = loss(&m, &seqs, &r);
+                at(&mut m, H);
+                let numeric = ((up - down) / (2.0 * H as f64)) as f32;
+                let g = grads.part(k)[i];
+                assert!(
+                    (numeric - g).abs() <= 2e-3 + 2e-2 * numeric.abs().max(g.abs()),
+                    "{name}[{i}]: gradient {g} vs finite difference {numeric}"
+                );
+            }
+        }
+    }
+
+    /// A saved LSTM-FCN (running statistics included) predicts exactly as before saving.
+    #[test]
+    fn lstm_fcn_round_trips_through_a_file() {
+        let (mut m, seqs) = lstm_fcn();
+        let refs: Vec<&Array2<f32>> = seqs.iter().collect();
+        let mut tape = ClassifierTape::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        m.forward_train(&refs, &mut rng, &mut tape).unwrap();
+        m.update_buffers(&tape);
+        let before = m.logits(&refs).unwrap();
+        let bytes = Ensemble { members: vec![m] }.to_bytes().unwrap();
+        let file = crate::io::TensorFile::from_bytes(&bytes, "mem").unwrap();
+        let loaded = Ensemble::<SequenceClassifier>::from_file(&file).unwrap();
+        assert_eq!(loaded.members[0].logits(&refs).unwrap(), before);
+    }
 }

@@ -4,11 +4,14 @@
 pub mod char_lm;
 pub mod classifier;
 pub mod ensemble;
+pub mod fcn;
 pub mod fit;
 pub mod forecaster;
 
 pub use char_lm::{CharLm, CharLmMeta, LmState, LmTask};
-pub use classifier::{ClassificationTask, ClassifierEnsemble, ClassifierMeta, SequenceClassifier};
+pub use classifier::{
+    Architecture, ClassificationTask, ClassifierEnsemble, ClassifierMeta, SequenceClassifier,
+};
 pub use ensemble::{fit_ensemble, member_checkpoint, member_settings, merge_reports};
 pub use fit::{fit, FitReport, FitSettings, Progress, Silent, StoppedBy, Trainable};
 pub use forecaster::{

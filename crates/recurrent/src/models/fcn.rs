@@ -1,0 +1,240 @@
+//! [`FcnBranch`]: the fully convolutional branch of LSTM-FCN (Karim et al. 2018, after Wang
+//! et al.'s FCN): three `Conv1d` + `BatchNorm1d` + ReLU blocks (128, 256, 128 filters,
+//! kernels 8, 5, 3, padding `"same"`) and global average pooling, over sequences of any
+//! lengths (statistics, outputs and pooling cover each sequence's own steps only).
+
+use crate::error::Result;
+use crate::nn::{self, BatchNorm1d, Conv1d, Conv1dConfig, GlobalAvgPool1d, Module, Padding};
+use crate::param::GradSlices;
+use ndarray::ArrayD;
+use rand::Rng;
+
+/// Filters and kernel widths of the three blocks.
+pub const BLOCKS: [(usize, usize); 3] = [(128, 8), (256, 5), (128, 3)];
+
+/// One convolution block: convolution, masked batch normalisation, ReLU.
+#[derive(Debug, Clone)]
+pub struct ConvBlock {
+    /// `(filters, C_in, K)` convolution, padding `"same"`.
+    pub conv: Conv1d,
+    /// Normalisation of its output.
+    pub bn: BatchNorm1d,
+}
+
+crate::parameters!(ConvBlock { part "conv" => conv; part "bn" => bn; });
+
+/// The convolutional branch: `(B, D, T)` to `(B, 128)` pooled features.
+#[derive(Debug, Clone)]
+pub struct FcnBranch {
+    /// The three blocks, in order.
+    pub block1: ConvBlock,
+    /// Second block.
+    pub block2: ConvBlock,
+    /// Third block.
+    pub block3: ConvBlock,
+}
+
+crate::parameters!(FcnBranch {
+    part "block1" => block1;
+    part "block2" => block2;
+    part "block3" => block3;
+});
+
+/// What a training pass of [`FcnBranch`] keeps: each block's convolution and
+/// normalisation tapes and its ReLU output, and the pooling tape.
+#[derive(Debug)]
+pub struct FcnTape {
+    conv: [nn::Tape; 3],
+    bn: [nn::Tape; 3],
+    relu: [ArrayD<f32>; 3],
+    pool: nn::Tape,
+}
+
+impl Default for FcnTape {
+    fn default() -> Self {
+        let t = || nn::Tape::training(0);
+        FcnTape {
+            conv: [t(), t(), t()],
+            bn: [t(), t(), t()],
+            relu: Default::default(),
+            pool: t(),
+        }
+    }
+}
+
+impl FcnBranch {
+    /// A branch over `channels` input features, with PyTorch's initialisation.
+    pub fn new(channels: usize, rng: &mut impl Rng) -> Result<Self> {
+        let mut block = |c_in: usize, (filters, k): (usize, usize)| -> Result<ConvBlock> {
+            let cfg = Conv1dConfig::new(c_in, filters, k).with_padding(Padding::Same);
+            Ok(ConvBlock {
+                conv: Conv1d::new(cfg, rng)?,
+                bn: BatchNorm1d::new(filters),
+            })
+        };
+        Ok(FcnBranch {
+            block1: block(channels, BLOCKS[0])?,
+            block2: block(BLOCKS[0].0, BLOCKS[1])?,
+            block3: block(BLOCKS[1].0, BLOCKS[2])?,
+        })
+    }
+
+    /// Pooled features `(B, 128)` of `x` `(B, D, T)` whose sample `s` has `lengths[s]`
+    /// valid steps (zeros after). With `tape` (training) every block keeps what
+    /// [`FcnBranch::backward`] needs and normalises by batch statistics; without, the
+    /// running statistics are used.
+    pub fn forward(
+        &self,
+        x: &ArrayD<f32>,
+        lengths: &[usize],
+        mut tape: Option<&mut FcnTape>,
+    ) -> Result<ArrayD<f32>> {
+        let mut h = x.clone();
+        for (k, block) in self.blocks().into_iter().enumerate() {
+            let mut inference = nn::Tape::inference();
+            let (conv_tape, bn_tape) = match tape.as_deref_mut() {
+                Some(t) => (&mut t.conv[k], &mut t.bn[k]),
+                None => (&mut inference, &mut nn::Tape::inference()),
+            };
+            let c = block.conv.forward(&h, conv_tape)?;
+            let mut a = block.bn.forward_masked(&c, Some(lengths), bn_tape)?;
+            a.mapv_inplace(|v| v.max(0.0));
+            if let Some(t) = tape.as_deref_mut() {
+                t.relu[k] = a.clone();
+            }
+            h = a;
+        }
+        let mut inference = nn::Tape::inference();
+        let pool_tape = match tape {
+            Some(t) => &mut t.pool,
+            None => &mut inference,
+        };
+        GlobalAvgPool1d.forward_masked(&h, Some(lengths), pool_tape)
+    }
+
+    /// For the gradient `(B, 128)` of the pooled features of the pass that filled `tape`,
+    /// adds the parameter gradients to `grads` (this branch's slices, in parameter order).
+    /// The input gradient is not needed (the branch reads the data) and not returned.
+    pub fn backward(
+        &self,
+        tape: &FcnTape,
+        grad_pooled: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+    ) -> Result<()> {
+        let blocks = self.blocks();
+        let mut per_block: Vec<(GradSlices, GradSlices)> = blocks
+            .iter()
+            .map(|b| {
+                let conv = grads.split(nn::param_count(&b.conv));
+                (conv, grads.split(nn::param_count(&b.bn)))
+            })
+            .collect();
+        let mut g = GlobalAvgPool1d.backward(&tape.pool, grad_pooled, grads)?;
+        for k in (0..3).rev() {
+            // Through the ReLU: gradient only where its output is positive.
+            g.zip_mut_with(&tape.relu[k], |d, &a| {
+                if a <= 0.0 {
+                    *d = 0.0
+                }
+            });
+            let (conv_grads, bn_grads) = &mut per_block[k];
+            g = blocks[k].bn.backward(&tape.bn[k], &g, bn_grads)?;
+            g = blocks[k].conv.backward(&tape.conv[k], &g, conv_grads)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the running-statistics updates of the training pass that filled `tape`.
+    pub fn update_buffers(&mut self, tape: &FcnTape) {
+        for (k, block) in [&mut self.block1, &mut self.block2, &mut self.block3]
+            .into_iter()
+            .enumerate()
+        {
+            block.bn.update_buffers(&tape.bn[k]);
+        }
+    }
+
+    fn blocks(&self) -> [&ConvBlock; 3] {
+        [&self.block1, &self.block2, &self.block3]
+    }
+
+    /// Parameter values of a branch over `channels` inputs (`None` on overflow).
+    pub fn parameter_count(channels: usize) -> Option<usize> {
+        let mut c_in = channels;
+        let mut total = 0usize;
+        for (filters, k) in BLOCKS {
+            let conv = filters
+                .checked_mul(c_in)?
+                .checked_mul(k)?
+                .checked_add(filters)?;
+            total = total.checked_add(conv)?.checked_add(2 * filters)?;
+            c_in = filters;
+        }
+        Some(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::param::{Grads, Parameters, Visitor};
+    use ndarray::IxDyn;
+    use rand::SeedableRng;
+
+    fn loss(f: &FcnBranch, x: &ArrayD<f32>, lengths: &[usize], r: &ArrayD<f32>) -> f64 {
+        let y = f
+            .forward(x, lengths, Some(&mut FcnTape::default()))
+            .unwrap();
+        y.iter().zip(r).map(|(a, b)| *a as f64 * *b as f64).sum()
+    }
+
+    /// The branch's parameter gradients match central differences, with every sequence
+    /// full length and with padded ones. Tolerance: f32 losses differenced over 2e-3,
+    /// 1e-3 absolute + 2e-2 relative (sums over a few hundred positions).
+    #[test]
+    fn branch_gradients_match_finite_differences() {
+        for lengths in [[11usize, 11, 11], [9, 6, 11]] {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+            let mut f = FcnBranch::new(2, &mut rng).unwrap();
+            let x = ArrayD::from_shape_fn(IxDyn(&[3, 2, 11]), |i| {
+                if i[2] < lengths[i[0]] {
+                    rng.gen_range(-1.0f32..1.0)
+                } else {
+                    0.0
+                }
+            });
+            let mut tape = FcnTape::default();
+            let y = f.forward(&x, &lengths, Some(&mut tape)).unwrap();
+            let r = y.mapv(|v| (v * 7.0).sin());
+            let mut grads = Grads::zeros_for(&f);
+            f.backward(&tape, &r, &mut grads.slices()).unwrap();
+            let names: Vec<String> = f.named_parameters().into_iter().map(|(n, _)| n).collect();
+            for (k, name) in names.iter().enumerate() {
+                for i in [0usize, 97, 301]
+                    .into_iter()
+                    .filter(|&i| i < grads.part(k).len())
+                {
+                    const H: f32 = 2e-3;
+                    let at = |f: &mut FcnBranch, d: f32| {
+                        f.visit_params_mut(&mut Visitor::new(&mut |n, p| {
+                            if n == name {
+                                p.value[i] += d
+                            }
+                        }))
+                    };
+                    at(&mut f, H);
+                    let up = loss(&f, &x, &lengths, &r);
+                    at(&mut f, -2.0 * H);
+                    let down = loss(&f, &x, &lengths, &r);
+                    at(&mut f, H);
+                    let numeric = ((up - down) / (2.0 * H as f64)) as f32;
+                    let g = grads.part(k)[i];
+                    assert!(
+                        (numeric - g).abs() <= 1e-3 + 2e-2 * numeric.abs().max(g.abs()),
+                        "{lengths:?} {name}[{i}]: gradient {g} vs finite difference {numeric}"
+                    );
+                }
+            }
+        }
+    }
+}
