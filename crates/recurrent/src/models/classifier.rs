@@ -131,13 +131,13 @@ impl SequenceClassifier {
         })
     }
 
-    /// Scales and pads sequences into the convolutional branch's `(B, D, T_max)` input
-    /// (no patching) plus their lengths.
+    /// Scales and pads sequences into the convolutional branch's channels-last
+    /// `(B, T_max, D)` input (no patching) plus their lengths.
     pub fn conv_batch(&self, seqs: &[&Array2<f32>]) -> Result<(ArrayD<f32>, Vec<usize>)> {
         let d = self.meta.scaler.mean.len();
         let lengths: Vec<usize> = seqs.iter().map(|s| s.nrows()).collect();
         let t_max = lengths.iter().copied().max().unwrap_or(0);
-        let mut x = ArrayD::zeros(IxDyn(&[seqs.len(), d, t_max]));
+        let mut x = ArrayD::zeros(IxDyn(&[seqs.len(), t_max, d]));
         for (b, s) in seqs.iter().enumerate() {
             if s.ncols() != d {
                 return Err(Error::shape("sequence", format!("(T, {d})"), s.shape()));
@@ -146,7 +146,7 @@ impl SequenceClassifier {
                 let mut r: Vec<f32> = row.to_vec();
                 self.meta.scaler.apply(&mut r);
                 for (k, v) in r.into_iter().enumerate() {
-                    x[[b, k, t]] = v;
+                    x[[b, t, k]] = v;
                 }
             }
         }

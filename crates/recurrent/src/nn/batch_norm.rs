@@ -42,15 +42,27 @@ crate::parameters!(BatchNorm1d {
     buffer "num_batches_tracked" => num_batches_tracked;
 });
 
-/// What [`BatchNorm1d`] keeps: the normalised input, the per-channel factor from `x̂` to
-/// the output's gradient side (`γ / σ`), the statistics, and which positions were valid.
+/// What [`BatchNorm1d`] keeps: the normalised input (channels-last), the per-channel factor
+/// `γ / σ`, which positions were valid, the caller's shape, and in training the batch
+/// statistics.
 struct NormRecord {
-    shape: Vec<usize>,
+    /// `(B, L, C)` of the channels-last form.
+    sizes: (usize, usize, usize),
+    /// The caller's shape when it was PyTorch's `(B, C, L)` (transposed at the boundary).
+    pytorch_shape: Option<Vec<usize>>,
     hat: Vec<f32>,
     scale: Vec<f32>,
     lengths: Option<Vec<usize>>,
     /// Training mode: the batch mean, unbiased variance and per-channel count.
     batch: Option<(Vec<f32>, Vec<f32>, usize)>,
+}
+
+/// `(B, C, L)` and channels-last `(B, L, C)` into each other.
+fn swap_last_two(x: &ArrayD<f32>) -> ArrayD<f32> {
+    x.view()
+        .permuted_axes(vec![0, 2, 1])
+        .as_standard_layout()
+        .into_owned()
 }
 
 impl BatchNorm1d {
@@ -67,46 +79,90 @@ impl BatchNorm1d {
         }
     }
 
-    /// `(B, C, L)` of the input (`L` = 1 for `(B, C)`).
-    fn geometry(
-        &self,
-        shape: &[usize],
-        lengths: Option<&[usize]>,
-    ) -> Result<(usize, usize, usize)> {
-        let c = self.weight.len();
-        let (b, l) = match *shape {
-            [b, ch] if ch == c && lengths.is_none() => (b, 1),
-            [b, ch, l] if ch == c => (b, l),
-            _ => {
-                return Err(Error::shape(
-                    "BatchNorm1d input",
-                    format!("(B, {c}) or (B, {c}, L) (lengths need the 3-dimensional form)"),
-                    shape,
-                ))
-            }
-        };
-        if let Some(ls) = lengths {
-            if ls.len() != b || ls.iter().any(|&n| n == 0 || n > l) {
-                return Err(Error::Lengths(format!(
+    fn check_lengths(lengths: Option<&[usize]>, b: usize, l: usize) -> Result<()> {
+        match lengths {
+            Some(ls) if ls.len() != b || ls.iter().any(|&n| n == 0 || n > l) => {
+                Err(Error::Lengths(format!(
                     "BatchNorm1d: {b} lengths from 1 to {l} needed, found {ls:?}"
-                )));
+                )))
             }
+            _ => Ok(()),
         }
-        Ok((b, c, l))
     }
 
     /// [`Module::forward`] with per-sample `lengths` of `(B, C, L)` input (`None`: all
-    /// positions valid).
+    /// positions valid); `(B, C)` input takes no lengths.
     pub fn forward_masked(
         &self,
         input: &ArrayD<f32>,
         lengths: Option<&[usize]>,
         tape: &mut Tape,
     ) -> Result<ArrayD<f32>> {
-        let (b, c, l) = self.geometry(input.shape(), lengths)?;
+        let c = self.weight.len();
+        match *input.shape() {
+            [b, ch] if ch == c && lengths.is_none() => {
+                let rows = input
+                    .clone()
+                    .into_shape_with_order(IxDyn(&[b, 1, c]))
+                    .expect("shape");
+                let out = self.forward_cl(&rows, None, tape, Some(input.shape().to_vec()))?;
+                Ok(out.into_shape_with_order(IxDyn(&[b, c])).expect("shape"))
+            }
+            [_, ch, _] if ch == c => {
+                let out = self.forward_cl(
+                    &swap_last_two(input),
+                    lengths,
+                    tape,
+                    Some(input.shape().to_vec()),
+                )?;
+                Ok(swap_last_two(&out))
+            }
+            _ => Err(Error::shape(
+                "BatchNorm1d input",
+                format!("(B, {c}) or (B, {c}, L) (lengths need the 3-dimensional form)"),
+                input.shape(),
+            )),
+        }
+    }
+
+    /// Normalisation of channels-last input `(B, L, C)` whose sample `s` has
+    /// `lengths[s]` valid positions (`None`: all); padded outputs are zero.
+    pub fn forward_channels_last(
+        &self,
+        input: &ArrayD<f32>,
+        lengths: Option<&[usize]>,
+        tape: &mut Tape,
+    ) -> Result<ArrayD<f32>> {
+        self.forward_cl(input, lengths, tape, None)
+    }
+
+    fn forward_cl(
+        &self,
+        input: &ArrayD<f32>,
+        lengths: Option<&[usize]>,
+        tape: &mut Tape,
+        pytorch_shape: Option<Vec<usize>>,
+    ) -> Result<ArrayD<f32>> {
+        let c = self.weight.len();
+        let [b, l, ch] = *input.shape() else {
+            return Err(Error::shape(
+                "BatchNorm1d input",
+                format!("(B, L, {c})"),
+                input.shape(),
+            ));
+        };
+        if ch != c {
+            return Err(Error::shape(
+                "BatchNorm1d input",
+                format!("(B, L, {c})"),
+                input.shape(),
+            ));
+        }
+        Self::check_lengths(lengths, b, l)?;
         let x = input.as_standard_layout();
         let x = x.as_slice().expect("standard layout");
         let valid = |s: usize| lengths.map_or(l, |ls| ls[s]);
+        let rows = |s: usize| x[s * l * c..(s * l + valid(s)) * c].chunks_exact(c);
         let count: usize = (0..b).map(valid).sum();
         let training = tape.is_training();
         if training && count < 2 {
@@ -114,68 +170,87 @@ impl BatchNorm1d {
                 "BatchNorm1d in training needs more than one value per channel, found {count}"
             )));
         }
-        let (mut mean, mut inv_std) = (vec![0.0f32; c], vec![0.0f32; c]);
-        let mut unbiased = vec![0.0f32; c];
-        for ch in 0..c {
-            let (m, var) = if training {
-                let (mut sum, mut sq) = (0.0f64, 0.0f64);
-                for s in 0..b {
-                    let row = &x[(s * c + ch) * l..][..valid(s)];
-                    sum += row.iter().map(|&v| v as f64).sum::<f64>();
+        let (mean, var, unbiased) = if training {
+            let mut sum = vec![0.0f64; c];
+            for s in 0..b {
+                for row in rows(s) {
+                    sum.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
                 }
-                let m = sum / count as f64;
-                for s in 0..b {
-                    let row = &x[(s * c + ch) * l..][..valid(s)];
-                    sq += row.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>();
+            }
+            let mean: Vec<f64> = sum.iter().map(|v| v / count as f64).collect();
+            let mut sq = vec![0.0f64; c];
+            for s in 0..b {
+                for row in rows(s) {
+                    for ((a, &v), m) in sq.iter_mut().zip(row).zip(&mean) {
+                        *a += (v as f64 - m).powi(2);
+                    }
                 }
-                unbiased[ch] = (sq / (count - 1) as f64) as f32;
-                (m as f32, (sq / count as f64) as f32)
-            } else {
-                (self.running_mean.value[ch], self.running_var.value[ch])
-            };
-            mean[ch] = m;
-            inv_std[ch] = 1.0 / (var + self.eps).sqrt();
-        }
+            }
+            (
+                mean.iter().map(|&m| m as f32).collect::<Vec<f32>>(),
+                sq.iter()
+                    .map(|v| (v / count as f64) as f32)
+                    .collect::<Vec<f32>>(),
+                sq.iter()
+                    .map(|v| (v / (count - 1) as f64) as f32)
+                    .collect::<Vec<f32>>(),
+            )
+        } else {
+            let (m, v) = (&self.running_mean.value, &self.running_var.value);
+            (m.clone(), v.clone(), Vec::new())
+        };
+        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
         let mut hat = vec![0.0; x.len()];
         let mut out = vec![0.0; x.len()];
         for s in 0..b {
-            for ch in 0..c {
-                let at = (s * c + ch) * l;
-                let n = valid(s);
-                let (w, bias) = (self.weight.value[ch], self.bias.value[ch]);
-                for t in at..at + n {
-                    hat[t] = (x[t] - mean[ch]) * inv_std[ch];
-                    out[t] = w * hat[t] + bias;
+            let span = s * l * c..(s * l + valid(s)) * c;
+            let (hat, out) = (&mut hat[span.clone()], &mut out[span.clone()]);
+            for ((row, h), o) in x[span]
+                .chunks_exact(c)
+                .zip(hat.chunks_exact_mut(c))
+                .zip(out.chunks_exact_mut(c))
+            {
+                for k in 0..c {
+                    h[k] = (row[k] - mean[k]) * inv_std[k];
+                    o[k] = self.weight.value[k] * h[k] + self.bias.value[k];
                 }
             }
         }
         if training {
-            let scale = (0..c)
-                .map(|ch| self.weight.value[ch] * inv_std[ch])
-                .collect();
+            let scale = (0..c).map(|k| self.weight.value[k] * inv_std[k]).collect();
             tape.keep(NormRecord {
-                shape: input.shape().to_vec(),
+                sizes: (b, l, c),
+                pytorch_shape,
                 hat,
                 scale,
                 lengths: lengths.map(<[usize]>::to_vec),
-                batch: training.then_some((mean, unbiased, count)),
+                batch: Some((mean, unbiased, count)),
             });
         }
-        Ok(ArrayD::from_shape_vec(IxDyn(input.shape()), out).expect("shape"))
+        Ok(ArrayD::from_shape_vec(IxDyn(&[b, l, c]), out).expect("shape"))
     }
 
-    /// [`Module::backward`] for a pass of [`BatchNorm1d::forward_masked`].
-    fn backward_record(
+    /// The backward pass of [`BatchNorm1d::forward_channels_last`]: `(B, L, C)` gradients.
+    pub fn backward_channels_last(
+        &self,
+        tape: &Tape,
+        grad_output: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+    ) -> Result<ArrayD<f32>> {
+        self.backward_cl(tape.record("BatchNorm1d")?, grad_output, grads)
+    }
+
+    fn backward_cl(
         &self,
         record: &NormRecord,
         grad_output: &ArrayD<f32>,
         grads: &mut GradSlices<'_>,
     ) -> Result<ArrayD<f32>> {
-        let (b, c, l) = self.geometry(&record.shape, record.lengths.as_deref())?;
-        if grad_output.shape() != record.shape.as_slice() {
+        let (b, l, c) = record.sizes;
+        if grad_output.shape() != [b, l, c] {
             return Err(Error::shape(
                 "BatchNorm1d grad_output",
-                format!("{:?}", record.shape),
+                format!("[{b}, {l}, {c}]"),
                 grad_output.shape(),
             ));
         }
@@ -183,32 +258,40 @@ impl BatchNorm1d {
         let g = grad_output.as_standard_layout();
         let g = g.as_slice().expect("standard layout");
         let valid = |s: usize| record.lengths.as_ref().map_or(l, |ls| ls[s]);
-        let mut dx = vec![0.0; g.len()];
-        for ch in 0..c {
-            let (mut sdy, mut sdyx) = (0.0f64, 0.0f64);
-            for s in 0..b {
-                let at = (s * c + ch) * l;
-                let span = at..at + valid(s);
-                for (&dy, &hat) in g[span.clone()].iter().zip(&record.hat[span]) {
-                    sdy += dy as f64;
-                    sdyx += dy as f64 * hat as f64;
-                }
-            }
-            weight_grad[ch] += sdyx as f32;
-            bias_grad[ch] += sdy as f32;
-            let scale = record.scale[ch];
-            let (mean_dy, mean_dyx) = match &record.batch {
-                Some((_, _, n)) => ((sdy / *n as f64) as f32, (sdyx / *n as f64) as f32),
-                None => (0.0, 0.0),
-            };
-            for s in 0..b {
-                let at = (s * c + ch) * l;
-                for t in at..at + valid(s) {
-                    dx[t] = scale * (g[t] - mean_dy - record.hat[t] * mean_dyx);
+        let (mut sdy, mut sdyx) = (vec![0.0f64; c], vec![0.0f64; c]);
+        for s in 0..b {
+            let span = s * l * c..(s * l + valid(s)) * c;
+            for (gr, hr) in g[span.clone()]
+                .chunks_exact(c)
+                .zip(record.hat[span].chunks_exact(c))
+            {
+                for k in 0..c {
+                    sdy[k] += gr[k] as f64;
+                    sdyx[k] += gr[k] as f64 * hr[k] as f64;
                 }
             }
         }
-        Ok(ArrayD::from_shape_vec(IxDyn(&record.shape), dx).expect("shape"))
+        for k in 0..c {
+            weight_grad[k] += sdyx[k] as f32;
+            bias_grad[k] += sdy[k] as f32;
+        }
+        let n = record.batch.as_ref().map_or(0, |(_, _, n)| *n).max(1) as f64;
+        let mean_dy: Vec<f32> = sdy.iter().map(|v| (v / n) as f32).collect();
+        let mean_dyx: Vec<f32> = sdyx.iter().map(|v| (v / n) as f32).collect();
+        let mut dx = vec![0.0; g.len()];
+        for s in 0..b {
+            let span = s * l * c..(s * l + valid(s)) * c;
+            for ((d, gr), hr) in dx[span.clone()]
+                .chunks_exact_mut(c)
+                .zip(g[span.clone()].chunks_exact(c))
+                .zip(record.hat[span].chunks_exact(c))
+            {
+                for k in 0..c {
+                    d[k] = record.scale[k] * (gr[k] - mean_dy[k] - hr[k] * mean_dyx[k]);
+                }
+            }
+        }
+        Ok(ArrayD::from_shape_vec(IxDyn(&[b, l, c]), dx).expect("shape"))
     }
 }
 
@@ -223,7 +306,30 @@ impl Module for BatchNorm1d {
         grad_output: &ArrayD<f32>,
         grads: &mut GradSlices<'_>,
     ) -> Result<ArrayD<f32>> {
-        self.backward_record(tape.record("BatchNorm1d")?, grad_output, grads)
+        let record: &NormRecord = tape.record("BatchNorm1d")?;
+        let shape = record.pytorch_shape.as_deref().unwrap_or(&[]);
+        if grad_output.shape() != shape {
+            return Err(Error::shape(
+                "BatchNorm1d grad_output",
+                format!("{shape:?}"),
+                grad_output.shape(),
+            ));
+        }
+        let (b, l, c) = record.sizes;
+        let g = if shape.len() == 2 {
+            grad_output
+                .clone()
+                .into_shape_with_order(IxDyn(&[b, l, c]))
+                .expect("shape")
+        } else {
+            swap_last_two(grad_output)
+        };
+        let dx = self.backward_cl(record, &g, grads)?;
+        Ok(if shape.len() == 2 {
+            dx.into_shape_with_order(IxDyn(shape)).expect("shape")
+        } else {
+            swap_last_two(&dx)
+        })
     }
 
     fn update_buffers(&mut self, tape: &Tape) {

@@ -145,10 +145,24 @@ pub struct Conv1d {
 
 crate::parameters!(Conv1d { param "weight" => weight; optional "bias" => bias; });
 
-/// What [`Conv1d`] keeps: the unfolded input `(B*L_out, C_in*K)` and the input shape.
+/// What [`Conv1d`] keeps: the unfolded input `(B*L_out, K*C_in)`, the input's
+/// channels-last sizes `(B, L, C_in)`, and the caller's layout.
 struct ConvRecord {
     cols: Vec<f32>,
-    shape: Vec<usize>,
+    sizes: (usize, usize, usize),
+    pytorch_layout: Option<Vec<usize>>,
+}
+
+/// `(B, C, L)` (or `(C, L)`) to channels-last `(B, L, C)`, or back with `to_channels_last`
+/// false and `(B, L, C)` input.
+fn transpose_last_two(x: &ArrayD<f32>) -> ArrayD<f32> {
+    let n = x.ndim();
+    let mut axes: Vec<usize> = (0..n).collect();
+    axes.swap(n - 2, n - 1);
+    x.view()
+        .permuted_axes(axes)
+        .as_standard_layout()
+        .into_owned()
 }
 
 impl Conv1d {
@@ -172,19 +186,20 @@ impl Conv1d {
         &self.config
     }
 
-    /// `(B, C_in, L)` of a batched or unbatched input, and the output length.
-    fn geometry(&self, shape: &[usize]) -> Result<(usize, usize, usize)> {
+    /// `(B, L)` of a channels-last `(B, L, C_in)` input, and the output length.
+    fn geometry(&self, shape: &[usize], what: &str) -> Result<(usize, usize, usize)> {
         let c = self.config.in_channels;
-        let expected = || format!("(B, {c}, L) or unbatched ({c}, L)");
-        let (b, l) = match *shape {
-            [b, ch, l] if ch == c => (b, l),
-            [ch, l] if ch == c => (1, l),
-            _ => return Err(Error::shape("Conv1d input", expected(), shape)),
+        let expected = || format!("(B, L, {c})");
+        let [b, l, ch] = *shape else {
+            return Err(Error::shape(what, expected(), shape));
         };
+        if ch != c {
+            return Err(Error::shape(what, expected(), shape));
+        }
         match self.config.output_length(l) {
             Some(out) if b > 0 => Ok((b, l, out)),
             _ => Err(Error::shape(
-                "Conv1d input",
+                what,
                 format!(
                     "{} with L at least the kernel's span less the padding",
                     expected()
@@ -194,104 +209,234 @@ impl Conv1d {
         }
     }
 
-    /// Unfolds `x` `(B, C, L)` into `(B*L_out, C*K)` rows: row `(b, t)` holds the taps of
-    /// output position `t` (zeros where they fall in the padding).
-    fn unfold(&self, x: &[f32], b: usize, l: usize, l_out: usize) -> Vec<f32> {
+    /// The weight as `(C_out, K, C_in)`, the order of an unfolded channels-last row.
+    fn weight_by_tap(&self) -> Vec<f32> {
+        let (o, c, k) = (
+            self.config.out_channels,
+            self.config.in_channels,
+            self.config.kernel_size,
+        );
+        let mut w = vec![0.0; o * k * c];
+        for oo in 0..o {
+            for cc in 0..c {
+                for j in 0..k {
+                    w[(oo * k + j) * c + cc] = self.weight.value[(oo * c + cc) * k + j];
+                }
+            }
+        }
+        w
+    }
+
+    /// Unfolds channels-last `x` `(B, L, C)` into `cols` `(B*L_out, K*C)`: row `(b, t)` holds
+    /// the input rows under the kernel's taps at output position `t` (zeros in the
+    /// padding), each `C` wide.
+    fn unfold(&self, x: &[f32], (b, l, l_out): (usize, usize, usize), cols: &mut Vec<f32>) {
         let cfg = &self.config;
         let (c, k) = (cfg.in_channels, cfg.kernel_size);
         let (pad, _) = cfg.pads();
-        let mut cols = vec![0.0; b * l_out * c * k];
-        cols.par_chunks_mut(l_out * c * k)
-            .zip(x.par_chunks(c * l))
+        cols.resize(b * l_out * k * c, 0.0);
+        cols.par_chunks_mut(l_out * k * c)
+            .zip(x.par_chunks(l * c))
             .for_each(|(cols, x)| {
-                for (t, row) in cols.chunks_exact_mut(c * k).enumerate() {
+                for (t, row) in cols.chunks_exact_mut(k * c).enumerate() {
                     let start = (t * cfg.stride) as isize - pad as isize;
-                    for (ch, taps) in row.chunks_exact_mut(k).enumerate() {
-                        let series = &x[ch * l..(ch + 1) * l];
-                        for (j, v) in taps.iter_mut().enumerate() {
-                            let at = start + (j * cfg.dilation) as isize;
-                            if at >= 0 && (at as usize) < l {
-                                *v = series[at as usize];
-                            }
+                    for (j, tap) in row.chunks_exact_mut(c).enumerate() {
+                        let at = start + (j * cfg.dilation) as isize;
+                        if at >= 0 && (at as usize) < l {
+                            let at = at as usize;
+                            tap.copy_from_slice(&x[at * c..(at + 1) * c]);
+                        } else {
+                            tap.fill(0.0);
                         }
                     }
                 }
             });
-        cols
     }
 
-    /// Adds unfolded gradient rows `(B*L_out, C*K)` back onto the input positions they
-    /// came from: `(B, C, L)`.
-    fn fold(&self, dcols: &[f32], b: usize, l: usize, l_out: usize) -> Vec<f32> {
+    /// Adds unfolded gradient rows `(B*L_out, K*C)` back onto the input rows they came
+    /// from: channels-last `(B, L, C)`.
+    fn fold(&self, dcols: &[f32], (b, l, l_out): (usize, usize, usize)) -> Vec<f32> {
         let cfg = &self.config;
         let (c, k) = (cfg.in_channels, cfg.kernel_size);
         let (pad, _) = cfg.pads();
-        let mut dx = vec![0.0; b * c * l];
-        dx.par_chunks_mut(c * l)
-            .zip(dcols.par_chunks(l_out * c * k))
+        let mut dx = vec![0.0; b * l * c];
+        dx.par_chunks_mut(l * c)
+            .zip(dcols.par_chunks(l_out * k * c))
             .for_each(|(dx, dcols)| {
-                for (t, row) in dcols.chunks_exact(c * k).enumerate() {
+                for (t, row) in dcols.chunks_exact(k * c).enumerate() {
                     let start = (t * cfg.stride) as isize - pad as isize;
-                    for (ch, taps) in row.chunks_exact(k).enumerate() {
-                        let series = &mut dx[ch * l..(ch + 1) * l];
-                        for (j, v) in taps.iter().enumerate() {
-                            let at = start + (j * cfg.dilation) as isize;
-                            if at >= 0 && (at as usize) < l {
-                                series[at as usize] += v;
-                            }
+                    for (j, tap) in row.chunks_exact(c).enumerate() {
+                        let at = start + (j * cfg.dilation) as isize;
+                        if at >= 0 && (at as usize) < l {
+                            let at = at as usize;
+                            dx[at * c..(at + 1) * c]
+                                .iter_mut()
+                                .zip(tap)
+                                .for_each(|(d, g)| *d += g);
                         }
                     }
                 }
             });
         dx
     }
-}
 
-impl Module for Conv1d {
-    fn forward(&self, input: &ArrayD<f32>, tape: &mut Tape) -> Result<ArrayD<f32>> {
-        let (b, l, l_out) = self.geometry(input.shape())?;
-        let (o, ck) = (
-            self.config.out_channels,
-            self.weight.len() / self.config.out_channels,
-        );
+    /// The convolution on channels-last input `(B, L, C_in)`, giving `(B, L_out, C_out)`:
+    /// one matrix product over every output position of the batch, no transposes. A
+    /// training tape keeps what [`Conv1d::backward_channels_last`] needs.
+    pub fn forward_channels_last(
+        &self,
+        input: &ArrayD<f32>,
+        tape: &mut Tape,
+    ) -> Result<ArrayD<f32>> {
+        self.forward_cl(input, tape, None)
+    }
+
+    fn forward_cl(
+        &self,
+        input: &ArrayD<f32>,
+        tape: &mut Tape,
+        pytorch_layout: Option<Vec<usize>>,
+    ) -> Result<ArrayD<f32>> {
+        let what = "Conv1d input";
+        let (b, l, l_out) = self.geometry(input.shape(), what)?;
+        let o = self.config.out_channels;
+        let kc = self.weight.len() / o;
         let x = input.as_standard_layout();
-        let cols = self.unfold(x.as_slice().expect("standard layout"), b, l, l_out);
-        // `(B*L_out, C_out)` = cols x W^T, then each sample transposed to `(C_out, L_out)`.
-        let mut rows = vec![0.0; b * l_out * o];
+        let mut record = if tape.is_training() {
+            tape.take_previous::<Option<ConvRecord>>()
+        } else {
+            None
+        };
+        let mut cols = record.take().map(|r| r.cols).unwrap_or_default();
+        self.unfold(
+            x.as_slice().expect("standard layout"),
+            (b, l, l_out),
+            &mut cols,
+        );
+        let mut out = vec![0.0; b * l_out * o];
         gemm(
             b * l_out,
             o,
-            ck,
-            Mat::new(&cols, ck),
-            Mat::t(&self.weight.value, ck),
+            kc,
+            Mat::new(&cols, kc),
+            Mat::t(&self.weight_by_tap(), kc),
             0.0,
-            MatMut::new(&mut rows, o),
+            MatMut::new(&mut out, o),
         );
-        let mut out = vec![0.0; b * o * l_out];
-        out.par_chunks_mut(o * l_out)
-            .zip(rows.par_chunks(l_out * o))
-            .for_each(|(out, rows)| {
-                for (t, row) in rows.chunks_exact(o).enumerate() {
-                    for (ch, v) in row.iter().enumerate() {
-                        out[ch * l_out + t] = *v;
-                    }
-                }
-                if let Some(bias) = &self.bias {
-                    for (series, b) in out.chunks_exact_mut(l_out).zip(&bias.value) {
-                        series.iter_mut().for_each(|v| *v += b);
-                    }
+        if let Some(bias) = &self.bias {
+            out.par_chunks_mut(o * 64).for_each(|rows| {
+                for row in rows.chunks_exact_mut(o) {
+                    row.iter_mut().zip(&bias.value).for_each(|(v, b)| *v += b);
                 }
             });
-        if tape.is_training() {
-            let shape = input.shape().to_vec();
-            tape.keep(ConvRecord { cols, shape });
         }
-        let shape = if input.ndim() == 3 {
-            vec![b, o, l_out]
-        } else {
-            vec![o, l_out]
+        if tape.is_training() {
+            tape.keep(Some(ConvRecord {
+                cols,
+                sizes: (b, l, self.config.in_channels),
+                pytorch_layout,
+            }));
+        }
+        Ok(ArrayD::from_shape_vec(IxDyn(&[b, l_out, o]), out).expect("shape"))
+    }
+
+    /// The backward pass of [`Conv1d::forward_channels_last`]: the gradient `(B, L_out,
+    /// C_out)` of its output gives that of its input `(B, L, C_in)`; parameter gradients are
+    /// added to `grads`.
+    pub fn backward_channels_last(
+        &self,
+        tape: &Tape,
+        grad_output: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+    ) -> Result<ArrayD<f32>> {
+        let Some(ConvRecord { cols, sizes, .. }) = tape.record::<Option<ConvRecord>>("Conv1d")?
+        else {
+            return Err(Error::Invalid(
+                "Conv1d.backward needs a training-mode forward".into(),
+            ));
         };
-        Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape"))
+        let (b, l, c) = *sizes;
+        let (_, _, l_out) = self.geometry(&[b, l, c], "Conv1d input")?;
+        let o = self.config.out_channels;
+        let (k, kc) = (self.config.kernel_size, self.weight.len() / o);
+        if grad_output.shape() != [b, l_out, o] {
+            return Err(Error::shape(
+                "Conv1d grad_output",
+                format!("[{b}, {l_out}, {o}]"),
+                grad_output.shape(),
+            ));
+        }
+        let weight_grad = grads.next(self.weight.len());
+        let bias_grad = self.bias.as_ref().map(|p| grads.next(p.len()));
+        let g = grad_output.as_standard_layout();
+        let g = g.as_slice().expect("standard layout");
+        if let Some(bias_grad) = bias_grad {
+            for row in g.chunks_exact(o) {
+                bias_grad.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+            }
+        }
+        let mut by_tap = vec![0.0; o * kc];
+        gemm(
+            o,
+            kc,
+            b * l_out,
+            Mat::t(g, o),
+            Mat::new(cols, kc),
+            0.0,
+            MatMut::new(&mut by_tap, kc),
+        );
+        for oo in 0..o {
+            for cc in 0..c {
+                for j in 0..k {
+                    weight_grad[(oo * c + cc) * k + j] += by_tap[(oo * k + j) * c + cc];
+                }
+            }
+        }
+        let mut dcols = vec![0.0; b * l_out * kc];
+        gemm(
+            b * l_out,
+            kc,
+            o,
+            Mat::new(g, o),
+            Mat::new(&self.weight_by_tap(), kc),
+            0.0,
+            MatMut::new(&mut dcols, kc),
+        );
+        let dx = self.fold(&dcols, (b, l, l_out));
+        Ok(ArrayD::from_shape_vec(IxDyn(&[b, l, c]), dx).expect("shape"))
+    }
+}
+
+impl Module for Conv1d {
+    /// `(B, C_in, L)` (or `(C_in, L)`) to `(B, C_out, L_out)` (or `(C_out, L_out)`), through
+    /// [`Conv1d::forward_channels_last`].
+    fn forward(&self, input: &ArrayD<f32>, tape: &mut Tape) -> Result<ArrayD<f32>> {
+        let c = self.config.in_channels;
+        let batched = match input.shape() {
+            [_, ch, _] if *ch == c => input.clone(),
+            [ch, l] if *ch == c => input
+                .clone()
+                .into_shape_with_order(IxDyn(&[1, *ch, *l]))
+                .expect("shape"),
+            shape => {
+                return Err(Error::shape(
+                    "Conv1d input",
+                    format!("(B, {c}, L) or unbatched ({c}, L)"),
+                    shape,
+                ))
+            }
+        };
+        let out = self.forward_cl(
+            &transpose_last_two(&batched),
+            tape,
+            Some(input.shape().to_vec()),
+        )?;
+        let out = transpose_last_two(&out);
+        Ok(if input.ndim() == 2 {
+            out.index_axis_move(ndarray::Axis(0), 0)
+        } else {
+            out
+        })
     }
 
     fn backward(
@@ -300,59 +445,24 @@ impl Module for Conv1d {
         grad_output: &ArrayD<f32>,
         grads: &mut GradSlices<'_>,
     ) -> Result<ArrayD<f32>> {
-        let ConvRecord { cols, shape } = tape.record("Conv1d")?;
-        let (b, l, l_out) = self.geometry(shape)?;
-        let (o, ck) = (
-            self.config.out_channels,
-            self.weight.len() / self.config.out_channels,
-        );
-        if grad_output.len() != b * o * l_out {
-            return Err(Error::shape(
-                "Conv1d grad_output",
-                format!("[{b}, {o}, {l_out}]"),
-                grad_output.shape(),
-            ));
-        }
-        let weight_grad = grads.next(self.weight.len());
-        let bias_grad = self.bias.as_ref().map(|p| grads.next(p.len()));
-        let g = grad_output.as_standard_layout();
-        let g = g.as_slice().expect("standard layout");
-        // `(B*L_out, C_out)` rows of the output gradient.
-        let mut rows = vec![0.0; b * l_out * o];
-        rows.par_chunks_mut(l_out * o)
-            .zip(g.par_chunks(o * l_out))
-            .for_each(|(rows, g)| {
-                for (ch, series) in g.chunks_exact(l_out).enumerate() {
-                    for (t, v) in series.iter().enumerate() {
-                        rows[t * o + ch] = *v;
-                    }
-                }
-            });
-        if let Some(bias_grad) = bias_grad {
-            for series in g.chunks_exact(l_out).enumerate() {
-                bias_grad[series.0 % o] += series.1.iter().sum::<f32>();
+        let shape = match tape.record::<Option<ConvRecord>>("Conv1d")? {
+            Some(ConvRecord {
+                pytorch_layout: Some(shape),
+                ..
+            }) => shape.clone(),
+            _ => {
+                return Err(Error::Invalid(
+                    "Conv1d.backward needs a training-mode forward".into(),
+                ))
             }
-        }
-        gemm(
-            o,
-            ck,
-            b * l_out,
-            Mat::t(&rows, o),
-            Mat::new(cols, ck),
-            1.0,
-            MatMut::new(weight_grad, ck),
-        );
-        let mut dcols = vec![0.0; b * l_out * ck];
-        gemm(
-            b * l_out,
-            ck,
-            o,
-            Mat::new(&rows, o),
-            Mat::new(&self.weight.value, ck),
-            0.0,
-            MatMut::new(&mut dcols, ck),
-        );
-        let dx = self.fold(&dcols, b, l, l_out);
-        Ok(ArrayD::from_shape_vec(IxDyn(shape), dx).expect("shape"))
+        };
+        let g = if grad_output.ndim() == 2 {
+            grad_output.clone().insert_axis(ndarray::Axis(0))
+        } else {
+            grad_output.clone()
+        };
+        let dx = self.backward_channels_last(tape, &transpose_last_two(&g), grads)?;
+        let dx = transpose_last_two(&dx);
+        Ok(dx.into_shape_with_order(IxDyn(&shape)).expect("shape"))
     }
 }
