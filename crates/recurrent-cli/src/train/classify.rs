@@ -7,8 +7,9 @@ use rand::SeedableRng;
 use recurrent::data::stratified_split;
 use recurrent::data::{parse_ts, read_sequences, LabelledSequences, Standardizer};
 use recurrent::kernels::Precision;
+use recurrent::models::fcn::FcnBranch;
 use recurrent::models::{fit_ensemble, merge_reports};
-use recurrent::models::{ClassificationTask, ClassifierMeta, SequenceClassifier};
+use recurrent::models::{Architecture, ClassificationTask, ClassifierMeta, SequenceClassifier};
 use recurrent::{Error, Result};
 use std::path::PathBuf;
 
@@ -25,6 +26,26 @@ const DEFAULTS: Defaults = Defaults {
     precision: Precision::F32,
 };
 
+/// Defaults of `--model lstm-fcn`: the convolutional branch carries the model, so the
+/// recurrent one is small (8 units, one direction, as in LSTM-FCN), and a single model is
+/// trained for a fixed number of epochs with Adam at 1e-3 annealed along a cosine, keeping
+/// the weights of the best validation epoch.
+const FCN_DEFAULTS: Defaults = Defaults {
+    hidden_size: 8,
+    num_layers: 1,
+    bidirectional: false,
+    dropout: 0.0,
+    epochs: 150,
+    batch_size: 16,
+    lr: 1e-3,
+    patience: usize::MAX,
+    out: "classifier.safetensors",
+    precision: Precision::F32,
+};
+
+/// Ensemble members of `--model lstm` and of `--model lstm-fcn` unless `--ensemble` says.
+const DEFAULT_MEMBERS: (usize, usize) = (5, 1);
+
 /// Options of `train classify`.
 #[derive(Args, Debug, Clone)]
 pub struct ClassifyArgs {
@@ -39,12 +60,13 @@ pub struct ClassifyArgs {
     /// and below 1).
     #[arg(long, default_value_t = 0.2, value_parser = crate::check::open_fraction, allow_negative_numbers = true)]
     pub val_fraction: f64,
-    /// Models trained from consecutive seeds whose probabilities are averaged (1 to 1000).
-    #[arg(long, default_value_t = 5, value_parser = crate::check::ensemble_size, allow_negative_numbers = true)]
-    pub ensemble: usize,
-    /// The network: `lstm` (the recurrent stack alone) or `lstm-fcn` (beside a fully
-    /// convolutional branch, Karim et al. 2018).
-    #[arg(long, value_enum, default_value = "lstm")]
+    /// Models trained from consecutive seeds whose probabilities are averaged (1 to 1000;
+    /// default 5 for `--model lstm`, 1 for `--model lstm-fcn`).
+    #[arg(long, value_parser = crate::check::ensemble_size, allow_negative_numbers = true)]
+    pub ensemble: Option<usize>,
+    /// The network: `lstm-fcn` (the recurrent stack beside a fully convolutional branch,
+    /// Karim et al. 2018) or `lstm` (the recurrent stack alone).
+    #[arg(long, value_enum, default_value = "lstm-fcn")]
     pub model: crate::choices::ArchitectureArg,
     /// Steps grouped into one recurrent step (default: about 32 recurrent steps per sequence).
     #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
@@ -78,6 +100,11 @@ fn sorted_classes(labels: &[String]) -> Vec<String> {
 /// Runs `train classify`.
 pub fn run(a: ClassifyArgs) -> Result<()> {
     let c = &a.common;
+    let (defaults, members) = match a.model {
+        crate::choices::ArchitectureArg::Lstm => (&DEFAULTS, DEFAULT_MEMBERS.0),
+        crate::choices::ArchitectureArg::LstmFcn => (&FCN_DEFAULTS, DEFAULT_MEMBERS.1),
+    };
+    let members = a.ensemble.unwrap_or(members);
     if a.train.is_some() != a.test.is_some() {
         return Err(Error::Invalid(
             "give both --train and --test, or neither for the bundled data".into(),
@@ -86,7 +113,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
     let mut inputs: Vec<crate::paths::Named> = Vec::new();
     inputs.extend(a.train.as_deref().map(|p| ("--train", p)));
     inputs.extend(a.test.as_deref().map(|p| ("--test", p)));
-    c.check_paths(&DEFAULTS, &inputs, &[], Some(a.ensemble))?;
+    c.check_paths(defaults, &inputs, &[], Some(members))?;
     let train = load(
         &a.train,
         include_str!("../../../../data/JapaneseVowels/JapaneseVowels_TRAIN.ts"),
@@ -158,21 +185,26 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
             train.dims()
         ))
     })?;
-    let cfg = c.rnn_config(&DEFAULTS, features)?;
+    let cfg = c.rnn_config(defaults, features)?;
     let meta = ClassifierMeta {
         classes: classes.clone(),
         scaler,
         patch,
         architecture: a.model.into(),
     };
-    c.check_memory::<SequenceClassifier>(
-        &cfg,
-        &meta,
-        c.batch_size.unwrap_or(DEFAULTS.batch_size),
-        max_len.div_ceil(patch),
-    )?;
-    let precision = c.precision(&DEFAULTS)?;
-    let settings = c.fit_settings(&DEFAULTS);
+    let rows = c.batch_size.unwrap_or(defaults.batch_size);
+    c.check_memory::<SequenceClassifier>(&cfg, &meta, rows, max_len.div_ceil(patch))?;
+    if meta.architecture == Architecture::LstmFcn {
+        let per_position = FcnBranch::tape_floats_per_position(train.dims()) as u128;
+        let positions = rows as u128 * max_len as u128;
+        crate::check::fits_in_memory(
+            "the convolutional branch's training pass",
+            positions.saturating_mul(per_position).saturating_mul(4),
+        )?;
+    }
+    let precision = c.precision(defaults)?;
+    let mut settings = c.fit_settings(defaults);
+    settings.anneal = a.model == crate::choices::ArchitectureArg::LstmFcn;
     say(
         c.quiet,
         &format!(
@@ -188,7 +220,6 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
             cfg.bidirectional
         ),
     );
-    let members = a.ensemble;
     c.with_threads(|| {
         let quiet = c.quiet;
         let (ensemble, reports) = fit_ensemble(
@@ -213,7 +244,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         for (&p, &y) in pred.iter().zip(&y_test) {
             confusion[y][p] += 1;
         }
-        let out = c.out_path(&DEFAULTS);
+        let out = c.out_path(defaults);
         let model_bytes = ensemble.to_bytes()?;
         say(c.quiet, &format!("test_accuracy: {accuracy:.4} ({correct}/{})", test.len()));
         say(c.quiet, &confusion_table(&classes, &confusion));
@@ -223,10 +254,10 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
             "train_size": tr.len(), "val_size": va.len(), "patch": patch, "ensemble": members,
             "member_best_epochs": reports.iter().map(|r| r.best_epoch).collect::<Vec<_>>(),
         });
-        let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
+        let mut settings_json = c.settings_json(defaults, &cfg);
         settings_json["ensemble"] = members.into();
         settings_json["model"] = serde_json::to_value(meta.architecture).expect("serialisable");
-        let checkpoints = c.checkpoint_files(&DEFAULTS, Some(members));
+        let checkpoints = c.checkpoint_files(defaults, Some(members));
         c.finish(vec![(out.clone(), model_bytes)], metrics, &merge_reports(&reports), settings_json, &checkpoints)?;
         say(c.quiet, &format!("model written to {}", out.display()));
         Ok(())

@@ -172,6 +172,18 @@ impl FcnBranch {
         [&self.block1, &self.block2, &self.block3]
     }
 
+    /// Values a training pass keeps per sequence position of a branch over `channels`
+    /// inputs: each block's unfolded input (`K * C_in`), normalised output and ReLU output.
+    pub fn tape_floats_per_position(channels: usize) -> usize {
+        let mut c_in = channels;
+        let mut total = 0;
+        for (filters, k) in BLOCKS {
+            total += k * c_in + 2 * filters;
+            c_in = filters;
+        }
+        total
+    }
+
     /// Parameter values of a branch over `channels` inputs (`None` on overflow).
     pub fn parameter_count(channels: usize) -> Option<usize> {
         let mut c_in = channels;
