@@ -303,9 +303,25 @@ fn forecast_reports_metrics_and_rejects_bad_series() {
         "test_mape",
         "naive_rmse",
         "seasonal_naive_rmse",
+        "ets_rmse",
+        "ets_mae",
+        "ets_mape",
+        "theta_rmse",
+        "theta_mae",
+        "theta_mape",
     ] {
         assert!(r[k].as_f64().unwrap().is_finite(), "{k} in {r}");
     }
+    // On a clean seasonal series with a trend, both classic baselines (refit at each origin
+    // on the deseasonalised history) beat the naive forecast.
+    for k in ["ets_rmse", "theta_rmse"] {
+        assert!(r[k].as_f64() < r["naive_rmse"].as_f64(), "{k} in {r}");
+    }
+    let csv = std::fs::read_to_string(&fc).unwrap();
+    assert!(
+        csv.starts_with("time,truth,forecast,naive,seasonal_naive,origin,ets,theta\n"),
+        "{csv}"
+    );
     assert_eq!(r["season"], 12);
     assert_eq!(r["points_forecast"], 12);
     assert_eq!(std::fs::read_to_string(&fc).unwrap().lines().count(), 13);

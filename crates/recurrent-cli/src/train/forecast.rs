@@ -6,7 +6,8 @@ use rand::SeedableRng;
 use recurrent::data::{parse_series_csv, read_series_csv, MissingValues, SeriesTable};
 use recurrent::kernels::Precision;
 use recurrent::models::{
-    detect_season, fit_ensemble, merge_reports, ForecastMeta, ForecastTask, Forecaster, Transform,
+    baselines, detect_season, fit_ensemble, merge_reports, ForecastMeta, ForecastTask, Forecaster,
+    Transform,
 };
 use recurrent::{Error, Result};
 use std::path::PathBuf;
@@ -284,6 +285,12 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         let y = &raw[0];
         let mut rows = Vec::new();
         for (oi, &o) in origins.iter().enumerate() {
+            // The classic baselines, refit on everything before the origin.
+            let history: Vec<f64> = y[..o].iter().map(|&v| v as f64).collect();
+            let classic = |f: fn(&[f64], usize, usize) -> Result<Vec<f64>>| {
+                f(&history, season, horizon).ok().map(|v| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>())
+            };
+            let (ets, theta) = (classic(baselines::ets_forecast), classic(baselines::theta_forecast));
             for h in 1..=horizon {
                 let t = o - 1 + h;
                 if t >= n {
@@ -291,13 +298,30 @@ pub fn run(a: ForecastArgs) -> Result<()> {
                 }
                 let naive = y[o - 1];
                 let seasonal = if season > 1 && o >= season { y[o - season + (h - 1) % season] } else { naive };
-                rows.push((t, y[t], forecasts[oi][h - 1], naive, seasonal, o));
+                rows.push(Row {
+                    t,
+                    truth: y[t],
+                    forecast: forecasts[oi][h - 1],
+                    naive,
+                    seasonal,
+                    origin: o,
+                    ets: ets.as_ref().map(|v| v[h - 1]),
+                    theta: theta.as_ref().map(|v| v[h - 1]),
+                });
             }
         }
-        let truth: Vec<f32> = rows.iter().map(|r| r.1).collect();
-        let model_e = errors(&truth, &rows.iter().map(|r| r.2).collect::<Vec<_>>());
-        let naive_e = errors(&truth, &rows.iter().map(|r| r.3).collect::<Vec<_>>());
-        let seasonal_e = errors(&truth, &rows.iter().map(|r| r.4).collect::<Vec<_>>());
+        let truth: Vec<f32> = rows.iter().map(|r| r.truth).collect();
+        let of = |f: fn(&Row) -> f32| errors(&truth, &rows.iter().map(f).collect::<Vec<_>>());
+        let model_e = of(|r| r.forecast);
+        let naive_e = of(|r| r.naive);
+        let seasonal_e = of(|r| r.seasonal);
+        // A baseline that could not be fitted at some origin (too short a history) is left
+        // out rather than scored on part of the points.
+        let classic_e = |f: fn(&Row) -> Option<f32>| -> Option<Errors> {
+            let pred: Option<Vec<f32>> = rows.iter().map(f).collect();
+            pred.map(|p| errors(&truth, &p))
+        };
+        let (ets_e, theta_e) = (classic_e(|r| r.ets), classic_e(|r| r.theta));
         let out = c.out_path(&DEFAULTS);
         let outputs = vec![
             (out.clone(), ensemble.to_bytes()?),
@@ -305,8 +329,12 @@ pub fn run(a: ForecastArgs) -> Result<()> {
             (a.forecast_plot.clone(), draw_forecast(&a.forecast_plot, &target, y, train_len, &rows)?),
         ];
         say(c.quiet, &format!("{:<16}{:>12}{:>12}{:>10}{:>14}", "held-out errors", "RMSE", "MAE", "MAPE %", "MSE"));
-        for (name, e) in [("model", &model_e), ("naive", &naive_e), ("seasonal naive", &seasonal_e)] {
-            say(c.quiet, &format!("{name:<16}{:>12.3}{:>12.3}{:>10.2}{:>14.3}", e.rmse, e.mae, e.mape, e.mse));
+        let table = [("model", Some(&model_e)), ("naive", Some(&naive_e)), ("seasonal naive", Some(&seasonal_e)), ("ETS", ets_e.as_ref()), ("Theta", theta_e.as_ref())];
+        for (name, e) in table {
+            match e {
+                Some(e) => say(c.quiet, &format!("{name:<16}{:>12.3}{:>12.3}{:>10.2}{:>14.3}", e.rmse, e.mae, e.mape, e.mse)),
+                None => say(c.quiet, &format!("{name:<16}{:>12}", "n/a (history too short)")),
+            }
         }
 
         let metrics = serde_json::json!({
@@ -314,7 +342,10 @@ pub fn run(a: ForecastArgs) -> Result<()> {
             "test_rmse": model_e.rmse, "test_mae": model_e.mae, "test_mape": model_e.mape, "test_mse": model_e.mse,
             "naive_rmse": naive_e.rmse, "naive_mae": naive_e.mae, "naive_mape": naive_e.mape, "naive_mse": naive_e.mse,
             "seasonal_naive_rmse": seasonal_e.rmse, "seasonal_naive_mae": seasonal_e.mae, "seasonal_naive_mape": seasonal_e.mape,
-            "seasonal_naive_mse": seasonal_e.mse, "season": season, "window": window, "transform": format!("{transform:?}").to_lowercase(), "ensemble": members,
+            "seasonal_naive_mse": seasonal_e.mse,
+            "ets_rmse": ets_e.as_ref().map(|e| e.rmse), "ets_mae": ets_e.as_ref().map(|e| e.mae), "ets_mape": ets_e.as_ref().map(|e| e.mape), "ets_mse": ets_e.as_ref().map(|e| e.mse),
+            "theta_rmse": theta_e.as_ref().map(|e| e.rmse), "theta_mae": theta_e.as_ref().map(|e| e.mae), "theta_mape": theta_e.as_ref().map(|e| e.mape), "theta_mse": theta_e.as_ref().map(|e| e.mse),
+            "season": season, "window": window, "transform": format!("{transform:?}").to_lowercase(), "ensemble": members,
         });
         let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
         settings_json["ensemble"] = members.into();
@@ -325,13 +356,36 @@ pub fn run(a: ForecastArgs) -> Result<()> {
     })
 }
 
-type Row = (usize, f32, f32, f32, f32, usize);
+/// One held-out point: its time index, the truth, the model's and the baselines'
+/// forecasts, and the origin it was forecast from (ETS and Theta are `None` when they could
+/// not be fitted to the history before it).
+struct Row {
+    t: usize,
+    truth: f32,
+    forecast: f32,
+    naive: f32,
+    seasonal: f32,
+    origin: usize,
+    ets: Option<f32>,
+    theta: Option<f32>,
+}
 
-/// The held-out forecast as CSV text.
+/// The held-out forecast as CSV text (an empty field where a baseline could not be fitted).
 fn forecast_csv(index: &[String], rows: &[Row]) -> String {
-    let mut s = String::from("time,truth,forecast,naive,seasonal_naive,origin\n");
-    for &(t, truth, f, naive, seasonal, o) in rows {
-        s += &format!("{},{truth},{f},{naive},{seasonal},{}\n", index[t], index[o]);
+    let mut s = String::from("time,truth,forecast,naive,seasonal_naive,origin,ets,theta\n");
+    let opt = |v: Option<f32>| v.map_or(String::new(), |v| v.to_string());
+    for r in rows {
+        s += &format!(
+            "{},{},{},{},{},{},{},{}\n",
+            index[r.t],
+            r.truth,
+            r.forecast,
+            r.naive,
+            r.seasonal,
+            index[r.origin],
+            opt(r.ets),
+            opt(r.theta)
+        );
     }
     s
 }
@@ -343,15 +397,23 @@ fn draw_forecast(
     train_len: usize,
     rows: &[Row],
 ) -> Result<Vec<u8>> {
-    use plotters::style::{BLACK, BLUE, RED};
+    use plotters::style::{RGBColor, BLACK, BLUE, RED};
     let history: Vec<(f64, f64)> = y[..train_len]
         .iter()
         .enumerate()
         .map(|(t, &v)| (t as f64, v as f64))
         .collect();
     let mut truth: Vec<(f64, f64)> = vec![(train_len as f64 - 1.0, y[train_len - 1] as f64)];
-    truth.extend(rows.iter().map(|r| (r.0 as f64, r.1 as f64)));
-    let forecast: Vec<(f64, f64)> = rows.iter().map(|r| (r.0 as f64, r.2 as f64)).collect();
+    truth.extend(rows.iter().map(|r| (r.t as f64, r.truth as f64)));
+    let forecast: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| (r.t as f64, r.forecast as f64))
+        .collect();
+    let classic = |f: fn(&Row) -> Option<f32>| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|r| f(r).map(|v| (r.t as f64, v as f64)))
+            .collect()
+    };
     super::plot::lines(
         path,
         &format!("{target}: history, held-out truth and forecast"),
@@ -361,6 +423,8 @@ fn draw_forecast(
             ("history", history, BLUE),
             ("truth", truth, BLACK),
             ("forecast", forecast, RED),
+            ("ETS", classic(|r| r.ets), RGBColor(0, 150, 0)),
+            ("Theta", classic(|r| r.theta), RGBColor(200, 120, 0)),
         ],
     )
 }

@@ -1,6 +1,7 @@
 //! Ready models for the tasks RNNs are used for, with their training loop:
 //! sequence classification (N vs 1), forecasting, and character-level language models.
 
+pub mod baselines;
 pub mod char_lm;
 pub mod classifier;
 pub mod ensemble;
