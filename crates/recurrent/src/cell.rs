@@ -212,7 +212,7 @@ impl Cell {
     }
 
     /// [`Cell::backward`] without touching the cell: parameter gradients are added to
-    /// `param_grads` (one slice per parameter, in [`Parameters`] order).
+    /// `param_grads` (one slice per parameter, in [`crate::Parameters`] order).
     pub fn backward_into(
         &self,
         tape: &CellTape,

@@ -51,7 +51,7 @@ impl CpuInfo {
         }
     }
 
-    /// Per-core L2 bytes, or [`DEFAULT_L2_BYTES`] when unknown.
+    /// Per-core L2 bytes, or a default of 1 MiB when unknown.
     pub fn l2(&self) -> usize {
         self.l2_bytes.unwrap_or(DEFAULT_L2_BYTES)
     }

@@ -1,6 +1,6 @@
 //! [`CharLm`]: a character-level language model — embedding, recurrent stack, linear
 //! layer over the vocabulary — with held-out bits per character ([`CharLm`] itself),
-//! sampling ([`sampling`]) and its training task on a text ([`LmTask`], in [`training`]).
+//! sampling (`sampling.rs`) and its training task on a text ([`LmTask`], in `training.rs`).
 
 mod sampling;
 mod training;
