@@ -1,7 +1,7 @@
 //! `nn.BatchNorm1d`: per-channel normalisation of `(B, C)` or `(B, C, L)` by the batch's
 //! statistics in training and by running statistics in inference.
 
-use super::{Module, Tape};
+use super::{swap_last_two, Module, Tape};
 use crate::error::{Error, Result};
 use crate::param::{Buffer, GradSlices, Param};
 use ndarray::{ArrayD, IxDyn};
@@ -55,14 +55,6 @@ struct NormRecord {
     lengths: Option<Vec<usize>>,
     /// Training mode: the batch mean, unbiased variance and per-channel count.
     batch: Option<(Vec<f32>, Vec<f32>, usize)>,
-}
-
-/// `(B, C, L)` and channels-last `(B, L, C)` into each other.
-fn swap_last_two(x: &ArrayD<f32>) -> ArrayD<f32> {
-    x.view()
-        .permuted_axes(vec![0, 2, 1])
-        .as_standard_layout()
-        .into_owned()
 }
 
 impl BatchNorm1d {

@@ -1,7 +1,7 @@
 //! `nn.Conv1d`: a 1-D convolution (cross-correlation, as PyTorch) over `(B, C_in, L)`,
 //! computed as one matrix product over every output position of the batch.
 
-use super::{Module, Tape};
+use super::{swap_last_two, Module, Tape};
 use crate::error::{Error, Result};
 use crate::kernels::{gemm, Mat, MatMut};
 use crate::param::{GradSlices, Param};
@@ -151,18 +151,6 @@ struct ConvRecord {
     cols: Vec<f32>,
     sizes: (usize, usize, usize),
     pytorch_layout: Option<Vec<usize>>,
-}
-
-/// `(B, C, L)` (or `(C, L)`) to channels-last `(B, L, C)`, or back with `to_channels_last`
-/// false and `(B, L, C)` input.
-fn transpose_last_two(x: &ArrayD<f32>) -> ArrayD<f32> {
-    let n = x.ndim();
-    let mut axes: Vec<usize> = (0..n).collect();
-    axes.swap(n - 2, n - 1);
-    x.view()
-        .permuted_axes(axes)
-        .as_standard_layout()
-        .into_owned()
 }
 
 impl Conv1d {
@@ -426,12 +414,8 @@ impl Module for Conv1d {
                 ))
             }
         };
-        let out = self.forward_cl(
-            &transpose_last_two(&batched),
-            tape,
-            Some(input.shape().to_vec()),
-        )?;
-        let out = transpose_last_two(&out);
+        let out = self.forward_cl(&swap_last_two(&batched), tape, Some(input.shape().to_vec()))?;
+        let out = swap_last_two(&out);
         Ok(if input.ndim() == 2 {
             out.index_axis_move(ndarray::Axis(0), 0)
         } else {
@@ -461,8 +445,8 @@ impl Module for Conv1d {
         } else {
             grad_output.clone()
         };
-        let dx = self.backward_channels_last(tape, &transpose_last_two(&g), grads)?;
-        let dx = transpose_last_two(&dx);
+        let dx = self.backward_channels_last(tape, &swap_last_two(&g), grads)?;
+        let dx = swap_last_two(&dx);
         Ok(dx.into_shape_with_order(IxDyn(&shape)).expect("shape"))
     }
 }

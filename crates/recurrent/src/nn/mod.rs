@@ -92,3 +92,11 @@ pub trait Module: Parameters + Send + Sync {
 pub(crate) fn param_count(m: &(impl Parameters + ?Sized)) -> usize {
     m.param_lens().len()
 }
+
+/// `(B, C, L)` and channels-last `(B, L, C)` into each other (a copy in standard layout).
+pub(crate) fn swap_last_two(x: &ArrayD<f32>) -> ArrayD<f32> {
+    x.view()
+        .permuted_axes(vec![0, 2, 1])
+        .as_standard_layout()
+        .into_owned()
+}

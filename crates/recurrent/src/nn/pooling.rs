@@ -1,6 +1,6 @@
 //! Global average pooling over the positions of `(B, C, L)` (or channels-last `(B, L, C)`).
 
-use super::{Module, Tape};
+use super::{swap_last_two, Module, Tape};
 use crate::error::{Error, Result};
 use crate::param::GradSlices;
 use ndarray::{ArrayD, IxDyn};
@@ -19,14 +19,6 @@ struct PoolRecord {
     sizes: (usize, usize, usize),
     lengths: Option<Vec<usize>>,
     pytorch_layout: bool,
-}
-
-/// `(B, C, L)` and `(B, L, C)` into each other.
-fn swap_last_two(x: &ArrayD<f32>) -> ArrayD<f32> {
-    x.view()
-        .permuted_axes(vec![0, 2, 1])
-        .as_standard_layout()
-        .into_owned()
 }
 
 impl GlobalAvgPool1d {
