@@ -75,6 +75,19 @@ fn write_classification(dir: &Path, name: &str, cases: usize, seed: u64) -> Path
     p
 }
 
+/// `recurrent predict --model MODEL --data DATA --output OUTPUT`.
+fn predict(model: &Path, data: &Path, output: &Path) -> Output {
+    recurrent(&[
+        "predict",
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--output",
+        s(output),
+    ])
+}
+
 fn classify_args<'a>(
     train: &'a Path,
     test: &'a Path,
@@ -132,15 +145,7 @@ fn classify_learns_reproducibly_resumes_and_predicts() {
 
     // Predict on the test file.
     let pred = d.path().join("p.csv");
-    ok(&recurrent(&[
-        "predict",
-        "--model",
-        s(&out),
-        "--data",
-        s(&test),
-        "--output",
-        s(&pred),
-    ]));
+    ok(&predict(&out, &test, &pred));
     let csv = std::fs::read_to_string(&pred).unwrap();
     assert!(
         csv.starts_with("case,label,predicted,p_fast,p_slow\n"),
@@ -182,15 +187,7 @@ fn classify_lstm_fcn_learns_and_predicts() {
     ok(&recurrent(&args));
     assert_eq!(stored, tensors(&out2), "same seed gives the same model");
     let pred = d.path().join("p.csv");
-    ok(&recurrent(&[
-        "predict",
-        "--model",
-        s(&out),
-        "--data",
-        s(&test),
-        "--output",
-        s(&pred),
-    ]));
+    ok(&predict(&out, &test, &pred));
     assert_eq!(std::fs::read_to_string(&pred).unwrap().lines().count(), 21);
 }
 
@@ -327,15 +324,7 @@ fn forecast_reports_metrics_and_rejects_bad_series() {
     assert_eq!(std::fs::read_to_string(&fc).unwrap().lines().count(), 13);
     assert!(std::fs::metadata(&plot).unwrap().len() > 1000);
     let pred = d.path().join("p.csv");
-    ok(&recurrent(&[
-        "predict",
-        "--model",
-        s(&out),
-        "--data",
-        s(&data),
-        "--output",
-        s(&pred),
-    ]));
+    ok(&predict(&out, &data, &pred));
     assert_eq!(std::fs::read_to_string(&pred).unwrap().lines().count(), 7);
 
     fail(&run(args(&["--target", "price"])), "price");
@@ -483,15 +472,7 @@ fn lm_trains_generates_and_rejects_non_utf8() {
     let tail: String = text.chars().skip(n - n / 10).collect();
     let (tail_path, scored) = (d.path().join("tail.txt"), d.path().join("bpc.csv"));
     std::fs::write(&tail_path, &tail).unwrap();
-    ok(&recurrent(&[
-        "predict",
-        "--model",
-        s(&out),
-        "--data",
-        s(&tail_path),
-        "--output",
-        s(&scored),
-    ]));
+    ok(&predict(&out, &tail_path, &scored));
     let csv = std::fs::read_to_string(&scored).unwrap();
     let row = csv.strip_prefix("characters,bits_per_char\n").unwrap();
     let (count, value) = row.trim_end().split_once(',').unwrap();

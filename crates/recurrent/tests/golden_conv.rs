@@ -60,17 +60,17 @@ fn load(m: &mut dyn Module, f: &TensorFile) {
     });
 }
 
+/// The `fixtures/conv` files whose names start with `prefix`.
+fn fixtures_named(prefix: &str) -> Vec<std::path::PathBuf> {
+    fixture_files("conv")
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect()
+}
+
 #[test]
 fn conv1d_matches_pytorch() {
-    let files: Vec<_> = fixture_files("conv")
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("conv1d")
-        })
-        .collect();
+    let files = fixtures_named("conv1d");
     assert!(files.len() >= 8);
     for path in files {
         let f = TensorFile::read(&path).unwrap();
@@ -93,15 +93,7 @@ fn conv1d_matches_pytorch() {
 
 #[test]
 fn batch_norm_matches_pytorch_in_both_modes() {
-    let files: Vec<_> = fixture_files("conv")
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("batchnorm1d")
-        })
-        .collect();
+    let files = fixtures_named("batchnorm1d");
     assert!(files.len() >= 4);
     for path in files {
         let f = TensorFile::read(&path).unwrap();

@@ -8,6 +8,7 @@ pub mod cpu;
 mod cpu_info;
 pub(crate) mod dropout;
 pub mod gemm;
+pub(crate) mod rows;
 
 pub use cpu_info::CpuInfo;
 pub use gemm::{

@@ -11,10 +11,11 @@ use super::fused;
 use super::layout::SeqLayout;
 use super::norm;
 use super::params::{DirectionGrads, DirectionParams, LayerNormGrads};
+use super::record::resized;
 pub(crate) use super::record::DirTape;
-use super::record::{add_bias_rows, resized};
 use crate::config::Mode;
 use crate::kernels::activation::{sigmoid, tanh};
+use crate::kernels::rows::add_bias_rows;
 use crate::kernels::{cells, gemm_in, matmul_packed, Mat, MatMut, PackedMatrix, Precision};
 use rayon::prelude::*;
 

@@ -11,9 +11,10 @@
 
 use super::layout::SeqLayout;
 use super::params::DirectionParams;
-use super::record::{add_bias_rows, DirTape};
+use super::record::DirTape;
 use super::team::{run_rounds, Shared};
 use crate::config::Mode;
+use crate::kernels::rows::add_bias_rows;
 use crate::kernels::{cells, matmul_packed_panels, Mat, MatMut, PackedMatrix, Precision};
 use crate::param::Param;
 

@@ -63,10 +63,3 @@ impl DirTape {
         resized(&mut self.cell_rstd, if ln { n } else { 0 });
     }
 }
-
-/// Adds `bias` to every `bias.len()`-wide row of `rows`.
-pub(crate) fn add_bias_rows(rows: &mut [f32], bias: &[f32]) {
-    for row in rows.chunks_exact_mut(bias.len()) {
-        row.iter_mut().zip(bias).for_each(|(r, b)| *r += b);
-    }
-}

@@ -134,23 +134,7 @@ impl SequenceClassifier {
     /// Scales and pads sequences into the convolutional branch's channels-last
     /// `(B, T_max, D)` input (no patching) plus their lengths.
     pub fn conv_batch(&self, seqs: &[&Array2<f32>]) -> Result<(ArrayD<f32>, Vec<usize>)> {
-        let d = self.meta.scaler.mean.len();
-        let lengths: Vec<usize> = seqs.iter().map(|s| s.nrows()).collect();
-        let t_max = lengths.iter().copied().max().unwrap_or(0);
-        let mut x = ArrayD::zeros(IxDyn(&[seqs.len(), t_max, d]));
-        for (b, s) in seqs.iter().enumerate() {
-            if s.ncols() != d {
-                return Err(Error::shape("sequence", format!("(T, {d})"), s.shape()));
-            }
-            for (t, row) in s.rows().into_iter().enumerate() {
-                let mut r: Vec<f32> = row.to_vec();
-                self.meta.scaler.apply(&mut r);
-                for (k, v) in r.into_iter().enumerate() {
-                    x[[b, t, k]] = v;
-                }
-            }
-        }
-        Ok((x, lengths))
+        self.scaled_batch(seqs, 1)
     }
 
     /// The head's input: the pooled recurrent features, then the convolutional ones.
@@ -173,7 +157,12 @@ impl SequenceClassifier {
     /// Scales, patches and pads sequences into a `(B, T_max, patch * D)` batch plus the
     /// lengths in recurrent steps.
     pub fn batch(&self, seqs: &[&Array2<f32>]) -> Result<(ArrayD<f32>, Vec<usize>)> {
-        let p = self.meta.patch.max(1);
+        self.scaled_batch(seqs, self.meta.patch.max(1))
+    }
+
+    /// Scales sequences and groups every `p` consecutive steps into one:
+    /// `(B, ceil(T_max / p), p * D)`, zero-padded, plus the lengths in grouped steps.
+    fn scaled_batch(&self, seqs: &[&Array2<f32>], p: usize) -> Result<(ArrayD<f32>, Vec<usize>)> {
         let d = self.meta.scaler.mean.len();
         let lengths: Vec<usize> = seqs.iter().map(|s| s.nrows().div_ceil(p)).collect();
         let t_max = lengths.iter().copied().max().unwrap_or(0);

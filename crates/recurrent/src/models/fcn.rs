@@ -99,21 +99,24 @@ impl FcnBranch {
         lengths: &[usize],
         mut tape: Option<&mut FcnTape>,
     ) -> Result<ArrayD<f32>> {
-        let mut h = x.clone();
+        let mut h: Option<ArrayD<f32>> = None;
         for (k, block) in self.blocks().into_iter().enumerate() {
             let mut inference = nn::Tape::inference();
             let (conv_tape, bn_tape) = match tape.as_deref_mut() {
                 Some(t) => (&mut t.conv[k], &mut t.bn[k]),
                 None => (&mut inference, &mut nn::Tape::inference()),
             };
-            let c = block.conv.forward_channels_last(&h, conv_tape)?;
+            let c = block
+                .conv
+                .forward_channels_last(h.as_ref().unwrap_or(x), conv_tape)?;
             let mut a = block.bn.forward_channels_last(&c, Some(lengths), bn_tape)?;
             a.mapv_inplace(|v| v.max(0.0));
             if let Some(t) = tape.as_deref_mut() {
                 t.relu[k] = a.clone();
             }
-            h = a;
+            h = Some(a);
         }
+        let h = h.expect("three blocks");
         let mut inference = nn::Tape::inference();
         let pool_tape = match tape {
             Some(t) => &mut t.pool,

@@ -1,7 +1,7 @@
 //! `nn.BatchNorm1d`: per-channel normalisation of `(B, C)` or `(B, C, L)` by the batch's
 //! statistics in training and by running statistics in inference.
 
-use super::{swap_last_two, Module, Tape};
+use super::{check_lengths, swap_last_two, Module, Tape};
 use crate::error::{Error, Result};
 use crate::param::{Buffer, GradSlices, Param};
 use ndarray::{ArrayD, IxDyn};
@@ -68,17 +68,6 @@ impl BatchNorm1d {
             num_batches_tracked: Buffer::full(&[], 0.0),
             eps: 1e-5,
             momentum: 0.1,
-        }
-    }
-
-    fn check_lengths(lengths: Option<&[usize]>, b: usize, l: usize) -> Result<()> {
-        match lengths {
-            Some(ls) if ls.len() != b || ls.iter().any(|&n| n == 0 || n > l) => {
-                Err(Error::Lengths(format!(
-                    "BatchNorm1d: {b} lengths from 1 to {l} needed, found {ls:?}"
-                )))
-            }
-            _ => Ok(()),
         }
     }
 
@@ -150,7 +139,7 @@ impl BatchNorm1d {
                 input.shape(),
             ));
         }
-        Self::check_lengths(lengths, b, l)?;
+        check_lengths("BatchNorm1d", lengths, b, l)?;
         let x = input.as_standard_layout();
         let x = x.as_slice().expect("standard layout");
         let valid = |s: usize| lengths.map_or(l, |ls| ls[s]);

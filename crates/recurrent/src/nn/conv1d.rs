@@ -3,6 +3,7 @@
 
 use super::{swap_last_two, Module, Tape};
 use crate::error::{Error, Result};
+use crate::kernels::rows::{add_bias_rows, add_row_sums};
 use crate::kernels::{gemm, Mat, MatMut};
 use crate::param::{GradSlices, Param};
 use ndarray::{ArrayD, IxDyn};
@@ -145,10 +146,13 @@ pub struct Conv1d {
 
 crate::parameters!(Conv1d { param "weight" => weight; optional "bias" => bias; });
 
-/// What [`Conv1d`] keeps: the unfolded input `(B*L_out, K*C_in)`, the input's
-/// channels-last sizes `(B, L, C_in)`, and the caller's layout.
+/// What [`Conv1d`] keeps: the unfolded input `(B*L_out, K*C_in)`, the weight in tap order
+/// `(C_out, K*C_in)` it was multiplied by, the input's channels-last sizes `(B, L, C_in)`,
+/// and the caller's shape when it was PyTorch's layout.
+#[derive(Default)]
 struct ConvRecord {
     cols: Vec<f32>,
+    by_tap: Vec<f32>,
     sizes: (usize, usize, usize),
     pytorch_layout: Option<Vec<usize>>,
 }
@@ -215,26 +219,28 @@ impl Conv1d {
         w
     }
 
+    /// The input position under tap `j` of output position `t`, `None` in the padding
+    /// (`pad` zeros before an input of `l` positions).
+    fn tap_position(&self, pad: usize, t: usize, j: usize, l: usize) -> Option<usize> {
+        let at = (t * self.config.stride + j * self.config.dilation).checked_sub(pad)?;
+        (at < l).then_some(at)
+    }
+
     /// Unfolds channels-last `x` `(B, L, C)` into `cols` `(B*L_out, K*C)`: row `(b, t)` holds
     /// the input rows under the kernel's taps at output position `t` (zeros in the
     /// padding), each `C` wide.
     fn unfold(&self, x: &[f32], (b, l, l_out): (usize, usize, usize), cols: &mut Vec<f32>) {
-        let cfg = &self.config;
-        let (c, k) = (cfg.in_channels, cfg.kernel_size);
-        let (pad, _) = cfg.pads();
+        let (c, k) = (self.config.in_channels, self.config.kernel_size);
+        let (pad, _) = self.config.pads();
         cols.resize(b * l_out * k * c, 0.0);
         cols.par_chunks_mut(l_out * k * c)
             .zip(x.par_chunks(l * c))
             .for_each(|(cols, x)| {
                 for (t, row) in cols.chunks_exact_mut(k * c).enumerate() {
-                    let start = (t * cfg.stride) as isize - pad as isize;
                     for (j, tap) in row.chunks_exact_mut(c).enumerate() {
-                        let at = start + (j * cfg.dilation) as isize;
-                        if at >= 0 && (at as usize) < l {
-                            let at = at as usize;
-                            tap.copy_from_slice(&x[at * c..(at + 1) * c]);
-                        } else {
-                            tap.fill(0.0);
+                        match self.tap_position(pad, t, j, l) {
+                            Some(at) => tap.copy_from_slice(&x[at * c..(at + 1) * c]),
+                            None => tap.fill(0.0),
                         }
                     }
                 }
@@ -244,23 +250,16 @@ impl Conv1d {
     /// Adds unfolded gradient rows `(B*L_out, K*C)` back onto the input rows they came
     /// from: channels-last `(B, L, C)`.
     fn fold(&self, dcols: &[f32], (b, l, l_out): (usize, usize, usize)) -> Vec<f32> {
-        let cfg = &self.config;
-        let (c, k) = (cfg.in_channels, cfg.kernel_size);
-        let (pad, _) = cfg.pads();
+        let (c, k) = (self.config.in_channels, self.config.kernel_size);
+        let (pad, _) = self.config.pads();
         let mut dx = vec![0.0; b * l * c];
         dx.par_chunks_mut(l * c)
             .zip(dcols.par_chunks(l_out * k * c))
             .for_each(|(dx, dcols)| {
                 for (t, row) in dcols.chunks_exact(k * c).enumerate() {
-                    let start = (t * cfg.stride) as isize - pad as isize;
                     for (j, tap) in row.chunks_exact(c).enumerate() {
-                        let at = start + (j * cfg.dilation) as isize;
-                        if at >= 0 && (at as usize) < l {
-                            let at = at as usize;
-                            dx[at * c..(at + 1) * c]
-                                .iter_mut()
-                                .zip(tap)
-                                .for_each(|(d, g)| *d += g);
+                        if let Some(at) = self.tap_position(pad, t, j, l) {
+                            add_row_sums(&mut dx[at * c..(at + 1) * c], tap);
                         }
                     }
                 }
@@ -291,39 +290,37 @@ impl Conv1d {
         let kc = self.weight.len() / o;
         let x = input.as_standard_layout();
         let mut record = if tape.is_training() {
-            tape.take_previous::<Option<ConvRecord>>()
+            tape.take_previous::<ConvRecord>()
         } else {
-            None
+            ConvRecord::default()
         };
-        let mut cols = record.take().map(|r| r.cols).unwrap_or_default();
+        let mut cols = std::mem::take(&mut record.cols);
         self.unfold(
             x.as_slice().expect("standard layout"),
             (b, l, l_out),
             &mut cols,
         );
+        let by_tap = self.weight_by_tap();
         let mut out = vec![0.0; b * l_out * o];
         gemm(
             b * l_out,
             o,
             kc,
             Mat::new(&cols, kc),
-            Mat::t(&self.weight_by_tap(), kc),
+            Mat::t(&by_tap, kc),
             0.0,
             MatMut::new(&mut out, o),
         );
         if let Some(bias) = &self.bias {
-            out.par_chunks_mut(o * 64).for_each(|rows| {
-                for row in rows.chunks_exact_mut(o) {
-                    row.iter_mut().zip(&bias.value).for_each(|(v, b)| *v += b);
-                }
-            });
+            add_bias_rows(&mut out, &bias.value);
         }
         if tape.is_training() {
-            tape.keep(Some(ConvRecord {
+            tape.keep(ConvRecord {
                 cols,
+                by_tap,
                 sizes: (b, l, self.config.in_channels),
                 pytorch_layout,
-            }));
+            });
         }
         Ok(ArrayD::from_shape_vec(IxDyn(&[b, l_out, o]), out).expect("shape"))
     }
@@ -337,13 +334,8 @@ impl Conv1d {
         grad_output: &ArrayD<f32>,
         grads: &mut GradSlices<'_>,
     ) -> Result<ArrayD<f32>> {
-        let Some(ConvRecord { cols, sizes, .. }) = tape.record::<Option<ConvRecord>>("Conv1d")?
-        else {
-            return Err(Error::Invalid(
-                "Conv1d.backward needs a training-mode forward".into(),
-            ));
-        };
-        let (b, l, c) = *sizes;
+        let record: &ConvRecord = tape.record("Conv1d")?;
+        let (b, l, c) = record.sizes;
         let (_, _, l_out) = self.geometry(&[b, l, c], "Conv1d input")?;
         let o = self.config.out_channels;
         let (k, kc) = (self.config.kernel_size, self.weight.len() / o);
@@ -359,24 +351,23 @@ impl Conv1d {
         let g = grad_output.as_standard_layout();
         let g = g.as_slice().expect("standard layout");
         if let Some(bias_grad) = bias_grad {
-            for row in g.chunks_exact(o) {
-                bias_grad.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-            }
+            add_row_sums(bias_grad, g);
         }
-        let mut by_tap = vec![0.0; o * kc];
+        // The weight gradient in tap order, then added in PyTorch's `(C_out, C_in, K)`.
+        let mut grad_by_tap = vec![0.0; o * kc];
         gemm(
             o,
             kc,
             b * l_out,
             Mat::t(g, o),
-            Mat::new(cols, kc),
+            Mat::new(&record.cols, kc),
             0.0,
-            MatMut::new(&mut by_tap, kc),
+            MatMut::new(&mut grad_by_tap, kc),
         );
         for oo in 0..o {
             for cc in 0..c {
                 for j in 0..k {
-                    weight_grad[(oo * c + cc) * k + j] += by_tap[(oo * k + j) * c + cc];
+                    weight_grad[(oo * c + cc) * k + j] += grad_by_tap[(oo * k + j) * c + cc];
                 }
             }
         }
@@ -386,7 +377,7 @@ impl Conv1d {
             kc,
             o,
             Mat::new(g, o),
-            Mat::new(&self.weight_by_tap(), kc),
+            Mat::new(&record.by_tap, kc),
             0.0,
             MatMut::new(&mut dcols, kc),
         );
@@ -429,17 +420,12 @@ impl Module for Conv1d {
         grad_output: &ArrayD<f32>,
         grads: &mut GradSlices<'_>,
     ) -> Result<ArrayD<f32>> {
-        let shape = match tape.record::<Option<ConvRecord>>("Conv1d")? {
-            Some(ConvRecord {
-                pytorch_layout: Some(shape),
-                ..
-            }) => shape.clone(),
-            _ => {
-                return Err(Error::Invalid(
-                    "Conv1d.backward needs a training-mode forward".into(),
-                ))
-            }
-        };
+        let record: &ConvRecord = tape.record("Conv1d")?;
+        let shape = record.pytorch_layout.clone().ok_or_else(|| {
+            Error::Invalid(
+                "Conv1d.backward: this pass was channels-last (use backward_channels_last)".into(),
+            )
+        })?;
         let g = if grad_output.ndim() == 2 {
             grad_output.clone().insert_axis(ndarray::Axis(0))
         } else {

@@ -2,6 +2,7 @@
 
 use super::{Module, Tape};
 use crate::error::{Error, Result};
+use crate::kernels::rows::{add_bias_rows, add_row_sums};
 use crate::kernels::{gemm, Mat, MatMut};
 use crate::param::{GradSlices, Param};
 use ndarray::{ArrayD, IxDyn};
@@ -67,9 +68,7 @@ impl Linear {
             MatMut::new(&mut out, fout),
         );
         if let Some(b) = &self.bias {
-            for row in out.chunks_exact_mut(fout) {
-                row.iter_mut().zip(&b.value).for_each(|(o, b)| *o += b);
-            }
+            add_bias_rows(&mut out, &b.value);
         }
         let mut shape = input.shape().to_vec();
         *shape.last_mut().unwrap() = fout;
@@ -142,9 +141,7 @@ impl Module for Linear {
             );
         }
         if let Some(b) = bias_grad {
-            for row in g.chunks_exact(fout) {
-                b.iter_mut().zip(row).for_each(|(a, r)| *a += r);
-            }
+            add_row_sums(b, g);
         }
         let mut dx = vec![0.0; rows * fin];
         gemm(

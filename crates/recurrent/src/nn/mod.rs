@@ -100,3 +100,21 @@ pub(crate) fn swap_last_two(x: &ArrayD<f32>) -> ArrayD<f32> {
         .as_standard_layout()
         .into_owned()
 }
+
+/// Checks per-sample `lengths` of a `(B, L, ..)` input for `block`: `B` of them, each
+/// from 1 to `L`.
+pub(crate) fn check_lengths(
+    block: &str,
+    lengths: Option<&[usize]>,
+    b: usize,
+    l: usize,
+) -> Result<()> {
+    match lengths {
+        Some(ls) if ls.len() != b || ls.iter().any(|&n| n == 0 || n > l) => {
+            Err(crate::error::Error::Lengths(format!(
+                "{block}: {b} lengths from 1 to {l} needed, found {ls:?}"
+            )))
+        }
+        _ => Ok(()),
+    }
+}

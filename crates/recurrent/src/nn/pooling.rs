@@ -1,6 +1,6 @@
 //! Global average pooling over the positions of `(B, C, L)` (or channels-last `(B, L, C)`).
 
-use super::{swap_last_two, Module, Tape};
+use super::{check_lengths, swap_last_two, Module, Tape};
 use crate::error::{Error, Result};
 use crate::param::GradSlices;
 use ndarray::{ArrayD, IxDyn};
@@ -70,13 +70,7 @@ impl GlobalAvgPool1d {
                 input.shape(),
             ));
         }
-        if let Some(ls) = lengths {
-            if ls.len() != b || ls.iter().any(|&n| n == 0 || n > l) {
-                return Err(Error::Lengths(format!(
-                    "GlobalAvgPool1d: {b} lengths from 1 to {l} needed, found {ls:?}"
-                )));
-            }
-        }
+        check_lengths("GlobalAvgPool1d", lengths, b, l)?;
         let x = input.as_standard_layout();
         let x = x.as_slice().expect("standard layout");
         let mut out = vec![0.0; b * c];
