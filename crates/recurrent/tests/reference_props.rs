@@ -272,6 +272,56 @@ proptest! {
     }
 }
 
+/// LSTM stacks with layer norm and/or a projection on batches of several row tiles (4, 6
+/// or 12 rows by CPU level), large enough for their time loop to split the batch rows
+/// across a team of threads; variable lengths make the groups uneven.
+fn grouped_strategy() -> impl Strategy<Value = Case> {
+    (
+        40usize..=90,
+        13usize..=40,
+        3usize..=6,
+        0usize..3,
+        any::<(bool, bool, bool, u64)>(),
+    )
+        .prop_map(
+            |(hidden, batch, steps, kind, (bidir, with_state, with_lengths, seed))| {
+                let (proj, ln) = [(true, false), (false, true), (true, true)][kind];
+                let proj_size = if proj { 8 + seed as usize % 24 } else { 0 };
+                let cfg = RnnConfig::new(Mode::Lstm, 24, hidden)
+                    .with_num_layers(2)
+                    .with_bidirectional(bidir)
+                    .with_proj_size(proj_size)
+                    .with_layer_norm(ln)
+                    .with_dropout(0.25);
+                Case {
+                    cfg,
+                    steps,
+                    batch,
+                    batched: true,
+                    with_state,
+                    with_lengths,
+                    seed,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, rng_seed: RngSeed::Fixed(12), ..ProptestConfig::default() })]
+
+    /// At every CPU level this machine supports, as their row tiles differ.
+    #[test]
+    fn batches_split_by_rows_match_reference(case in grouped_strategy()) {
+        use recurrent::kernels::cpu::{with_level, Level};
+        for level in [Level::Portable, Level::Avx2, Level::Avx512] {
+            with_level(level, || {
+                check_forward(&case);
+                check_directional_gradients(&case);
+            });
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, rng_seed: RngSeed::Fixed(64), ..ProptestConfig::default() })]
 
@@ -523,8 +573,9 @@ fn check_directional_gradients(case: &Case) {
     }
 }
 
-/// The threaded time loop gives the same bits on 1, 2 and 3 threads: every chunk is
-/// computed by the same kernel whichever thread claims it.
+/// The threaded time loops give the same bits on 1, 2 and 3 threads: every chunk is
+/// computed by the same kernel whichever thread claims it, and a split of batch rows keeps
+/// every row's product tiles.
 #[test]
 fn results_do_not_depend_on_thread_count() {
     let mut results = Vec::new();
@@ -535,16 +586,28 @@ fn results_do_not_depend_on_thread_count() {
             .unwrap();
         results.push(pool.install(|| {
             let mut out = Vec::new();
-            for mode in [Mode::Lstm, Mode::Gru, Mode::RnnTanh] {
+            // The LSTM with a projection and with layer norm splits the batch rows (40:
+            // several row tiles) instead of the hidden units; one direction, so that its
+            // time loop gets every thread.
+            let configs = [
+                RnnConfig::new(Mode::Lstm, 20, 160).with_bidirectional(true),
+                RnnConfig::new(Mode::Gru, 20, 160).with_bidirectional(true),
+                RnnConfig::new(Mode::RnnTanh, 20, 160).with_bidirectional(true),
+                RnnConfig::new(Mode::Lstm, 20, 160).with_proj_size(48),
+                RnnConfig::new(Mode::Lstm, 20, 160).with_layer_norm(true),
+            ];
+            for cfg in configs {
                 // Large enough for the time loop to use a team of threads.
-                let cfg = RnnConfig::new(mode, 20, 160)
-                    .with_num_layers(2)
-                    .with_bidirectional(true);
+                let cfg = cfg.with_num_layers(2);
                 let mut rnn = Rnn::new(cfg, &mut rand::rngs::StdRng::seed_from_u64(3)).unwrap();
                 let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-                let x = ArrayD::from_shape_vec(IxDyn(&[20, 4, 20]), randn(&mut rng, 20 * 4 * 20))
-                    .unwrap();
-                let lengths = [20, 7, 13, 1];
+                let batch = 40;
+                let x = ArrayD::from_shape_vec(
+                    IxDyn(&[20, batch, 20]),
+                    randn(&mut rng, 20 * batch * 20),
+                )
+                .unwrap();
+                let lengths: Vec<usize> = (0..batch).map(|i| 1 + (i * 7) % 20).collect();
                 let (y, tape) = rnn
                     .forward_train(x.view(), None, Some(&lengths), &mut rng)
                     .unwrap();

@@ -285,6 +285,13 @@ impl PackedMatrix {
         self.n.div_ceil(self.nr)
     }
 
+    /// Rows of the product's full register tile (12, 6 or 4, by CPU level): a product
+    /// over rows `r0 ..` with `r0` a multiple of it computes each row exactly as the
+    /// product over all rows does.
+    pub fn row_tile(&self) -> usize {
+        block_shape(self.level).0
+    }
+
     /// Panel `p` of the block starting at row `k0`.
     fn panel(&self, k0: usize, p: usize) -> &[f32] {
         let kc = KC.min(self.k - k0);

@@ -2,6 +2,7 @@
 
 pub(crate) mod direction;
 pub(crate) mod fused;
+mod grouped;
 pub(crate) mod layout;
 pub(crate) mod norm;
 pub(crate) mod params;
