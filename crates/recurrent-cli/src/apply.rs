@@ -3,13 +3,19 @@
 use rand::SeedableRng;
 use recurrent::data::{read_sequences, read_text};
 use recurrent::io::{write_atomic, TensorFile};
-use recurrent::models::{CharLm, ClassifierEnsemble, ForecasterEnsemble};
+use recurrent::models::{CharLm, ClassifierEnsemble, Ensemble, ForecasterEnsemble, Seq2Seq};
 use recurrent::{Error, Result};
 use std::path::Path;
 
 /// Runs a classifier or forecaster on new data, or scores a text with a language model,
 /// and writes CSV to `output`.
-pub fn predict(model: &Path, data: &Path, output: &Path, interpolate: bool) -> Result<()> {
+pub fn predict(
+    model: &Path,
+    data: &Path,
+    output: &Path,
+    interpolate: bool,
+    beam: usize,
+) -> Result<()> {
     crate::paths::check_files(
         &[("--model", model), ("--data", data)],
         &[("--output", output)],
@@ -21,6 +27,7 @@ pub fn predict(model: &Path, data: &Path, output: &Path, interpolate: bool) -> R
         Some("classify") => predict_classes(model, data, output),
         Some("forecast") => predict_forecast(model, data, output, interpolate),
         Some("lm") => score_text(model, data, output),
+        Some("seq2seq") => decode_pairs(model, data, output, beam),
         _ => Err(Error::File {
             path: model.display().to_string(),
             message: "not a model written by `recurrent train` (no `task` metadata)".into(),
@@ -102,6 +109,75 @@ fn predict_forecast(model: &Path, data: &Path, output: &Path, interpolate: bool)
         table.index[n - 1],
         output.display()
     );
+    Ok(())
+}
+
+/// Decodes every source of a one-column file or of a pairs file (the model's source and
+/// target columns when it has them, else the first two) and writes
+/// `source,prediction[,reference,edit_distance]`.
+fn decode_pairs(model: &Path, data: &Path, output: &Path, beam: usize) -> Result<()> {
+    use recurrent::data::{read_pairs, PairColumns};
+    use recurrent::models::seq2seq::edit_distance;
+    let m = Ensemble::<Seq2Seq>::load(model)?;
+    let model = &m.members[0];
+    let pairs = read_pairs(
+        data,
+        &PairColumns {
+            sources_only: true,
+            ..Default::default()
+        },
+    )?;
+    let with_reference = !pairs.columns.1.is_empty();
+    let meta = &model.meta;
+    let (sources, unknown) = meta
+        .source
+        .encode_all(pairs.pairs.iter().map(|(s, _)| s.as_str()));
+    if unknown > 0 {
+        println!(
+            "{unknown} source tokens are not in the model's vocabulary; they are read as <unk>"
+        );
+    }
+    let predictions = model.decode(&sources, beam)?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let csv_error = |e: csv::Error| Error::Invalid(format!("writing CSV: {e}"));
+    let mut header = vec!["source", "prediction"];
+    if with_reference {
+        header.extend(["reference", "edit_distance"]);
+    }
+    w.write_record(&header).map_err(csv_error)?;
+    let (mut edits, mut length, mut exact) = (0, 0, 0);
+    for ((source, reference), ids) in pairs.pairs.iter().zip(&predictions) {
+        let prediction = meta.target.decode(ids);
+        let mut row = vec![source.clone(), prediction];
+        if with_reference {
+            let reference_tokens = meta.target.tokens.split(reference);
+            let predicted_tokens = meta.target.tokens.split(&row[1]);
+            let d = edit_distance(&predicted_tokens, &reference_tokens);
+            edits += d;
+            length += reference_tokens.len();
+            exact += usize::from(d == 0);
+            row.extend([reference.clone(), d.to_string()]);
+        }
+        w.write_record(&row).map_err(csv_error)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::Invalid(format!("writing CSV: {e}")))?;
+    write_atomic(output, &bytes)?;
+    let n = predictions.len();
+    if with_reference {
+        println!(
+            "{n} sources decoded (beam {beam}): token error rate {:.4}, sequence error rate {:.4} against the references; written to {}",
+            edits as f64 / length.max(1) as f64,
+            1.0 - exact as f64 / n as f64,
+            output.display()
+        );
+    } else {
+        println!(
+            "{n} sources decoded (beam {beam}); written to {}",
+            output.display()
+        );
+    }
     Ok(())
 }
 

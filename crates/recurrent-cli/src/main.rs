@@ -63,11 +63,13 @@ enum Command {
     /// Runs a trained classifier or forecaster on new data, or gives a language model's bits
     /// per character on a text, and writes CSV.
     Predict {
-        /// Model written by `recurrent train classify`, `train forecast` or `train lm`.
+        /// Model written by `recurrent train classify`, `train forecast`, `train lm` or
+        /// `train seq2seq`.
         #[arg(long)]
         model: PathBuf,
-        /// Sequences (long CSV or `.ts`) to classify, a series CSV to forecast from, or a
-        /// UTF-8 text to score.
+        /// Sequences (long CSV or `.ts`) to classify, a series CSV to forecast from, a
+        /// UTF-8 text to score, or sources to decode (a TSV or CSV with a header: one
+        /// column, or pairs whose second column is the reference).
         #[arg(long)]
         data: PathBuf,
         /// CSV to write.
@@ -76,6 +78,9 @@ enum Command {
         /// Fill missing values of a series by linear interpolation.
         #[arg(long)]
         interpolate: bool,
+        /// Beam width of a seq2seq model's decoding (1: greedy).
+        #[arg(long, default_value_t = 4, value_parser = check::positive, allow_negative_numbers = true)]
+        beam: usize,
     },
     /// Samples text from a language model written by `recurrent train lm`.
     Generate {
@@ -152,7 +157,8 @@ fn main() -> ExitCode {
             data,
             output,
             interpolate,
-        } => apply::predict(&model, &data, &output, interpolate),
+            beam,
+        } => apply::predict(&model, &data, &output, interpolate, beam),
         Command::Generate {
             model,
             prompt,

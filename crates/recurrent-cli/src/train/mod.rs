@@ -1,4 +1,4 @@
-//! `recurrent train classify | forecast | lm`: options shared by every task, progress
+//! `recurrent train classify | forecast | lm | seq2seq`: options shared by every task, progress
 //! output, reports and plots.
 
 pub mod classify;
@@ -6,6 +6,7 @@ pub mod forecast;
 pub mod lm;
 pub mod plot;
 mod progress;
+pub mod seq2seq;
 
 use clap::{Args, Subcommand};
 use recurrent::kernels::Precision;
@@ -25,6 +26,9 @@ pub enum TrainTask {
     Forecast(forecast::ForecastArgs),
     /// Character-level language model on a UTF-8 text; reports held-out bits per character.
     Lm(lm::LmArgs),
+    /// Encoder-decoder with attention (N vs M) on pairs from a TSV or CSV file; reports
+    /// token and sequence error rates on the test pairs.
+    Seq2seq(seq2seq::Seq2SeqArgs),
 }
 
 /// Runs a training task.
@@ -33,6 +37,7 @@ pub fn run(task: TrainTask) -> Result<()> {
         TrainTask::Classify(a) => classify::run(a),
         TrainTask::Forecast(a) => forecast::run(a),
         TrainTask::Lm(a) => lm::run(a),
+        TrainTask::Seq2seq(a) => seq2seq::run(a),
     }
 }
 

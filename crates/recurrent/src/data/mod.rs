@@ -1,12 +1,14 @@
 //! Reading real data: labelled sequences (long CSV and the UEA/UCR `.ts` format), time
-//! series from CSV, and UTF-8 text; feature scaling fitted on training data only.
+//! series from CSV, UTF-8 text, and sequence pairs (TSV or CSV); feature scaling fitted on training data only.
 
+mod pairs;
 mod scaling;
 mod sequences;
 mod series;
 mod split;
 mod text;
 
+pub use pairs::{parse_pairs, read_pairs, PairColumns, TextPairs};
 pub use scaling::Standardizer;
 pub use sequences::{
     parse_long_csv, parse_ts, read_long_csv, read_sequences, read_ts, LabelledSequences,

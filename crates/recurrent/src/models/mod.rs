@@ -1,5 +1,6 @@
 //! Ready models for the tasks RNNs are used for, with their training loop:
-//! sequence classification (N vs 1), forecasting, and character-level language models.
+//! sequence classification (N vs 1), forecasting, character-level language models, and
+//! encoder-decoder models (N vs M).
 
 pub mod baselines;
 pub mod char_lm;
@@ -8,6 +9,7 @@ pub mod ensemble;
 pub mod fcn;
 pub mod fit;
 pub mod forecaster;
+pub mod seq2seq;
 
 pub use char_lm::{CharLm, CharLmMeta, LmState, LmTask};
 pub use classifier::{
@@ -18,6 +20,7 @@ pub use fit::{fit, FitReport, FitSettings, Progress, Silent, StoppedBy, Trainabl
 pub use forecaster::{
     detect_season, ForecastMeta, ForecastTask, Forecaster, ForecasterEnsemble, Transform,
 };
+pub use seq2seq::{Seq2Seq, Seq2SeqMeta, Seq2SeqTask};
 
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};

@@ -1,5 +1,6 @@
 //! Building blocks that compose with the recurrent layers: [`Linear`], [`Embedding`],
-//! [`Dropout`], [`LayerNorm`], [`RecurrentBlock`], chained by [`Sequential`].
+//! [`Dropout`], [`LayerNorm`], [`RecurrentBlock`], chained by [`Sequential`]; [`Attention`]
+//! for encoder-decoder models.
 //!
 //! Every block implements [`Module`], the contract of every differentiable op of the
 //! library: `forward(&self, input, &mut Tape)` computes the output and, on a training
@@ -41,6 +42,7 @@
 //! }
 //! ```
 
+mod attention;
 mod batch_norm;
 mod conv1d;
 mod dropout;
@@ -52,6 +54,7 @@ mod recurrent_block;
 mod sequential;
 mod tape;
 
+pub use attention::{Attention, AttentionOutput};
 pub use batch_norm::BatchNorm1d;
 pub use conv1d::{Conv1d, Conv1dConfig, Padding};
 pub use dropout::Dropout;

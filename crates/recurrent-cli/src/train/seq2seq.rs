@@ -1,0 +1,249 @@
+//! `recurrent train seq2seq`.
+
+use super::{say, CliProgress, CommonArgs, Defaults};
+use clap::{Args, ValueEnum};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use recurrent::data::{parse_pairs, read_pairs, PairColumns, TextPairs};
+use recurrent::kernels::Precision;
+use recurrent::models::seq2seq::{encoder_config, score_sequences, Tokens, Vocab};
+use recurrent::models::{fit, Ensemble, Seq2Seq, Seq2SeqTask};
+use recurrent::{Error, Result};
+use std::path::PathBuf;
+
+/// Defaults of `train seq2seq`.
+const DEFAULTS: Defaults = Defaults {
+    hidden_size: 128,
+    num_layers: 1,
+    bidirectional: true,
+    dropout: 0.0,
+    epochs: 30,
+    batch_size: 64,
+    lr: 2e-3,
+    patience: 4,
+    out: "seq2seq.safetensors",
+    precision: Precision::F32,
+};
+
+/// `--tokens`: how each side is split.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokensArg {
+    /// Per side: space-separated tokens when most entries contain a space, else characters.
+    Auto,
+    /// Every character is a token.
+    Chars,
+    /// Space-separated tokens.
+    Words,
+}
+
+/// Options of `train seq2seq`.
+#[derive(Args, Debug, Clone)]
+pub struct Seq2SeqArgs {
+    /// Training pairs: TSV or CSV with a header (default: the bundled CMUdict sample).
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Test pairs, same format.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Source column (default: the first).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Target column (default: the second).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// How both sides are split into tokens.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub tokens: TokensArg,
+    /// Beam width of decoding (1: greedy).
+    #[arg(long, default_value_t = 4, value_parser = crate::check::positive, allow_negative_numbers = true)]
+    pub beam: usize,
+    /// Token embedding size of both sides.
+    #[arg(long, default_value_t = 64, value_parser = crate::check::positive, allow_negative_numbers = true)]
+    pub embedding_dim: usize,
+    /// Share of the training pairs held out for validation and early stopping (above 0
+    /// and below 1).
+    #[arg(long, default_value_t = 0.05, value_parser = crate::check::open_fraction, allow_negative_numbers = true)]
+    pub val_fraction: f64,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Pairs as token ids, with how many tokens were unknown.
+struct Encoded {
+    pairs: Vec<(Vec<usize>, Vec<usize>)>,
+    unknown: usize,
+}
+
+fn encode(source: &Vocab, target: &Vocab, data: &TextPairs) -> Encoded {
+    let (src, u1) = source.encode_all(data.pairs.iter().map(|(s, _)| s.as_str()));
+    let (tgt, u2) = target.encode_all(data.pairs.iter().map(|(_, t)| t.as_str()));
+    Encoded {
+        pairs: src.into_iter().zip(tgt).collect(),
+        unknown: u1 + u2,
+    }
+}
+
+fn tokens_of(arg: TokensArg, texts: &[&str]) -> Tokens {
+    match arg {
+        TokensArg::Auto => Tokens::detect(texts.iter().copied()),
+        TokensArg::Chars => Tokens::Chars,
+        TokensArg::Words => Tokens::Words,
+    }
+}
+
+fn token_name(t: Tokens) -> &'static str {
+    match t {
+        Tokens::Chars => "characters",
+        Tokens::Words => "space-separated tokens",
+    }
+}
+
+/// Runs `train seq2seq`.
+pub fn run(a: Seq2SeqArgs) -> Result<()> {
+    let c = &a.common;
+    if a.train.is_some() != a.test.is_some() {
+        return Err(Error::Invalid(
+            "give both --train and --test, or neither for the bundled data".into(),
+        ));
+    }
+    let mut inputs: Vec<crate::paths::Named> = Vec::new();
+    inputs.extend(a.train.as_deref().map(|p| ("--train", p)));
+    inputs.extend(a.test.as_deref().map(|p| ("--test", p)));
+    c.check_paths(&DEFAULTS, &inputs, &[], None)?;
+    let columns = PairColumns {
+        source: a.source.as_deref(),
+        target: a.target.as_deref(),
+        sources_only: false,
+    };
+    let (train, test) = match (&a.train, &a.test) {
+        (Some(tr), Some(te)) => (read_pairs(tr, &columns)?, read_pairs(te, &columns)?),
+        _ => (
+            parse_pairs(
+                include_str!("../../../../data/cmudict/train.tsv"),
+                "bundled cmudict train.tsv",
+                &columns,
+            )?,
+            parse_pairs(
+                include_str!("../../../../data/cmudict/test.tsv"),
+                "bundled cmudict test.tsv",
+                &columns,
+            )?,
+        ),
+    };
+    let sources: Vec<&str> = train.pairs.iter().map(|(s, _)| s.as_str()).collect();
+    let targets: Vec<&str> = train.pairs.iter().map(|(_, t)| t.as_str()).collect();
+    let (source_tokens, target_tokens) =
+        (tokens_of(a.tokens, &sources), tokens_of(a.tokens, &targets));
+    let source_vocab = Vocab::build(source_tokens, sources.iter().copied());
+    let target_vocab = Vocab::build(target_tokens, targets.iter().copied());
+    let mut order: Vec<usize> = (0..train.pairs.len()).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(c.seed));
+    let val_len = ((train.pairs.len() as f64 * a.val_fraction).round() as usize).max(1);
+    if val_len >= train.pairs.len() {
+        return Err(Error::Invalid(format!(
+            "--val-fraction {} leaves no training pairs out of {}",
+            a.val_fraction,
+            train.pairs.len()
+        )));
+    }
+    let all = encode(&source_vocab, &target_vocab, &train).pairs;
+    let pick = |idx: &[usize]| -> Vec<(Vec<usize>, Vec<usize>)> {
+        idx.iter().map(|&i| all[i].clone()).collect()
+    };
+    let (val_part, train_part) = (pick(&order[..val_len]), pick(&order[val_len..]));
+    let test_ids = encode(&source_vocab, &target_vocab, &test);
+    let longest = train_part.iter().map(|(_, t)| t.len()).max().unwrap_or(1);
+    let max_target_len = (2 * longest + 10).min(recurrent::models::seq2seq::MAX_TARGET_LEN);
+    let cfg = encoder_config(
+        c.mode.into(),
+        a.embedding_dim,
+        c.hidden_size.unwrap_or(DEFAULTS.hidden_size),
+    )
+    .with_num_layers(c.num_layers.unwrap_or(DEFAULTS.num_layers))
+    .with_bidirectional(c.bidirectional.unwrap_or(DEFAULTS.bidirectional))
+    .with_dropout(c.dropout.unwrap_or(DEFAULTS.dropout));
+    let precision = c.precision(&DEFAULTS)?;
+    let settings = c.fit_settings(&DEFAULTS);
+    say(
+        c.quiet,
+        &format!(
+            "seq2seq: {} training pairs ({val_len} for validation), {} test; source {:?}: {} ({} kinds), target {:?}: {} ({} kinds); {} encoder H={} layers={} bidirectional={}, attention decoder H={}",
+            train.pairs.len(),
+            test.pairs.len(),
+            train.columns.0,
+            token_name(source_tokens),
+            source_vocab.entries.len(),
+            train.columns.1,
+            token_name(target_tokens),
+            target_vocab.entries.len(),
+            cfg.mode,
+            cfg.hidden_size,
+            cfg.num_layers,
+            cfg.bidirectional,
+            cfg.num_directions() * cfg.hidden_size,
+        ),
+    );
+    if test_ids.unknown > 0 {
+        say(
+            c.quiet,
+            &format!(
+                "{} test tokens never occur in the training data; they are read as <unk>",
+                test_ids.unknown
+            ),
+        );
+    }
+    c.with_threads(|| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
+        let mut model = Seq2Seq::new(cfg.clone(), source_vocab.clone(), target_vocab.clone(), max_target_len, &mut rng)?;
+        model.encoder.set_precision(precision);
+        model.decoder.set_precision(precision);
+        let mut task = Seq2SeqTask { model, train: train_part, val: val_part };
+        let epochs = (settings.epochs != usize::MAX).then_some(settings.epochs);
+        let mut progress = CliProgress::new(c.quiet, epochs, "pair");
+        let report = fit(&mut task, &settings, &mut progress)?;
+        drop(progress);
+        let mut model = task.model;
+        model.train(false);
+        let started = std::time::Instant::now();
+        let sources: Vec<Vec<usize>> = test_ids.pairs.iter().map(|(s, _)| s.clone()).collect();
+        let references: Vec<Vec<usize>> = test_ids.pairs.iter().map(|(_, t)| t.clone()).collect();
+        let predictions = model.decode(&sources, a.beam)?;
+        let decode_seconds = started.elapsed().as_secs_f64();
+        let scores = score_sequences(&predictions, &references);
+        say(
+            c.quiet,
+            &format!(
+                "test_token_error_rate: {:.4}  test_sequence_error_rate: {:.4}  test_exact_match: {:.4} ({} pairs, beam {}, {decode_seconds:.1} s)",
+                scores.token_error_rate, scores.sequence_error_rate, scores.exact_match, test.pairs.len(), a.beam
+            ),
+        );
+        let examples: Vec<serde_json::Value> = test
+            .pairs
+            .iter()
+            .zip(&predictions)
+            .take(8)
+            .map(|((s, t), p)| {
+                let p = target_vocab.decode(p);
+                say(c.quiet, &format!("  {s} -> {p}   (reference: {t})"));
+                serde_json::json!({"source": s, "prediction": p, "reference": t})
+            })
+            .collect();
+        let out = c.out_path(&DEFAULTS);
+        let model_bytes = Ensemble { members: vec![model] }.to_bytes()?;
+        let metrics = serde_json::json!({
+            "task": "seq2seq",
+            "test_token_error_rate": scores.token_error_rate,
+            "test_sequence_error_rate": scores.sequence_error_rate,
+            "test_exact_match": scores.exact_match,
+            "test_size": test.pairs.len(), "train_size": train.pairs.len() - val_len, "val_size": val_len,
+            "test_unknown_tokens": test_ids.unknown, "beam": a.beam, "decode_seconds": decode_seconds,
+            "source_tokens": source_tokens, "target_tokens": target_tokens,
+            "source_vocabulary": source_vocab.entries.len(), "target_vocabulary": target_vocab.entries.len(),
+            "embedding_dim": a.embedding_dim, "attention": "luong_general", "examples": examples,
+        });
+        let checkpoints = c.checkpoint_files(&DEFAULTS, None);
+        c.finish(vec![(out.clone(), model_bytes)], metrics, &report, c.settings_json(&DEFAULTS, &cfg), &checkpoints)?;
+        say(c.quiet, &format!("model written to {}", out.display()));
+        Ok(())
+    })
+}
