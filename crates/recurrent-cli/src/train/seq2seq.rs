@@ -163,7 +163,8 @@ pub fn run(a: Seq2SeqArgs) -> Result<()> {
     .with_bidirectional(c.bidirectional.unwrap_or(DEFAULTS.bidirectional))
     .with_dropout(c.dropout.unwrap_or(DEFAULTS.dropout));
     let precision = c.precision(&DEFAULTS)?;
-    let settings = c.fit_settings(&DEFAULTS);
+    let mut settings = c.fit_settings(&DEFAULTS);
+    settings.anneal = true;
     say(
         c.quiet,
         &format!(
