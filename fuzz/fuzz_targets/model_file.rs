@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use recurrent::io::{rnn_from_file, TensorFile};
-use recurrent::models::{CharLm, ClassifierEnsemble, Ensemble, ForecasterEnsemble};
+use recurrent::models::{CharLm, ClassifierEnsemble, Ensemble, ForecasterEnsemble, Seq2Seq};
 use recurrent::optim::OptimizerState;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,5 +17,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = ClassifierEnsemble::from_file(&file);
     let _ = ForecasterEnsemble::from_file(&file);
     let _ = Ensemble::<CharLm>::from_file(&file);
+    if let Ok(m) = Ensemble::<Seq2Seq>::from_file(&file) {
+        // Decoding is bounded by the checked `max_target_len`.
+        let _ = m.members[0].decode(&[vec![0, 3]], 2);
+    }
     let _ = OptimizerState::read_from(&file);
 });

@@ -517,3 +517,120 @@ fn lm_trains_generates_and_rejects_non_utf8() {
         "--embedding-dropout",
     );
 }
+
+/// Pairs `word<TAB>letters spelt out` (`cab` -> `C A B`): a rule the model can learn.
+fn write_pairs(dir: &Path, name: &str, words: &[&str]) -> PathBuf {
+    let mut tsv = String::from("word\tspelling\n");
+    for w in words {
+        let spelt: Vec<String> = w
+            .chars()
+            .map(|c| c.to_ascii_uppercase().to_string())
+            .collect();
+        tsv += &format!("{w}\t{}\n", spelt.join(" "));
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, tsv).unwrap();
+    p
+}
+
+#[test]
+fn seq2seq_learns_reports_and_predicts() {
+    let d = tempfile::tempdir().unwrap();
+    let letters = ['a', 'b', 'c', 'd', 'e', 'f'];
+    let mut state = 11u64;
+    let mut words = Vec::new();
+    for _ in 0..700 {
+        let mut w = String::new();
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        for k in 0..1 + (state >> 60) as usize % 4 {
+            w.push(letters[(state >> (20 + 5 * k)) as usize % letters.len()]);
+        }
+        words.push(w);
+    }
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let train = write_pairs(d.path(), "train.tsv", &refs[..600]);
+    // One test word has a letter never seen in training (on both sides).
+    let mut test_words = refs[600..].to_vec();
+    test_words.push("gab");
+    let test = write_pairs(d.path(), "test.tsv", &test_words);
+    let (out, report) = (d.path().join("s2s.safetensors"), d.path().join("s2s.json"));
+    let stdout = ok(&recurrent(&[
+        "train",
+        "seq2seq",
+        "--train",
+        s(&train),
+        "--test",
+        s(&test),
+        "--out",
+        s(&out),
+        "--report",
+        s(&report),
+        "--hidden-size",
+        "32",
+        "--embedding-dim",
+        "16",
+        "--epochs",
+        "12",
+        "--lr",
+        "0.01",
+        "--beam",
+        "2",
+        "--threads",
+        "2",
+    ]));
+    assert!(
+        stdout.contains("characters") && stdout.contains("space-separated tokens"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 test tokens never occur in the training data"),
+        "{stdout}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let ter = r["test_token_error_rate"].as_f64().unwrap();
+    let ser = r["test_sequence_error_rate"].as_f64().unwrap();
+    assert!(
+        ter < 0.1 && ser < 0.3,
+        "spelling words out is learnt: {ter} {ser}"
+    );
+    assert!((r["test_exact_match"].as_f64().unwrap() + ser - 1.0).abs() < 1e-9);
+    assert_eq!(r["examples"].as_array().unwrap().len(), 8);
+
+    // predict: the pairs file gives references, a one-column file only sources.
+    let csv = d.path().join("pred.csv");
+    ok(&predict(&out, &test, &csv));
+    let written = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        written.starts_with("source,prediction,reference,edit_distance\n"),
+        "{written}"
+    );
+    assert_eq!(written.lines().count(), test_words.len() + 1);
+    let sources = d.path().join("sources.csv");
+    std::fs::write(&sources, "word\ncab\nfade\n").unwrap();
+    ok(&predict(&out, &sources, &csv));
+    let written = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(written.lines().next(), Some("source,prediction"));
+    assert_eq!(written.lines().count(), 3);
+
+    // Bad pairs files name the line.
+    let bad = d.path().join("bad.tsv");
+    std::fs::write(&bad, "word\tspelling\nab\tA B\nlonely\n").unwrap();
+    let args = |train: &Path| {
+        recurrent(&[
+            "train",
+            "seq2seq",
+            "--train",
+            s(train),
+            "--test",
+            s(&test),
+            "--out",
+            s(&out),
+        ])
+    };
+    fail(&args(&bad), "bad.tsv:3");
+    std::fs::write(&bad, "word\tspelling\nab\t \n").unwrap();
+    fail(&args(&bad), "empty target");
+}
