@@ -205,12 +205,22 @@ pub fn run(a: Seq2SeqArgs) -> Result<()> {
         drop(progress);
         let mut model = task.model;
         model.train(false);
+        let val_sources: Vec<Vec<usize>> = task.val.iter().map(|(s, _)| s.clone()).collect();
+        let val_references: Vec<Vec<usize>> = task.val.iter().map(|(_, t)| t.clone()).collect();
+        let val_scores = score_sequences(&model.decode(&val_sources, a.beam)?, &val_references);
         let started = std::time::Instant::now();
         let sources: Vec<Vec<usize>> = test_ids.pairs.iter().map(|(s, _)| s.clone()).collect();
         let references: Vec<Vec<usize>> = test_ids.pairs.iter().map(|(_, t)| t.clone()).collect();
         let predictions = model.decode(&sources, a.beam)?;
         let decode_seconds = started.elapsed().as_secs_f64();
         let scores = score_sequences(&predictions, &references);
+        say(
+            c.quiet,
+            &format!(
+                "validation: token error rate {:.4}, sequence error rate {:.4} (beam {})",
+                val_scores.token_error_rate, val_scores.sequence_error_rate, a.beam
+            ),
+        );
         say(
             c.quiet,
             &format!(
@@ -236,6 +246,8 @@ pub fn run(a: Seq2SeqArgs) -> Result<()> {
             "test_token_error_rate": scores.token_error_rate,
             "test_sequence_error_rate": scores.sequence_error_rate,
             "test_exact_match": scores.exact_match,
+            "val_token_error_rate": val_scores.token_error_rate,
+            "val_sequence_error_rate": val_scores.sequence_error_rate,
             "test_size": test.pairs.len(), "train_size": train.pairs.len() - val_len, "val_size": val_len,
             "test_unknown_tokens": test_ids.unknown, "beam": a.beam, "decode_seconds": decode_seconds,
             "source_tokens": source_tokens, "target_tokens": target_tokens,
