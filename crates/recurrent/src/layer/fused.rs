@@ -12,7 +12,7 @@
 use super::layout::SeqLayout;
 use super::params::DirectionParams;
 use super::record::DirTape;
-use super::team::{run_rounds, Shared};
+use super::team::{run_rounds, Shared, PARALLEL_MIN_WORK};
 use crate::config::Mode;
 use crate::kernels::rows::add_bias_rows;
 use crate::kernels::{cells, matmul_packed_panels, Mat, MatMut, PackedMatrix, Precision};
@@ -21,10 +21,6 @@ use crate::param::Param;
 /// Chunks are made of blocks of this many hidden units: a multiple of every CPU level's
 /// GEMM panel width (8, 16, 32), so a chunk's gate columns are whole packed panels.
 pub const CHUNK_UNITS: usize = 32;
-
-/// Multiply-adds of a whole time loop below which it runs on the calling thread alone
-/// (waking another thread costs more than it would save, e.g. one step at batch 1).
-const PARALLEL_MIN_WORK: usize = 1 << 22;
 
 /// Whether the recurrent products of `order`'s steps are worth a team of threads.
 fn worth_a_team(order: &[(usize, usize)], p: &DirectionParams) -> bool {

@@ -17,15 +17,12 @@ use super::layout::SeqLayout;
 use super::norm;
 use super::params::{DirectionParams, LayerNormGrads, LayerNormParams};
 use super::record::DirTape;
-use super::team::{run_rounds, team_threads, Shared};
+use super::team::{run_rounds, team_threads, Shared, PARALLEL_MIN_WORK};
 use crate::kernels::activation::{sigmoid, tanh};
 use crate::kernels::rows::add_bias_rows;
 use crate::kernels::Precision;
 use crate::kernels::{cells, matmul_packed, matmul_packed_panels, Mat, MatMut, PackedMatrix};
 use std::ops::Range;
-
-/// Multiply-adds of a whole time loop below which it runs on the calling thread alone.
-const PARALLEL_MIN_WORK: usize = 1 << 22;
 
 /// The recurrent weights of one direction packed for [`forward`]: `W_hh^T` `(H_out, 4H)`,
 /// with a projection `W_hr^T` `(H, H_out)`, and `b_ih + b_hh` (`4H`; empty without biases).
@@ -82,6 +79,17 @@ fn row_groups(layout: &SeqLayout, tile: usize, parts: usize) -> Vec<Range<usize>
         }
     }
     groups
+}
+
+/// The row groups of a pass over `layout` with products of row tile `tile`, and whether
+/// they run on a team (each product then on its thread alone).
+fn split(p: &DirectionParams, layout: &SeqLayout, tile: usize) -> (Vec<Range<usize>>, bool) {
+    let (hs, h_out) = (p.hidden_size, p.output_size());
+    let proj = if p.weight_hr.is_some() { h_out } else { 0 };
+    let work = layout.rows() * hs * (4 * h_out + proj);
+    let groups = row_groups(layout, tile, team_threads());
+    let alone = groups.len() > 1 && work >= PARALLEL_MIN_WORK;
+    (groups, alone)
 }
 
 /// `C = beta * C + A B` on this thread only when `alone` (the team splits the work
@@ -153,11 +161,7 @@ pub fn forward(
     tape: &mut DirTape,
     weights: &GroupedWeights,
 ) {
-    let (hs, h_out) = (p.hidden_size, p.output_size());
-    let proj = weights.w_hr.as_ref().map_or(0, |_| h_out);
-    let work = layout.rows() * hs * (4 * h_out + proj);
-    let groups = row_groups(layout, weights.w_hh.row_tile(), team_threads());
-    let alone = groups.len() > 1 && work >= PARALLEL_MIN_WORK;
+    let (groups, alone) = split(p, layout, weights.w_hh.row_tile());
     let pass = ForwardPass {
         p,
         weights,
@@ -352,9 +356,7 @@ pub fn backward(
         .as_ref()
         .map(|w| PackedMatrix::pack_in(precision, Mat::new(&w.value, hs), h_out, hs));
     let tile = w_hh.row_tile();
-    let work = layout.rows() * hs * (4 * h_out + w_hr.as_ref().map_or(0, |_| h_out));
-    let groups = row_groups(layout, tile, team_threads());
-    let alone = groups.len() > 1 && work >= PARALLEL_MIN_WORK;
+    let (groups, alone) = split(p, layout, tile);
     let ln = p.layer_norm.as_ref().filter(|_| ln_grads.is_some());
     let tiles = if ln.is_some() {
         layout.batch().div_ceil(tile)

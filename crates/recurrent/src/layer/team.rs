@@ -108,6 +108,10 @@ pub fn with_limit<T>(threads: usize, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Multiply-adds of a whole time loop below which it runs on the calling thread alone
+/// (waking another thread costs more than it would save, e.g. one step at batch 1).
+pub const PARALLEL_MIN_WORK: usize = 1 << 22;
+
 /// Round number that tells helpers to leave.
 const END: u64 = u32::MAX as u64;
 
