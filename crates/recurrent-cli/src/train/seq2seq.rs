@@ -11,12 +11,15 @@ use recurrent::models::{fit, Ensemble, Seq2Seq, Seq2SeqTask};
 use recurrent::{Error, Result};
 use std::path::PathBuf;
 
-/// Defaults of `train seq2seq`.
+/// Defaults of `train seq2seq`, chosen on CMUdict in a 30-minute budget on the Intel Xeon
+/// (`docs/experiments.md`): dropout 0.3 took the validation loss from 0.239 (early stopped,
+/// overfitting) to 0.215; 192 units instead of 128 reached 0.212 in half the epochs but the
+/// same test error rates (PER 9.1%, WER 34.0%) and worse validation ones.
 const DEFAULTS: Defaults = Defaults {
     hidden_size: 128,
     num_layers: 1,
     bidirectional: true,
-    dropout: 0.0,
+    dropout: 0.3,
     epochs: 30,
     batch_size: 64,
     lr: 2e-3,
@@ -54,7 +57,8 @@ pub struct Seq2SeqArgs {
     /// How both sides are split into tokens.
     #[arg(long, value_enum, default_value = "auto")]
     pub tokens: TokensArg,
-    /// Beam width of decoding (1: greedy).
+    /// Beam width of decoding (1: greedy). On CMUdict's test words beams of 1, 4 and 8 gave
+    /// word error rates of 34.3%, 34.0% and 34.0%.
     #[arg(long, default_value_t = 4, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub beam: usize,
     /// Token embedding size of both sides.

@@ -778,7 +778,7 @@ impl TaskModel for Seq2Seq {
 /// The longest output a model file may ask decoding for.
 pub const MAX_TARGET_LEN: usize = 4096;
 
-/// A [`Seq2Seq`] model with its training and validation pairs (ids), for [`crate::models::fit`].
+/// A [`Seq2Seq`] model with its training and validation pairs (ids), for [`fit()`](crate::models::fit()).
 pub struct Seq2SeqTask {
     /// The model.
     pub model: Seq2Seq,
@@ -968,7 +968,7 @@ mod tests {
                     .collect();
                 let analytic: f64 = grad.iter().zip(&dir).map(|(g, d)| (g * d) as f64).sum();
                 let eps = 1e-2f32;
-                let mut shifted = |sign: f32| {
+                let shifted = |sign: f32| {
                     let mut c = m.clone();
                     let mut params = c.named_parameters_mut();
                     let p = params.iter_mut().find(|(n, _)| *n == name).unwrap();

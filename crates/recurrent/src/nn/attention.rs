@@ -3,6 +3,7 @@
 
 use super::{check_lengths, Linear, Module, Tape};
 use crate::error::{Error, Result};
+use crate::kernels::activation::tanh_slice;
 use crate::kernels::{gemm, Mat, MatMut};
 use crate::param::GradSlices;
 use ndarray::{ArrayD, IxDyn};
@@ -139,7 +140,7 @@ impl Attention {
         }
         let concat = ArrayD::from_shape_vec(IxDyn(&[b, tq, hk + hq]), concat).expect("shape");
         let mut output = self.combine.forward_owned(concat, &mut combine_tape[0])?;
-        output.mapv_inplace(f32::tanh);
+        tanh_slice(output.as_slice_mut().expect("standard layout"));
         if training {
             tape.keep(AttentionRecord {
                 sizes: z,
