@@ -108,29 +108,14 @@ impl Vocab {
 
     /// Ids of `text`'s tokens ([`UNK`] for unknown ones) and how many were unknown.
     pub fn encode(&self, text: &str) -> (Vec<usize>, usize) {
-        let index: HashMap<&str, usize> = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.as_str(), i + SPECIALS))
-            .collect();
-        self.encode_with(&index, text)
+        let (mut ids, unknown) = self.encode_all([text]);
+        (ids.pop().expect("one text"), unknown)
     }
 
-    fn encode_with(&self, index: &HashMap<&str, usize>, text: &str) -> (Vec<usize>, usize) {
-        let mut unknown = 0;
-        let ids = self
-            .tokens
-            .split(text)
-            .iter()
-            .map(|t| {
-                index.get(t.as_str()).copied().unwrap_or_else(|| {
-                    unknown += 1;
-                    UNK
-                })
-            })
-            .collect();
-        (ids, unknown)
+    /// Id of each token.
+    fn index(&self) -> HashMap<&str, usize> {
+        let ids = SPECIALS..;
+        self.entries.iter().map(String::as_str).zip(ids).collect()
     }
 
     /// Ids of many texts, and the number of unknown tokens among them.
@@ -138,18 +123,15 @@ impl Vocab {
         &self,
         texts: impl IntoIterator<Item = &'a str>,
     ) -> (Vec<Vec<usize>>, usize) {
-        let index: HashMap<&str, usize> = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.as_str(), i + SPECIALS))
-            .collect();
+        let index = self.index();
         let mut unknown = 0;
         let ids = texts
             .into_iter()
             .map(|t| {
-                let (ids, u) = self.encode_with(&index, t);
-                unknown += u;
+                let tokens = self.tokens.split(t);
+                let id = |tok: &String| index.get(tok.as_str()).copied();
+                let ids: Vec<usize> = tokens.iter().map(|tok| id(tok).unwrap_or(UNK)).collect();
+                unknown += tokens.iter().filter(|tok| id(tok).is_none()).count();
                 ids
             })
             .collect();
