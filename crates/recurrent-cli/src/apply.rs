@@ -117,7 +117,7 @@ fn predict_forecast(model: &Path, data: &Path, output: &Path, interpolate: bool)
 /// `source,prediction[,reference,edit_distance]`.
 fn decode_pairs(model: &Path, data: &Path, output: &Path, beam: usize) -> Result<()> {
     use recurrent::data::{read_pairs, PairColumns};
-    use recurrent::models::seq2seq::edit_distance;
+    use recurrent::models::seq2seq::{edit_distance, SequenceScores};
     let m = Ensemble::<Seq2Seq>::load(model)?;
     let model = &m.members[0];
     let pairs = read_pairs(
@@ -145,7 +145,8 @@ fn decode_pairs(model: &Path, data: &Path, output: &Path, beam: usize) -> Result
         header.extend(["reference", "edit_distance"]);
     }
     w.write_record(&header).map_err(csv_error)?;
-    let (mut edits, mut length, mut exact) = (0, 0, 0);
+    // `(edit distance, reference length)` of each pair with a reference.
+    let mut edits = Vec::new();
     for ((source, reference), ids) in pairs.pairs.iter().zip(&predictions) {
         let prediction = meta.target.decode(ids);
         let mut row = vec![source.clone(), prediction];
@@ -153,9 +154,7 @@ fn decode_pairs(model: &Path, data: &Path, output: &Path, beam: usize) -> Result
             let reference_tokens = meta.target.tokens.split(reference);
             let predicted_tokens = meta.target.tokens.split(&row[1]);
             let d = edit_distance(&predicted_tokens, &reference_tokens);
-            edits += d;
-            length += reference_tokens.len();
-            exact += usize::from(d == 0);
+            edits.push((d, reference_tokens.len()));
             row.extend([reference.clone(), d.to_string()]);
         }
         w.write_record(&row).map_err(csv_error)?;
@@ -166,10 +165,11 @@ fn decode_pairs(model: &Path, data: &Path, output: &Path, beam: usize) -> Result
     write_atomic(output, &bytes)?;
     let n = predictions.len();
     if with_reference {
+        let scores = SequenceScores::from_edits(edits);
         println!(
             "{n} sources decoded (beam {beam}): token error rate {:.4}, sequence error rate {:.4} against the references; written to {}",
-            edits as f64 / length.max(1) as f64,
-            1.0 - exact as f64 / n as f64,
+            scores.token_error_rate,
+            scores.sequence_error_rate,
             output.display()
         );
     } else {

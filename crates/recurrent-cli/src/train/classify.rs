@@ -108,14 +108,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         crate::choices::ArchitectureArg::LstmFcn => (&FCN_DEFAULTS, DEFAULT_MEMBERS.1),
     };
     let members = a.ensemble.unwrap_or(members);
-    if a.train.is_some() != a.test.is_some() {
-        return Err(Error::Invalid(
-            "give both --train and --test, or neither for the bundled data".into(),
-        ));
-    }
-    let mut inputs: Vec<crate::paths::Named> = Vec::new();
-    inputs.extend(a.train.as_deref().map(|p| ("--train", p)));
-    inputs.extend(a.test.as_deref().map(|p| ("--test", p)));
+    let inputs = super::train_test_inputs(&a.train, &a.test)?;
     c.check_paths(defaults, &inputs, &[], Some(members))?;
     let train = load(
         &a.train,

@@ -41,6 +41,23 @@ pub fn run(task: TrainTask) -> Result<()> {
     }
 }
 
+/// The inputs of a task with `--train` and `--test` files and bundled default data: both
+/// files or neither.
+pub fn train_test_inputs<'a>(
+    train: &'a Option<PathBuf>,
+    test: &'a Option<PathBuf>,
+) -> Result<Vec<crate::paths::Named<'a>>> {
+    if train.is_some() != test.is_some() {
+        return Err(Error::Invalid(
+            "give both --train and --test, or neither for the bundled data".into(),
+        ));
+    }
+    let mut inputs = Vec::new();
+    inputs.extend(train.as_deref().map(|p| ("--train", p)));
+    inputs.extend(test.as_deref().map(|p| ("--test", p)));
+    Ok(inputs)
+}
+
 /// Options common to all `train` tasks; unset values take the task's defaults.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {

@@ -6,7 +6,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use recurrent::data::{parse_pairs, read_pairs, PairColumns, TextPairs};
 use recurrent::kernels::Precision;
-use recurrent::models::seq2seq::{encoder_config, score_sequences, Tokens, Vocab};
+use recurrent::models::seq2seq::{score_sequences, Tokens, Vocab};
 use recurrent::models::{fit, Ensemble, Seq2Seq, Seq2SeqTask};
 use recurrent::{Error, Result};
 use std::path::PathBuf;
@@ -105,14 +105,7 @@ fn token_name(t: Tokens) -> &'static str {
 /// Runs `train seq2seq`.
 pub fn run(a: Seq2SeqArgs) -> Result<()> {
     let c = &a.common;
-    if a.train.is_some() != a.test.is_some() {
-        return Err(Error::Invalid(
-            "give both --train and --test, or neither for the bundled data".into(),
-        ));
-    }
-    let mut inputs: Vec<crate::paths::Named> = Vec::new();
-    inputs.extend(a.train.as_deref().map(|p| ("--train", p)));
-    inputs.extend(a.test.as_deref().map(|p| ("--test", p)));
+    let inputs = super::train_test_inputs(&a.train, &a.test)?;
     c.check_paths(&DEFAULTS, &inputs, &[], None)?;
     let columns = PairColumns {
         source: a.source.as_deref(),
@@ -150,22 +143,14 @@ pub fn run(a: Seq2SeqArgs) -> Result<()> {
             train.pairs.len()
         )));
     }
-    let all = encode(&source_vocab, &target_vocab, &train).pairs;
-    let pick = |idx: &[usize]| -> Vec<(Vec<usize>, Vec<usize>)> {
-        idx.iter().map(|&i| all[i].clone()).collect()
-    };
-    let (val_part, train_part) = (pick(&order[..val_len]), pick(&order[val_len..]));
+    let mut all = encode(&source_vocab, &target_vocab, &train).pairs;
+    // The pairs in shuffled order: the first `val_len` validate.
+    let mut val_part: Vec<_> = order.iter().map(|&i| std::mem::take(&mut all[i])).collect();
+    let train_part = val_part.split_off(val_len);
     let test_ids = encode(&source_vocab, &target_vocab, &test);
     let longest = train_part.iter().map(|(_, t)| t.len()).max().unwrap_or(1);
     let max_target_len = (2 * longest + 10).min(recurrent::models::seq2seq::MAX_TARGET_LEN);
-    let cfg = encoder_config(
-        c.mode.into(),
-        a.embedding_dim,
-        c.hidden_size.unwrap_or(DEFAULTS.hidden_size),
-    )
-    .with_num_layers(c.num_layers.unwrap_or(DEFAULTS.num_layers))
-    .with_bidirectional(c.bidirectional.unwrap_or(DEFAULTS.bidirectional))
-    .with_dropout(c.dropout.unwrap_or(DEFAULTS.dropout));
+    let cfg = c.rnn_config(&DEFAULTS, a.embedding_dim)?;
     let precision = c.precision(&DEFAULTS)?;
     let mut settings = c.fit_settings(&DEFAULTS);
     settings.anneal = true;
@@ -209,12 +194,10 @@ pub fn run(a: Seq2SeqArgs) -> Result<()> {
         drop(progress);
         let mut model = task.model;
         model.train(false);
-        let val_sources: Vec<Vec<usize>> = task.val.iter().map(|(s, _)| s.clone()).collect();
-        let val_references: Vec<Vec<usize>> = task.val.iter().map(|(_, t)| t.clone()).collect();
+        let (val_sources, val_references): (Vec<_>, Vec<_>) = task.val.into_iter().unzip();
         let val_scores = score_sequences(&model.decode(&val_sources, a.beam)?, &val_references);
         let started = std::time::Instant::now();
-        let sources: Vec<Vec<usize>> = test_ids.pairs.iter().map(|(s, _)| s.clone()).collect();
-        let references: Vec<Vec<usize>> = test_ids.pairs.iter().map(|(_, t)| t.clone()).collect();
+        let (sources, references): (Vec<_>, Vec<_>) = test_ids.pairs.into_iter().unzip();
         let predictions = model.decode(&sources, a.beam)?;
         let decode_seconds = started.elapsed().as_secs_f64();
         let scores = score_sequences(&predictions, &references);

@@ -8,6 +8,12 @@ pub(crate) fn add_bias_rows(rows: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// `acc += add`, element by element.
+#[inline(always)]
+pub(crate) fn add_into(acc: &mut [f32], add: &[f32]) {
+    acc.iter_mut().zip(add).for_each(|(a, v)| *a += v);
+}
+
 /// Adds every `sums.len()`-wide row of `rows` to `sums` (column sums, in row order).
 pub(crate) fn add_row_sums(sums: &mut [f32], rows: &[f32]) {
     for row in rows.chunks_exact(sums.len()) {

@@ -14,6 +14,7 @@ use super::params::{DirectionGrads, DirectionParams};
 use super::record::resized;
 pub(crate) use super::record::DirTape;
 use crate::config::Mode;
+use crate::kernels::rows::add_into;
 use crate::kernels::{gemm_in, matmul_packed, Mat, MatMut, PackedMatrix, Precision};
 use rayon::prelude::*;
 
@@ -47,12 +48,6 @@ fn column_sums(rows: &[f32], width: usize) -> Vec<f32> {
             }
         });
     sums
-}
-
-/// `acc += add`, element by element.
-#[inline(always)]
-fn add_into(acc: &mut [f32], add: &[f32]) {
-    acc.iter_mut().zip(add).for_each(|(a, v)| *a += v);
 }
 
 /// The weights of one direction packed once, for repeated inference calls.

@@ -87,16 +87,6 @@ impl Chunks {
     }
 }
 
-/// Steps in processing order (skipping empty ones): `(rows' first index, active rows)`.
-fn visit_order(layout: &SeqLayout, reverse: bool) -> Vec<(usize, usize)> {
-    let steps = layout.steps();
-    (0..steps)
-        .map(|s| if reverse { steps - 1 - s } else { s })
-        .map(|t| (layout.offsets[t], layout.batch_sizes[t]))
-        .filter(|&(_, b)| b > 0)
-        .collect()
-}
-
 /// Per-thread work buffer: `(b, G*w)`, the chunk's recurrent product. It is kept in a
 /// thread-local between calls: a fresh buffer this large would be mapped (and
 /// page-faulted) anew on every call.
@@ -282,7 +272,7 @@ fn forward_in_blocks(
     } = weights;
     let (ch, g) = (*ch, ch.gates);
     let batch = h.len() / hs;
-    let order = visit_order(layout, reverse);
+    let order = layout.visit_order(reverse);
     let blocks = ProjectionBlocks::new(&order, g * ch.width, block_bytes);
     let block_len = blocks.most_rows() * g * ch.width;
     // Inference tapes keep no history (see `DirTape::prepare`).
@@ -419,7 +409,7 @@ pub fn backward(
     let gru = p.mode == Mode::Gru;
     // `(G*H, H)`: column panels are chunks of units.
     let w_hh = PackedMatrix::pack_in(precision, Mat::new(&p.weight_hh.value, hs), g * hs, hs);
-    let mut order = visit_order(layout, reverse);
+    let mut order = layout.visit_order(reverse);
     order.reverse();
     let dh = Shared::new(dh);
     let dc = Shared::new(dc);

@@ -19,13 +19,13 @@ use super::params::{DirectionParams, LayerNormGrads, LayerNormParams};
 use super::record::DirTape;
 use super::team::{run_rounds, team_threads, Shared, PARALLEL_MIN_WORK};
 use crate::kernels::activation::{sigmoid, tanh};
-use crate::kernels::rows::add_bias_rows;
+use crate::kernels::rows::{add_bias_rows, add_into};
 use crate::kernels::Precision;
 use crate::kernels::{cells, matmul_packed, matmul_packed_panels, Mat, MatMut, PackedMatrix};
 use std::ops::Range;
 
 /// The recurrent weights of one direction packed for [`forward`]: `W_hh^T` `(H_out, 4H)`,
-/// with a projection `W_hr^T` `(H, H_out)`, and `b_ih + b_hh` (`4H`; empty without biases).
+/// with a projection `W_hr^T` `(H, H_out)`, and `b_ih + b_hh` (`4H`; zeros without biases).
 #[derive(Debug, Clone)]
 pub struct GroupedWeights {
     w_hh: PackedMatrix,
@@ -48,7 +48,7 @@ impl GroupedWeights {
             .map(|w| PackedMatrix::pack_in(precision, Mat::t(&w.value, hs), hs, h_out));
         let bias = match (&p.bias_ih, &p.bias_hh) {
             (Some(a), Some(b)) => a.value.iter().zip(&b.value).map(|(a, b)| a + b).collect(),
-            _ => Vec::new(),
+            _ => vec![0.0; gh],
         };
         GroupedWeights { w_hh, w_hr, bias }
     }
@@ -102,17 +102,6 @@ fn product(alone: bool, m: usize, a: Mat, b: &PackedMatrix, beta: f32, c: MatMut
     }
 }
 
-/// Steps in processing order: `(first packed row, active rows)`.
-fn steps(
-    layout: &SeqLayout,
-    reverse: bool,
-) -> impl DoubleEndedIterator<Item = (usize, usize)> + '_ {
-    let n = layout.steps();
-    (0..n)
-        .map(move |s| if reverse { n - 1 - s } else { s })
-        .map(|t| (layout.offsets[t], layout.batch_sizes[t]))
-}
-
 /// The tape's buffers, written by the groups through disjoint rows.
 struct SharedTape<'a> {
     out: Shared<'a>,
@@ -162,6 +151,7 @@ pub fn forward(
     weights: &GroupedWeights,
 ) {
     let (groups, alone) = split(p, layout, weights.w_hh.row_tile());
+    let order = layout.visit_order(reverse);
     let pass = ForwardPass {
         p,
         weights,
@@ -177,7 +167,7 @@ pub fn forward(
         alone,
         |_, group, s: &mut ForwardScratch| {
             let rows = &groups[group];
-            for (r0, b) in steps(layout, reverse) {
+            for &(r0, b) in &order {
                 let end = rows.end.min(b);
                 if end > rows.start {
                     // SAFETY: groups have disjoint batch rows.
@@ -228,9 +218,6 @@ impl ForwardPass<'_> {
             1.0,
             MatMut::new(g, gh),
         );
-        if !bias.is_empty() {
-            add_bias_rows(g, bias);
-        }
         // `o * tanh(...)`: the new state, or `r` before the projection.
         let target = if w_hr.is_some() {
             t.r.slice_mut(first * hs, nb * hs)
@@ -239,14 +226,17 @@ impl ForwardPass<'_> {
         };
         match &p.layer_norm {
             None => {
-                // The recurrent product is already in the gates.
-                let no_recurrent = vec![0.0; gh];
+                // The recurrent product is already in the gates; the cell adds the biases.
                 let rows = g.chunks_exact_mut(gh).zip(cj.chunks_exact_mut(hs));
                 for ((g, c), r) in rows.zip(target.chunks_exact_mut(hs)) {
-                    cells::lstm_forward(cells::segments_mut(g), &no_recurrent, c, r);
+                    cells::lstm_forward(cells::segments_mut(g), bias, c, r);
                 }
             }
             Some(ln) => {
+                // Layer norm takes the pre-activations with their biases.
+                if p.bias_ih.is_some() {
+                    add_bias_rows(g, bias);
+                }
                 s.0.resize(hs, 0.0);
                 for j in 0..nb {
                     let (g, span) = (&mut g[j * gh..(j + 1) * gh], j * hs..(j + 1) * hs);
@@ -357,6 +347,7 @@ pub fn backward(
         .map(|w| PackedMatrix::pack_in(precision, Mat::new(&w.value, hs), h_out, hs));
     let tile = w_hh.row_tile();
     let (groups, alone) = split(p, layout, tile);
+    let order = layout.visit_order(!reverse);
     let ln = p.layer_norm.as_ref().filter(|_| ln_grads.is_some());
     let tiles = if ln.is_some() {
         layout.batch().div_ceil(tile)
@@ -385,7 +376,7 @@ pub fn backward(
             alone,
             |_, group, s: &mut BackwardScratch| {
                 let rows = &groups[group];
-                for (r0, b) in steps(layout, !reverse) {
+                for &(r0, b) in &order {
                     let end = rows.end.min(b);
                     if end > rows.start {
                         // SAFETY: groups have disjoint batch rows, and start on tiles.
@@ -480,11 +471,6 @@ impl BackwardPass<'_> {
             MatMut::new(dhj, h_out),
         );
     }
-}
-
-/// `acc += add`, element by element.
-fn add_into(acc: &mut [f32], add: &[f32]) {
-    acc.iter_mut().zip(add).for_each(|(a, v)| *a += v);
 }
 
 /// One row of a layer-norm LSTM step backward: from `dr` (`H`, gradient of

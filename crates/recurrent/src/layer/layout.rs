@@ -51,6 +51,17 @@ impl SeqLayout {
     pub fn batch(&self) -> usize {
         self.batch_sizes.first().copied().unwrap_or(0)
     }
+
+    /// Steps in processing order, last step first with `reverse`, skipping empty ones:
+    /// `(first row, active rows)`.
+    pub fn visit_order(&self, reverse: bool) -> Vec<(usize, usize)> {
+        let steps = self.steps();
+        (0..steps)
+            .map(|s| if reverse { steps - 1 - s } else { s })
+            .map(|t| (self.offsets[t], self.batch_sizes[t]))
+            .filter(|&(_, b)| b > 0)
+            .collect()
+    }
 }
 
 /// Order of sequences inside a packed batch plus its layout.

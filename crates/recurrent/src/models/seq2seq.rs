@@ -14,8 +14,8 @@ use crate::loss::CrossEntropyLoss;
 use crate::models::{TaskModel, Trainable};
 use crate::nn::{Attention, Dropout, Embedding, Linear, Module, Tape};
 use crate::param::{accumulate_into_params, GradSlices};
-use crate::rnn::{InitialState, OutputGrads, Rnn, Tape as RnnTape};
-use ndarray::{s, ArrayD, Axis, IxDyn};
+use crate::rnn::{InitialState, OutputGrads, Rnn, RnnOutput, Tape as RnnTape};
+use ndarray::{s, ArrayD, ArrayViewD, Axis, IxDyn};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -128,11 +128,10 @@ impl Vocab {
         let ids = texts
             .into_iter()
             .map(|t| {
-                let tokens = self.tokens.split(t);
-                let id = |tok: &String| index.get(tok.as_str()).copied();
-                let ids: Vec<usize> = tokens.iter().map(|tok| id(tok).unwrap_or(UNK)).collect();
-                unknown += tokens.iter().filter(|tok| id(tok).is_none()).count();
-                ids
+                let id = |tok: String| index.get(tok.as_str()).copied();
+                let ids: Vec<Option<usize>> = self.tokens.split(t).into_iter().map(id).collect();
+                unknown += ids.iter().filter(|i| i.is_none()).count();
+                ids.into_iter().map(|i| i.unwrap_or(UNK)).collect()
             })
             .collect();
         (ids, unknown)
@@ -280,6 +279,15 @@ impl Seq2Seq {
         out
     }
 
+    /// The decoder's initial `h0` (and LSTM `c0`), `(L, B, D*H)`, from the encoder's final
+    /// states.
+    fn decoder_state(&self, enc: &RnnOutput) -> (ArrayD<f32>, Option<ArrayD<f32>>) {
+        (
+            self.bridge(&enc.h_n),
+            enc.c_n.as_ref().map(|c| self.bridge(c)),
+        )
+    }
+
     /// Teacher-forced loss of `pairs` (source ids, target ids) and, with `train`, the
     /// gradients of its mean added to the parameters' own. Returns `(sum of token losses,
     /// tokens)`.
@@ -306,43 +314,23 @@ impl Seq2Seq {
             &mut tapes.target,
         )?;
         let y_in = dropout.forward(&y_in, &mut tapes.dropout[1])?;
-        let (enc, dec) = match train {
-            Some(rng) => {
-                let (enc, enc_tape) =
-                    self.encoder
-                        .forward_train(x.view(), None, Some(&batch.source_lengths), rng)?;
-                let h0 = self.bridge(&enc.h_n);
-                let c0 = enc.c_n.as_ref().map(|c| self.bridge(c));
-                let state = InitialState {
-                    h0: h0.view(),
-                    c0: c0.as_ref().map(|c| c.view()),
-                };
-                let (dec, dec_tape) = self.decoder.forward_train(
-                    y_in.view(),
-                    Some(state),
-                    Some(&batch.target_lengths),
-                    rng,
-                )?;
-                tapes.encoder = Some(enc_tape);
-                tapes.decoder = Some(dec_tape);
-                (enc, dec)
-            }
-            None => {
-                let enc = self
-                    .encoder
-                    .forward(x.view(), None, Some(&batch.source_lengths))?;
-                let h0 = self.bridge(&enc.h_n);
-                let c0 = enc.c_n.as_ref().map(|c| self.bridge(c));
-                let state = InitialState {
-                    h0: h0.view(),
-                    c0: c0.as_ref().map(|c| c.view()),
-                };
-                let dec =
-                    self.decoder
-                        .forward(y_in.view(), Some(state), Some(&batch.target_lengths))?;
-                (enc, dec)
-            }
+        let enc = run_stack(
+            &self.encoder,
+            (x.view(), None, &batch.source_lengths),
+            train.as_deref_mut(),
+            &mut tapes.encoder,
+        )?;
+        let (h0, c0) = self.decoder_state(&enc);
+        let state = InitialState {
+            h0: h0.view(),
+            c0: c0.as_ref().map(|c| c.view()),
         };
+        let dec = run_stack(
+            &self.decoder,
+            (y_in.view(), Some(state), &batch.target_lengths),
+            train,
+            &mut tapes.decoder,
+        )?;
         let att = self.attention.forward(
             &dec.output,
             &enc.output,
@@ -438,6 +426,24 @@ impl Seq2Seq {
     /// `dropout` (which they also apply between their layers).
     fn dropout(&self) -> Result<Dropout> {
         Dropout::new(self.encoder.config().dropout)
+    }
+}
+
+/// Runs `rnn` over `(input, state, lengths)`: with `train`, in training mode, its tape kept
+/// in `tape`.
+fn run_stack(
+    rnn: &Rnn,
+    (input, state, lengths): (ArrayViewD<f32>, Option<InitialState>, &[usize]),
+    train: Option<&mut rand::rngs::StdRng>,
+    tape: &mut Option<RnnTape>,
+) -> Result<RnnOutput> {
+    match train {
+        Some(rng) => {
+            let (out, t) = rnn.forward_train(input, state, Some(lengths), rng)?;
+            *tape = Some(t);
+            Ok(out)
+        }
+        None => rnn.forward(input, state, Some(lengths)),
     }
 }
 
@@ -567,11 +573,9 @@ impl Seq2Seq {
         let rows: Vec<usize> = (0..b * k).map(|r| r / k).collect();
         let memory = enc.output.select(Axis(0), &rows);
         let memory_lengths: Vec<usize> = rows.iter().map(|&i| batch.source_lengths[i]).collect();
-        let mut h = self.bridge(&enc.h_n).select(Axis(1), &rows);
-        let mut c = enc
-            .c_n
-            .as_ref()
-            .map(|c| self.bridge(c).select(Axis(1), &rows));
+        let (h0, c0) = self.decoder_state(&enc);
+        let mut h = h0.select(Axis(1), &rows);
+        let mut c = c0.map(|c| c.select(Axis(1), &rows));
         let mut live: Vec<Option<Hypothesis>> = (0..b * k)
             .map(|r| {
                 (r % k == 0).then(|| Hypothesis {
@@ -838,20 +842,29 @@ pub struct SequenceScores {
     pub exact_match: f64,
 }
 
+impl SequenceScores {
+    /// The scores of pairs given as `(edit distance, reference length)` each.
+    pub fn from_edits(pairs: impl IntoIterator<Item = (usize, usize)>) -> Self {
+        let (mut n, mut edits, mut length, mut exact) = (0usize, 0usize, 0usize, 0usize);
+        for (d, len) in pairs {
+            n += 1;
+            edits += d;
+            length += len;
+            exact += usize::from(d == 0);
+        }
+        let n = n.max(1) as f64;
+        SequenceScores {
+            token_error_rate: edits as f64 / length.max(1) as f64,
+            sequence_error_rate: 1.0 - exact as f64 / n,
+            exact_match: exact as f64 / n,
+        }
+    }
+}
+
 /// [`SequenceScores`] of `predictions` against `references` (same count, at least one).
 pub fn score_sequences(predictions: &[Vec<usize>], references: &[Vec<usize>]) -> SequenceScores {
-    let (mut edits, mut length, mut exact) = (0usize, 0usize, 0usize);
-    for (p, r) in predictions.iter().zip(references) {
-        edits += edit_distance(p, r);
-        length += r.len();
-        exact += usize::from(p == r);
-    }
-    let n = predictions.len().max(1) as f64;
-    SequenceScores {
-        token_error_rate: edits as f64 / length.max(1) as f64,
-        sequence_error_rate: 1.0 - exact as f64 / n,
-        exact_match: exact as f64 / n,
-    }
+    let pairs = predictions.iter().zip(references);
+    SequenceScores::from_edits(pairs.map(|(p, r)| (edit_distance(p, r), r.len())))
 }
 
 /// Default encoder of the `train seq2seq` task: `mode`, embeddings of `embedding_dim`,
