@@ -97,15 +97,16 @@ fn predict_forecast(model: &Path, data: &Path, output: &Path, interpolate: bool)
         )));
     }
     let cols = m.transform_columns(&raw)?;
-    let forecast = m.forecast(&cols, &[n - 1])?;
+    let forecast = m.forecast_final(&cols, &raw[0], &[n - 1])?;
     let mut s = format!("step,after,{}\n", meta.target);
     for (h, v) in forecast[0].iter().enumerate() {
         s += &format!("{},{},{v}\n", h + 1, table.index[n - 1]);
     }
     write_atomic(output, s.as_bytes())?;
     println!(
-        "{}-step forecast after {} written to {}",
+        "{}-step forecast ({}) after {} written to {}",
         meta.horizon,
+        meta.method.name(),
         table.index[n - 1],
         output.display()
     );

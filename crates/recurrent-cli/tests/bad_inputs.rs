@@ -7,8 +7,8 @@ use rand::SeedableRng;
 use recurrent::data::{Standardizer, Vocabulary};
 use recurrent::io::{TensorFile, TensorWriter};
 use recurrent::models::{
-    CharLm, ClassifierEnsemble, ClassifierMeta, ForecastMeta, Forecaster, ForecasterEnsemble,
-    SequenceClassifier, Transform,
+    CharLm, ClassifierEnsemble, ClassifierMeta, ForecastMeta, ForecastMethod, Forecaster,
+    ForecasterEnsemble, SequenceClassifier, Transform,
 };
 use recurrent::{Mode, RnnConfig};
 use std::collections::BTreeMap;
@@ -593,6 +593,7 @@ fn forecast_meta() -> ForecastMeta {
         mean: vec![0.0],
         std: vec![1.0],
         residual_scale: 1.0,
+        method: ForecastMethod::Network,
     }
 }
 

@@ -306,9 +306,17 @@ fn forecast_reports_metrics_and_rejects_bad_series() {
         "theta_rmse",
         "theta_mae",
         "theta_mape",
+        "network_rmse",
     ] {
         assert!(r[k].as_f64().unwrap().is_finite(), "{k} in {r}");
     }
+    let selected = r["selected"].as_str().unwrap().to_string();
+    let backtest = r["backtest_rmse"].as_object().unwrap();
+    let best = backtest
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(backtest[&selected].as_f64(), Some(best), "{r}");
     // On a clean seasonal series with a trend, both classic baselines (refit at each origin
     // on the deseasonalised history) beat the naive forecast.
     for k in ["ets_rmse", "theta_rmse"] {
@@ -316,9 +324,31 @@ fn forecast_reports_metrics_and_rejects_bad_series() {
     }
     let csv = std::fs::read_to_string(&fc).unwrap();
     assert!(
-        csv.starts_with("time,truth,forecast,naive,seasonal_naive,origin,ets,theta\n"),
+        csv.starts_with("time,truth,forecast,naive,seasonal_naive,origin,ets,theta,network\n"),
         "{csv}"
     );
+    // The forecast column is the selected method's, from the columns beside it.
+    for line in csv.lines().skip(1) {
+        let v: Vec<f64> = line
+            .split(',')
+            .map(|x| x.parse().unwrap_or(f64::NAN))
+            .collect();
+        let (forecast, naive, seasonal, ets, theta, network) = (v[2], v[3], v[4], v[6], v[7], v[8]);
+        let want = match selected.as_str() {
+            "network" => network,
+            "ets" => ets,
+            "theta" => theta,
+            "ets_theta" => (ets + theta) / 2.0,
+            "combination" => (network + ets + theta) / 3.0,
+            "naive" => naive,
+            "seasonal_naive" => seasonal,
+            _ => forecast,
+        };
+        assert!(
+            (forecast - want).abs() <= 1e-4 * (1.0 + want.abs()),
+            "{selected}: {line}"
+        );
+    }
     assert_eq!(r["season"], 12);
     assert_eq!(r["points_forecast"], 12);
     assert_eq!(std::fs::read_to_string(&fc).unwrap().lines().count(), 13);

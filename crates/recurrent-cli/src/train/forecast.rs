@@ -6,8 +6,8 @@ use rand::SeedableRng;
 use recurrent::data::{parse_series_csv, read_series_csv, MissingValues, SeriesTable};
 use recurrent::kernels::Precision;
 use recurrent::models::{
-    baselines, detect_season, fit_ensemble, merge_reports, ForecastMeta, ForecastTask, Forecaster,
-    Transform,
+    backtest, detect_season, fit_ensemble, merge_reports, Backtest, ClassicForecasts, ForecastMeta,
+    ForecastMethod, ForecastTask, Forecaster, ForecasterEnsemble, Transform,
 };
 use recurrent::{Error, Result};
 use std::path::PathBuf;
@@ -214,6 +214,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         mean,
         std,
         residual_scale: 1.0,
+        method: ForecastMethod::Network,
     };
     let cols_all: Vec<Vec<f32>> = raw
         .iter()
@@ -248,8 +249,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         / residuals.len() as f64)
         .sqrt()
         .max(1e-3) as f32;
-    let n_val = (ends.len() / 5).max(1);
-    let (train_ends, val_ends) = ends.split_at(ends.len() - n_val);
+    let (train_ends, val_ends) = split_validation(&ends, horizon);
 
     let cfg = c.rnn_config(&DEFAULTS, raw.len())?;
     let precision = c.precision(&DEFAULTS)?;
@@ -264,33 +264,54 @@ pub fn run(a: ForecastArgs) -> Result<()> {
     let members = a.ensemble;
     c.with_threads(|| {
         let quiet = c.quiet;
-        let (ensemble, reports) = fit_ensemble(
-            &settings,
-            members,
-            |_, seed| {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-                let mut model = Forecaster::new(cfg.clone(), meta.clone(), &mut rng)?;
-                model.rnn.set_precision(precision);
-                let (train, val) = (train_ends.to_vec(), val_ends.to_vec());
-                Ok(ForecastTask::new(model, cols_train.clone(), train, val))
-            },
-            |_| Box::new(CliProgress::new(quiet, Some(settings.epochs), "windows")),
-            |task| task.model,
-        )?;
+        // An ensemble trained on windows `train`, early-stopped on windows `val`.
+        let train_ensemble = |settings: &recurrent::models::FitSettings, train: &[usize], val: &[usize]| {
+            fit_ensemble(
+                settings,
+                members,
+                |_, seed| {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                    let mut model = Forecaster::new(cfg.clone(), meta.clone(), &mut rng)?;
+                    model.rnn.set_precision(precision);
+                    Ok(ForecastTask::new(model, cols_train.clone(), train.to_vec(), val.to_vec()))
+                },
+                |_| Box::new(CliProgress::new(quiet, Some(settings.epochs), "windows")),
+                |task| task.model,
+            )
+        };
+        // The backtest scores a network that has seen none of its windows, not even for
+        // early stopping: one trained on the windows before them (their last fifth
+        // validating, with the same gap), without checkpoints.
+        let (inner_train, inner_val) = split_validation(train_ends, horizon);
+        let mut backtest_settings = settings.clone();
+        (backtest_settings.checkpoint, backtest_settings.resume) = (None, false);
+        let (backtest_network, _) = train_ensemble(&backtest_settings, inner_train, inner_val)?;
+        let (mut ensemble, reports) = train_ensemble(&settings, train_ends, val_ends)?;
+        let y = &raw[0];
+        let backtest = backtest_candidates(&backtest_network, &cols_all, y, val_ends)?;
+        for m in &mut ensemble.members {
+            m.meta.method = backtest.selected;
+        }
+        let listed: Vec<String> = backtest.errors.iter().map(|(m, e)| format!("{} {e:.3}", m.name())).collect();
+        say(
+            c.quiet,
+            &format!(
+                "backtest RMSE over the last {} training origins: {}; selected: {}",
+                val_ends.len().min(BACKTEST_ORIGINS),
+                listed.join(", "),
+                backtest.selected.name()
+            ),
+        );
 
         // Rolling origin over the held-out part: each forecast sees the truth before it.
         let origins: Vec<usize> = (train_len..n).step_by(horizon).collect();
         let ends: Vec<usize> = origins.iter().map(|o| o - 1).collect();
-        let forecasts = ensemble.forecast(&cols_all, &ends)?;
-        let y = &raw[0];
+        let network = ensemble.forecast(&cols_all, &ends)?;
         let mut rows = Vec::new();
         for (oi, &o) in origins.iter().enumerate() {
             // The classic baselines, refit on everything before the origin.
-            let history: Vec<f64> = y[..o].iter().map(|&v| v as f64).collect();
-            let classic = |f: fn(&[f64], usize, usize) -> Result<Vec<f64>>| {
-                f(&history, season, horizon).ok().map(|v| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>())
-            };
-            let (ets, theta) = (classic(baselines::ets_forecast), classic(baselines::theta_forecast));
+            let classic = ClassicForecasts::fit(&y[..o], season, horizon);
+            let forecast = backtest.selected.combine(&network[oi], &classic).unwrap_or_else(|| network[oi].clone());
             for h in 1..=horizon {
                 let t = o - 1 + h;
                 if t >= n {
@@ -301,18 +322,20 @@ pub fn run(a: ForecastArgs) -> Result<()> {
                 rows.push(Row {
                     t,
                     truth: y[t],
-                    forecast: forecasts[oi][h - 1],
+                    forecast: forecast[h - 1],
+                    network: network[oi][h - 1],
                     naive,
                     seasonal,
                     origin: o,
-                    ets: ets.as_ref().map(|v| v[h - 1]),
-                    theta: theta.as_ref().map(|v| v[h - 1]),
+                    ets: classic.ets.as_ref().map(|v| v[h - 1]),
+                    theta: classic.theta.as_ref().map(|v| v[h - 1]),
                 });
             }
         }
         let truth: Vec<f32> = rows.iter().map(|r| r.truth).collect();
         let of = |f: fn(&Row) -> f32| errors(&truth, &rows.iter().map(f).collect::<Vec<_>>());
         let model_e = of(|r| r.forecast);
+        let network_e = of(|r| r.network);
         let naive_e = of(|r| r.naive);
         let seasonal_e = of(|r| r.seasonal);
         // A baseline that could not be fitted at some origin (too short a history) is left
@@ -329,7 +352,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
             (a.forecast_plot.clone(), draw_forecast(&a.forecast_plot, &target, y, train_len, &rows)?),
         ];
         say(c.quiet, &format!("{:<16}{:>12}{:>12}{:>10}{:>14}", "held-out errors", "RMSE", "MAE", "MAPE %", "MSE"));
-        let table = [("model", Some(&model_e)), ("naive", Some(&naive_e)), ("seasonal naive", Some(&seasonal_e)), ("ETS", ets_e.as_ref()), ("Theta", theta_e.as_ref())];
+        let table = [("model", Some(&model_e)), ("network", Some(&network_e)), ("naive", Some(&naive_e)), ("seasonal naive", Some(&seasonal_e)), ("ETS", ets_e.as_ref()), ("Theta", theta_e.as_ref())];
         for (name, e) in table {
             match e {
                 Some(e) => say(c.quiet, &format!("{name:<16}{:>12.3}{:>12.3}{:>10.2}{:>14.3}", e.rmse, e.mae, e.mape, e.mse)),
@@ -340,6 +363,10 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         let metrics = serde_json::json!({
             "task": "forecast", "target": target, "horizon": horizon, "test_size": test_size, "points_forecast": rows.len(),
             "test_rmse": model_e.rmse, "test_mae": model_e.mae, "test_mape": model_e.mape, "test_mse": model_e.mse,
+            "network_rmse": network_e.rmse, "network_mae": network_e.mae, "network_mape": network_e.mape, "network_mse": network_e.mse,
+            "selected": backtest.selected.name(),
+            "backtest_rmse": backtest.errors.iter().map(|(m, e)| (m.name().to_string(), serde_json::json!(e))).collect::<serde_json::Map<_, _>>(),
+            "backtest_origins": val_ends.len().min(BACKTEST_ORIGINS),
             "naive_rmse": naive_e.rmse, "naive_mae": naive_e.mae, "naive_mape": naive_e.mape, "naive_mse": naive_e.mse,
             "seasonal_naive_rmse": seasonal_e.rmse, "seasonal_naive_mae": seasonal_e.mae, "seasonal_naive_mape": seasonal_e.mape,
             "seasonal_naive_mse": seasonal_e.mse,
@@ -356,13 +383,55 @@ pub fn run(a: ForecastArgs) -> Result<()> {
     })
 }
 
-/// One held-out point: its time index, the truth, the model's and the baselines'
-/// forecasts, and the origin it was forecast from (ETS and Theta are `None` when they could
-/// not be fitted to the history before it).
+/// Splits window ends into training and validation ones: the last fifth validate (at
+/// least one), and the `horizon - 1` before them are left out (their targets would overlap
+/// the validation windows' targets), keeping at least two for training.
+fn split_validation(ends: &[usize], horizon: usize) -> (&[usize], &[usize]) {
+    let n_val = (ends.len() / 5).max(1);
+    let (train, val) = ends.split_at(ends.len() - n_val);
+    (
+        &train[..train
+            .len()
+            .saturating_sub(horizon - 1)
+            .max(2.min(train.len()))],
+        val,
+    )
+}
+
+/// Most recent training origins the backtest scores (each refits ETS and Theta).
+const BACKTEST_ORIGINS: usize = 24;
+
+/// Scores every [`ForecastMethod`] on the last [`BACKTEST_ORIGINS`] of the validation
+/// windows' ends `val_ends` (each window's `horizon` points lie inside the training part),
+/// the classic methods refit on the raw target `y` up to each end.
+fn backtest_candidates(
+    ensemble: &ForecasterEnsemble,
+    cols: &[Vec<f32>],
+    y: &[f32],
+    val_ends: &[usize],
+) -> Result<Backtest> {
+    let meta = ensemble.meta();
+    let ends = &val_ends[val_ends.len().saturating_sub(BACKTEST_ORIGINS)..];
+    let network = ensemble.forecast(cols, ends)?;
+    let truth: Vec<Vec<f32>> = ends
+        .iter()
+        .map(|&t| y[t + 1..=t + meta.horizon].to_vec())
+        .collect();
+    let classic: Vec<ClassicForecasts> = ends
+        .iter()
+        .map(|&t| ClassicForecasts::fit(&y[..=t], meta.season, meta.horizon))
+        .collect();
+    Ok(backtest(&truth, &network, &classic))
+}
+
+/// One held-out point: its time index, the truth, the final forecast, the network's and
+/// the baselines' forecasts, and the origin it was forecast from (ETS and Theta are `None`
+/// when they could not be fitted to the history before it).
 struct Row {
     t: usize,
     truth: f32,
     forecast: f32,
+    network: f32,
     naive: f32,
     seasonal: f32,
     origin: usize,
@@ -372,11 +441,11 @@ struct Row {
 
 /// The held-out forecast as CSV text (an empty field where a baseline could not be fitted).
 fn forecast_csv(index: &[String], rows: &[Row]) -> String {
-    let mut s = String::from("time,truth,forecast,naive,seasonal_naive,origin,ets,theta\n");
+    let mut s = String::from("time,truth,forecast,naive,seasonal_naive,origin,ets,theta,network\n");
     let opt = |v: Option<f32>| v.map_or(String::new(), |v| v.to_string());
     for r in rows {
         s += &format!(
-            "{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{}\n",
             index[r.t],
             r.truth,
             r.forecast,
@@ -384,7 +453,8 @@ fn forecast_csv(index: &[String], rows: &[Row]) -> String {
             r.seasonal,
             index[r.origin],
             opt(r.ets),
-            opt(r.theta)
+            opt(r.theta),
+            r.network
         );
     }
     s

@@ -61,6 +61,10 @@ pub struct Seq2SeqArgs {
     /// word error rates of 34.3%, 34.0% and 34.0%.
     #[arg(long, default_value_t = 4, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub beam: usize,
+    /// Layers of the decoder, from 1 to the encoder's `--num-layers` (default: the same);
+    /// they start from the final states of the encoder's top layers.
+    #[arg(long, value_parser = crate::check::positive, allow_negative_numbers = true)]
+    pub decoder_layers: Option<usize>,
     /// Token embedding size of both sides.
     #[arg(long, default_value_t = 64, value_parser = crate::check::positive, allow_negative_numbers = true)]
     pub embedding_dim: usize,
@@ -151,13 +155,14 @@ pub fn run(a: Seq2SeqArgs) -> Result<()> {
     let longest = train_part.iter().map(|(_, t)| t.len()).max().unwrap_or(1);
     let max_target_len = (2 * longest + 10).min(recurrent::models::seq2seq::MAX_TARGET_LEN);
     let cfg = c.rnn_config(&DEFAULTS, a.embedding_dim)?;
+    let decoder_layers = a.decoder_layers.unwrap_or(cfg.num_layers);
     let precision = c.precision(&DEFAULTS)?;
     let mut settings = c.fit_settings(&DEFAULTS);
     settings.anneal = true;
     say(
         c.quiet,
         &format!(
-            "seq2seq: {} training pairs ({val_len} for validation), {} test; source {:?}: {} ({} kinds), target {:?}: {} ({} kinds); {} encoder H={} layers={} bidirectional={}, attention decoder H={}",
+            "seq2seq: {} training pairs ({val_len} for validation), {} test; source {:?}: {} ({} kinds), target {:?}: {} ({} kinds); {} encoder H={} layers={} bidirectional={}, attention decoder H={} layers={decoder_layers}",
             train.pairs.len(),
             test.pairs.len(),
             train.columns.0,
@@ -184,7 +189,14 @@ pub fn run(a: Seq2SeqArgs) -> Result<()> {
     }
     c.with_threads(|| {
         let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
-        let mut model = Seq2Seq::new(cfg.clone(), source_vocab.clone(), target_vocab.clone(), max_target_len, &mut rng)?;
+        let mut model = Seq2Seq::with_decoder_layers(
+            cfg.clone(),
+            decoder_layers,
+            source_vocab.clone(),
+            target_vocab.clone(),
+            max_target_len,
+            &mut rng,
+        )?;
         model.encoder.set_precision(precision);
         model.decoder.set_precision(precision);
         let mut task = Seq2SeqTask { model, train: train_part, val: val_part };
@@ -239,7 +251,7 @@ pub fn run(a: Seq2SeqArgs) -> Result<()> {
             "test_unknown_tokens": test_ids.unknown, "beam": a.beam, "decode_seconds": decode_seconds,
             "source_tokens": source_tokens, "target_tokens": target_tokens,
             "source_vocabulary": source_vocab.entries.len(), "target_vocabulary": target_vocab.entries.len(),
-            "embedding_dim": a.embedding_dim, "attention": "luong_general", "examples": examples,
+            "embedding_dim": a.embedding_dim, "decoder_layers": decoder_layers, "attention": "luong_general", "examples": examples,
         });
         let checkpoints = c.checkpoint_files(&DEFAULTS, None);
         c.finish(vec![(out.clone(), model_bytes)], metrics, &report, c.settings_json(&DEFAULTS, &cfg), &checkpoints)?;

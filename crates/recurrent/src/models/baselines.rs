@@ -10,6 +10,10 @@
 //!   the slope of a linear trend, `ŷ(h) = ŝ + b/2 · (h − 1 + 1/α − (1 − α)^n / α)`, on the
 //!   deseasonalised series.
 //!
+//! - MSTL ([`mstl_forecast`]): the seasonal-trend decomposition of `augurs-mstl` with an
+//!   AutoETS trend, statsforecast's `MSTL` default, a candidate of the final forecast
+//!   ([`super::selection`]) rather than a reported baseline.
+//!
 //! A series counts as seasonal with period `m > 1` when it has at least two full periods and
 //! its autocorrelation at lag `m` passes the 90% test statsmodels' Theta uses
 //! (`|r_m| > 1.645 √((1 + 2 Σ_{k<m} r_k²) / n)`); the decomposition is multiplicative when
@@ -152,6 +156,39 @@ pub fn ets_forecast(history: &[f64], season: usize, horizon: usize) -> Result<Ve
             .map_err(|e| fail(e.to_string()))?;
         Ok(forecast.point)
     })
+}
+
+/// MSTL forecasts of the `horizon` values after `history`: `augurs-mstl`'s seasonal-trend
+/// decomposition by LOESS with period `season`, its trend forecast by AutoETS (additive
+/// errors, trend none, additive or damped) and the seasonal component repeated, on the
+/// logarithm of a positive series (multiplicative seasonality) and on the values otherwise.
+/// Needs a season above 1 and two full periods of history.
+pub fn mstl_forecast(history: &[f64], season: usize, horizon: usize) -> Result<Vec<f64>> {
+    let fail = |e: String| Error::Invalid(format!("MSTL: {e}"));
+    if season < 2 || history.len() < 2 * season || history.iter().any(|v| !v.is_finite()) {
+        return Err(fail(format!(
+            "needs two full periods of {season} finite values, found {} values",
+            history.len()
+        )));
+    }
+    let log = history.iter().all(|&v| v > 0.0);
+    let y: Vec<f64> = if log {
+        history.iter().map(|v| v.ln()).collect()
+    } else {
+        history.to_vec()
+    };
+    let trend = augurs_ets::AutoETS::non_seasonal().into_trend_model();
+    let fitted = augurs_mstl::MSTLModel::new(vec![season], trend)
+        .fit(&y)
+        .map_err(|e| fail(e.to_string()))?;
+    let forecast = fitted
+        .predict(horizon, None)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(forecast
+        .point
+        .into_iter()
+        .map(|v| if log { v.exp() } else { v })
+        .collect())
 }
 
 /// Theta-method forecasts of the `horizon` values after `history` (see the module

@@ -5,6 +5,7 @@
 //! falls back to a sensible forecast and trends extrapolate.
 
 use super::fit::Trainable;
+use super::selection::{ClassicForecasts, ForecastMethod};
 use super::{Ensemble, TaskModel};
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
@@ -92,6 +93,9 @@ pub struct ForecastMeta {
     pub std: Vec<f32>,
     /// Scale of the residual targets.
     pub residual_scale: f32,
+    /// Where the final forecast comes from (the network alone in older files).
+    #[serde(default)]
+    pub method: ForecastMethod,
 }
 
 impl ForecastMeta {
@@ -351,6 +355,31 @@ impl Ensemble<Forecaster> {
             }
         }
         Ok(acc.unwrap_or_default())
+    }
+
+    /// The final forecasts of the model's [`ForecastMethod`] from the origins after `ends`:
+    /// the network's ([`Ensemble::forecast`] of the transformed `cols`) combined with ETS
+    /// and Theta refit on the raw target `target[..=end]` where the method uses them. An
+    /// origin whose history the classic methods cannot fit keeps the network's forecast.
+    pub fn forecast_final(
+        &self,
+        cols: &[Vec<f32>],
+        target: &[f32],
+        ends: &[usize],
+    ) -> Result<Vec<Vec<f32>>> {
+        let network = self.forecast(cols, ends)?;
+        let meta = self.meta();
+        if !meta.method.uses_classic() {
+            return Ok(network);
+        }
+        Ok(network
+            .into_iter()
+            .zip(ends)
+            .map(|(n, &end)| {
+                let classic = ClassicForecasts::fit(&target[..=end], meta.season, meta.horizon);
+                meta.method.combine(&n, &classic).unwrap_or(n)
+            })
+            .collect())
     }
 
     /// Transformed columns for `raw[c][t]` (target first).

@@ -9,6 +9,7 @@ pub mod ensemble;
 pub mod fcn;
 pub mod fit;
 pub mod forecaster;
+pub mod selection;
 pub mod seq2seq;
 
 pub use char_lm::{CharLm, CharLmMeta, LmState, LmTask};
@@ -20,6 +21,7 @@ pub use fit::{fit, FitReport, FitSettings, Progress, Silent, StoppedBy, Trainabl
 pub use forecaster::{
     detect_season, ForecastMeta, ForecastTask, Forecaster, ForecasterEnsemble, Transform,
 };
+pub use selection::{backtest, Backtest, ClassicForecasts, ForecastMethod};
 pub use seq2seq::{Seq2Seq, Seq2SeqMeta, Seq2SeqTask};
 
 use crate::config::RnnConfig;

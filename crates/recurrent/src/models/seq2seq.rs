@@ -161,7 +161,8 @@ pub struct Seq2SeqMeta {
     pub target: Vocab,
     /// Width of both embeddings (the encoder's and the decoder's input size).
     pub embedding_dim: usize,
-    /// The decoder: same mode and layers as the encoder, `D * H` units, unidirectional.
+    /// The decoder: same mode as the encoder, 1 to its layers, `D * H` units,
+    /// unidirectional.
     pub decoder: RnnConfig,
     /// Longest output decoding produces (tokens, `</s>` excluded).
     pub max_target_len: usize,
@@ -196,21 +197,21 @@ crate::parameters!(Seq2Seq {
     part "head" => head;
 });
 
-/// The decoder of an encoder: same mode and layers, `D * H` units, one direction.
-pub fn decoder_config(encoder: &RnnConfig) -> RnnConfig {
+/// The decoder of an encoder: same mode, `layers` layers, `D * H` units, one direction.
+pub fn decoder_config(encoder: &RnnConfig, layers: usize) -> RnnConfig {
     RnnConfig::new(
         encoder.mode,
         encoder.input_size,
         encoder.num_directions() * encoder.hidden_size,
     )
-    .with_num_layers(encoder.num_layers)
+    .with_num_layers(layers)
     .with_dropout(encoder.dropout)
     .with_batch_first(true)
 }
 
 impl Seq2Seq {
-    /// A new model; `encoder` must be batch first, LSTM or GRU (or Elman), without
-    /// projection or layer norm.
+    /// A new model whose decoder has as many layers as `encoder`; `encoder` must be batch
+    /// first, LSTM or GRU (or Elman), without projection or layer norm.
     pub fn new(
         encoder: RnnConfig,
         source: Vocab,
@@ -218,9 +219,23 @@ impl Seq2Seq {
         max_target_len: usize,
         rng: &mut impl Rng,
     ) -> Result<Self> {
+        let layers = encoder.num_layers;
+        Self::with_decoder_layers(encoder, layers, source, target, max_target_len, rng)
+    }
+
+    /// [`Seq2Seq::new`] with a decoder of `decoder_layers` layers (1 to the encoder's
+    /// layers), which start from the final states of the encoder's top `decoder_layers`.
+    pub fn with_decoder_layers(
+        encoder: RnnConfig,
+        decoder_layers: usize,
+        source: Vocab,
+        target: Vocab,
+        max_target_len: usize,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
         let meta = Seq2SeqMeta {
             embedding_dim: encoder.input_size,
-            decoder: decoder_config(&encoder),
+            decoder: decoder_config(&encoder, decoder_layers),
             source,
             target,
             max_target_len,
@@ -244,36 +259,38 @@ impl Seq2Seq {
         self.decoder.train(on);
     }
 
-    /// Layers and directions of the encoder.
-    fn stack(&self) -> (usize, usize) {
+    /// Layers and directions of the encoder, and the first of its layers that starts the
+    /// decoder.
+    fn stack(&self) -> (usize, usize, usize) {
         let c = self.encoder.config();
-        (c.num_layers, c.num_directions())
+        let first = c.num_layers - self.meta.decoder.num_layers;
+        (c.num_layers, c.num_directions(), first)
     }
 
-    /// Decoder state from the encoder's final one: `(L*D, B, H)` to `(L, B, D*H)`, the
-    /// directions of a layer side by side.
+    /// Decoder state from the encoder's final one: the top `L_dec` of its `L` layers,
+    /// `(L*D, B, H)` to `(L_dec, B, D*H)`, the directions of a layer side by side.
     fn bridge(&self, h_n: &ArrayD<f32>) -> ArrayD<f32> {
-        let (layers, dirs) = self.stack();
+        let (layers, dirs, first) = self.stack();
         let (b, h) = (h_n.shape()[1], h_n.shape()[2]);
-        let mut out = ArrayD::zeros(IxDyn(&[layers, b, dirs * h]));
-        for l in 0..layers {
+        let mut out = ArrayD::zeros(IxDyn(&[layers - first, b, dirs * h]));
+        for l in first..layers {
             for d in 0..dirs {
-                out.slice_mut(s![l, .., d * h..(d + 1) * h])
+                out.slice_mut(s![l - first, .., d * h..(d + 1) * h])
                     .assign(&h_n.index_axis(Axis(0), l * dirs + d));
             }
         }
         out
     }
 
-    /// The inverse of [`Seq2Seq::bridge`], for gradients.
+    /// The inverse of [`Seq2Seq::bridge`], for gradients (zero for the layers below).
     fn unbridge(&self, g: &ArrayD<f32>) -> ArrayD<f32> {
-        let (layers, dirs) = self.stack();
+        let (layers, dirs, first) = self.stack();
         let (b, h) = (g.shape()[1], g.shape()[2] / dirs);
         let mut out = ArrayD::zeros(IxDyn(&[layers * dirs, b, h]));
-        for l in 0..layers {
+        for l in first..layers {
             for d in 0..dirs {
                 out.index_axis_mut(Axis(0), l * dirs + d)
-                    .assign(&g.slice(s![l, .., d * h..(d + 1) * h]));
+                    .assign(&g.slice(s![l - first, .., d * h..(d + 1) * h]));
             }
         }
         out
@@ -696,10 +713,15 @@ impl TaskModel for Seq2Seq {
         if !config.batch_first || config.proj_size != 0 {
             return bad("the encoder must be batch first, without projection".into());
         }
-        if meta.decoder != decoder_config(config) {
-            return bad(
-                "the decoder does not match the encoder (mode, layers, D * H units)".into(),
-            );
+        let layers = meta.decoder.num_layers;
+        if layers == 0 || layers > config.num_layers {
+            return bad(format!(
+                "the decoder has {layers} layers, the encoder {}: 1 to the encoder's are allowed",
+                config.num_layers
+            ));
+        }
+        if meta.decoder != decoder_config(config, layers) {
+            return bad("the decoder does not match the encoder (mode, D * H units)".into());
         }
         for (side, v) in [("source", &meta.source), ("target", &meta.target)] {
             let mut seen = std::collections::HashSet::new();
@@ -737,8 +759,9 @@ impl TaskModel for Seq2Seq {
 
     fn build(config: RnnConfig, meta: Seq2SeqMeta) -> Result<Self> {
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-        let mut m = Seq2Seq::new(
+        let mut m = Seq2Seq::with_decoder_layers(
             config,
+            meta.decoder.num_layers,
             meta.source,
             meta.target,
             meta.max_target_len,
@@ -884,17 +907,18 @@ mod tests {
         Vocab::build(tokens, texts.iter().copied())
     }
 
-    fn tiny(mode: Mode, bidirectional: bool, layers: usize, dropout: f32) -> Seq2Seq {
+    /// A small model: an encoder of `layers.0` layers, a decoder of `layers.1`.
+    fn tiny(mode: Mode, bidirectional: bool, layers: (usize, usize), dropout: f32) -> Seq2Seq {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let cfg = encoder_config(mode, 5, 4)
             .with_bidirectional(bidirectional)
-            .with_num_layers(layers)
+            .with_num_layers(layers.0)
             .with_dropout(dropout);
         let (s, t) = (
             vocab(Tokens::Chars, &["abc"]),
             vocab(Tokens::Words, &["X Y Z W"]),
         );
-        Seq2Seq::new(cfg, s, t, 6, &mut rng).unwrap()
+        Seq2Seq::with_decoder_layers(cfg, layers.1, s, t, 6, &mut rng).unwrap()
     }
 
     #[test]
@@ -919,8 +943,8 @@ mod tests {
     }
 
     /// The loss's gradient along random directions of every parameter tensor against
-    /// central finite differences, for LSTM and GRU, one or two layers, uni- and
-    /// bidirectional encoders, variable lengths, with and without dropout (the same seed
+    /// central finite differences, for LSTM and GRU, one or two layers (and a one-layer
+    /// decoder on a two-layer encoder), uni- and bidirectional encoders, variable lengths, with and without dropout (the same seed
     /// draws the same masks in every evaluation). Tolerance: f32 losses of size ~1 with
     /// step 1e-2 leave about 1e-3 of error in a difference quotient.
     #[test]
@@ -932,9 +956,10 @@ mod tests {
         ];
         let refs: Vec<(&[usize], &[usize])> = pairs.iter().map(|(s, t)| (&s[..], &t[..])).collect();
         let cases = [
-            (Mode::Lstm, true, 2, 0.0),
-            (Mode::Gru, false, 1, 0.0),
-            (Mode::Lstm, true, 2, 0.3),
+            (Mode::Lstm, true, (2, 2), 0.0),
+            (Mode::Gru, false, (1, 1), 0.0),
+            (Mode::Lstm, true, (2, 1), 0.3),
+            (Mode::Gru, true, (2, 1), 0.0),
         ];
         for (mode, bidirectional, layers, dropout) in cases {
             let mut m = tiny(mode, bidirectional, layers, dropout);
