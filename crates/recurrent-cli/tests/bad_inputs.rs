@@ -590,6 +590,7 @@ fn forecast_meta() -> ForecastMeta {
         season: 1,
         transform: Transform::None,
         seasonal_base: vec![false; 3],
+        seasonal_indices: vec![],
         mean: vec![0.0],
         std: vec![1.0],
         residual_scale: 1.0,

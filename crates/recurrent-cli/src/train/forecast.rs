@@ -6,8 +6,8 @@ use rand::SeedableRng;
 use recurrent::data::{parse_series_csv, read_series_csv, MissingValues, SeriesTable};
 use recurrent::kernels::Precision;
 use recurrent::models::{
-    backtest, detect_season, fit_ensemble, merge_reports, Backtest, ClassicForecasts, ForecastMeta,
-    ForecastMethod, ForecastTask, Forecaster, ForecasterEnsemble, Transform,
+    backtest, baselines, detect_season, fit_ensemble, merge_reports, Backtest, ClassicForecasts,
+    ForecastMeta, ForecastMethod, ForecastTask, Forecaster, ForecasterEnsemble, Transform,
 };
 use recurrent::{Error, Result};
 use std::path::PathBuf;
@@ -211,6 +211,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         season,
         transform,
         seasonal_base: vec![false; horizon],
+        seasonal_indices: Vec::new(),
         mean,
         std,
         residual_scale: 1.0,
@@ -240,6 +241,23 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         };
         meta.seasonal_base[h - 1] = season > 1 && err(true) < err(false);
     }
+    // A seasonal series is deseasonalised (window and baseline) when that baseline fits the
+    // training part better than the per-step choice above.
+    let total_error = |m: &ForecastMeta| -> f64 {
+        ends.iter()
+            .flat_map(|&t| (1..=horizon).map(move |h| (t, h)))
+            .map(|(t, h)| (cols_train[0][t + h] - m.base(&cols_train[0], t, h)).abs() as f64)
+            .sum()
+    };
+    if let Some(indices) = baselines::additive_seasonal_indices(&cols_train[0], season) {
+        let deseasonalised = ForecastMeta {
+            seasonal_indices: indices,
+            ..meta.clone()
+        };
+        if total_error(&deseasonalised) < total_error(&meta) {
+            meta = deseasonalised;
+        }
+    }
     let residuals: Vec<f32> = ends
         .iter()
         .flat_map(|&t| (1..=horizon).map(move |h| (t, h)))
@@ -257,7 +275,8 @@ pub fn run(a: ForecastArgs) -> Result<()> {
     say(
         c.quiet,
         &format!(
-            "forecast {target:?}: {n} points, last {test_size} held out, horizon {horizon}, season {season}, window {window}, transform {transform:?}; {} H={}",
+            "forecast {target:?}: {n} points, last {test_size} held out, horizon {horizon}, season {season}{}, window {window}, transform {transform:?}; {} H={}",
+            if meta.seasonal_indices.is_empty() { "" } else { " (deseasonalised)" },
             cfg.mode, cfg.hidden_size
         ),
     );
@@ -372,7 +391,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
             "seasonal_naive_mse": seasonal_e.mse,
             "ets_rmse": ets_e.as_ref().map(|e| e.rmse), "ets_mae": ets_e.as_ref().map(|e| e.mae), "ets_mape": ets_e.as_ref().map(|e| e.mape), "ets_mse": ets_e.as_ref().map(|e| e.mse),
             "theta_rmse": theta_e.as_ref().map(|e| e.rmse), "theta_mae": theta_e.as_ref().map(|e| e.mae), "theta_mape": theta_e.as_ref().map(|e| e.mape), "theta_mse": theta_e.as_ref().map(|e| e.mse),
-            "season": season, "window": window, "transform": format!("{transform:?}").to_lowercase(), "ensemble": members,
+            "season": season, "deseasonalised": !meta.seasonal_indices.is_empty(), "window": window, "transform": format!("{transform:?}").to_lowercase(), "ensemble": members,
         });
         let mut settings_json = c.settings_json(&DEFAULTS, &cfg);
         settings_json["ensemble"] = members.into();

@@ -33,11 +33,15 @@ impl Seasonality {
     /// Classical decomposition of `y` with period `m` when the series is seasonal (see the
     /// module documentation); `None` otherwise.
     fn detect(y: &[f64], m: usize) -> Option<Self> {
+        Self::decompose(y, m, y.iter().all(|&v| v > 0.0))
+    }
+
+    /// [`Seasonality::detect`] with the kind of seasonality given.
+    fn decompose(y: &[f64], m: usize, multiplicative: bool) -> Option<Self> {
         let n = y.len();
         if m < 2 || n < 2 * m || !acf_is_seasonal(y, m) {
             return None;
         }
-        let multiplicative = y.iter().all(|&v| v > 0.0);
         // Centred moving average of order m (2 x m for even m).
         let half = m / 2;
         let mut sums = vec![0.0; m];
@@ -143,6 +147,14 @@ fn through_seasonality(
                 .collect())
         }
     }
+}
+
+/// Additive seasonal indices of `y` by position `t % season` (mean 0) from the classical
+/// decomposition, when `y` is seasonal with that period (see the module documentation).
+pub fn additive_seasonal_indices(y: &[f32], season: usize) -> Option<Vec<f32>> {
+    let wide: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+    Seasonality::decompose(&wide, season, false)
+        .map(|s| s.indices.into_iter().map(|v| v as f32).collect())
 }
 
 /// ETS forecasts of the `horizon` values after `history` (see the module documentation).

@@ -87,6 +87,14 @@ pub struct ForecastMeta {
     pub transform: Transform,
     /// For each horizon step, whether the baseline is seasonal (else the last value).
     pub seasonal_base: Vec<bool>,
+    /// Additive seasonal indices of the transformed target by position `t % season`
+    /// (positions count from the series' first row), or empty (older files). When present
+    /// the window and the baseline are deseasonalised, as in ES-RNN: the network sees the
+    /// window's changes less the seasonal pattern, and the baseline is the last
+    /// deseasonalised value with the pattern of the forecast step put back
+    /// (`seasonal_base` is then unused).
+    #[serde(default)]
+    pub seasonal_indices: Vec<f32>,
     /// Mean and standard deviation of each transformed column (target first).
     pub mean: Vec<f32>,
     /// See `mean`.
@@ -105,6 +113,14 @@ impl ForecastMeta {
         (v - self.mean[c]) / self.std[c]
     }
 
+    /// The seasonal index of position `t` (0 without indices).
+    pub fn seasonal_index(&self, t: usize) -> f32 {
+        match self.seasonal_indices.len() {
+            0 => 0.0,
+            m => self.seasonal_indices[t % m],
+        }
+    }
+
     /// Inverse of [`ForecastMeta::transform`] for the target.
     pub fn untransform(&self, z: f32) -> f32 {
         self.transform.invert(z * self.std[0] + self.mean[0])
@@ -113,6 +129,9 @@ impl ForecastMeta {
     /// Baseline of horizon step `h` (1-based) from the transformed target `z` observed up to
     /// and including index `t`.
     pub fn base(&self, z: &[f32], t: usize, h: usize) -> f32 {
+        if !self.seasonal_indices.is_empty() {
+            return z[t] - self.seasonal_index(t) + self.seasonal_index(t + h);
+        }
         if self.seasonal_base[h - 1] && self.season > 1 && t + 1 >= self.season {
             z[t + 1 - self.season + (h - 1) % self.season]
         } else {
@@ -168,12 +187,17 @@ impl Forecaster {
     pub fn windows(&self, cols: &[Vec<f32>], ends: &[usize]) -> ArrayD<f32> {
         let w = self.meta.window;
         let mut x = ArrayD::zeros(IxDyn(&[ends.len(), w, cols.len()]));
+        let meta = &self.meta;
         for (b, &t) in ends.iter().enumerate() {
-            let last = cols[0][t];
+            let last = cols[0][t] - meta.seasonal_index(t);
             for i in 0..w {
                 let s = t + 1 - w + i;
                 for (c, col) in cols.iter().enumerate() {
-                    x[[b, i, c]] = if c == 0 { col[s] - last } else { col[s] };
+                    x[[b, i, c]] = if c == 0 {
+                        col[s] - meta.seasonal_index(s) - last
+                    } else {
+                        col[s]
+                    };
                 }
             }
         }
@@ -274,6 +298,14 @@ impl TaskModel for Forecaster {
                 "horizon {} with {} seasonal_base entries (one per step, at least one)",
                 meta.horizon,
                 meta.seasonal_base.len()
+            ))
+        } else if !(meta.seasonal_indices.is_empty()
+            || meta.season > 1 && meta.seasonal_indices.len() == meta.season)
+        {
+            Some(format!(
+                "{} seasonal_indices for season {} (none, or one per position)",
+                meta.seasonal_indices.len(),
+                meta.season
             ))
         } else if meta.mean.len() != columns || meta.std.len() != columns {
             Some(format!(
@@ -514,4 +546,49 @@ pub fn detect_season(series: &[f32], max_lag: usize) -> usize {
         }
     }
     best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use rand::SeedableRng;
+
+    /// On a level plus a fixed pattern, the deseasonalised window is all zeros and the
+    /// baseline is the exact future; without indices the window keeps the pattern.
+    #[test]
+    fn deseasonalised_windows_and_baselines() {
+        let pattern = [0.5f32, -0.25, -0.25];
+        let z: Vec<f32> = (0..30).map(|t| 2.0 + pattern[t % 3]).collect();
+        let mut meta = ForecastMeta {
+            target: "y".into(),
+            inputs: vec![],
+            horizon: 4,
+            window: 6,
+            season: 3,
+            transform: Transform::None,
+            seasonal_base: vec![false; 4],
+            seasonal_indices: pattern.to_vec(),
+            mean: vec![0.0],
+            std: vec![1.0],
+            residual_scale: 1.0,
+            method: ForecastMethod::Network,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let config = RnnConfig::new(Mode::Lstm, 1, 4);
+        let model = Forecaster::new(config.clone(), meta.clone(), &mut rng).unwrap();
+        assert!(model
+            .windows(&[z.clone()], &[10, 20])
+            .iter()
+            .all(|v| *v == 0.0));
+        for h in 1..=4 {
+            assert_eq!(meta.base(&z, 20, h), z[20 + h]);
+        }
+        meta.seasonal_indices.clear();
+        let plain = Forecaster::new(config.clone(), meta.clone(), &mut rng).unwrap();
+        assert!(plain.windows(&[z.clone()], &[10]).iter().any(|v| *v != 0.0));
+        assert_eq!(meta.base(&z, 20, 1), z[20]);
+        meta.seasonal_indices = vec![0.0; 2];
+        assert!(Forecaster::check_meta(&config.with_batch_first(true), &meta).is_err());
+    }
 }
