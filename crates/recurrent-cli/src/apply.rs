@@ -84,11 +84,28 @@ fn predict_forecast(model: &Path, data: &Path, output: &Path, interpolate: bool)
     let m = ForecasterEnsemble::load(model)?;
     let table = crate::train::forecast::read_series(data, interpolate)?;
     let meta = m.meta().clone();
-    let mut raw = vec![table.values[table.column(&meta.target)?].clone()];
+    // A deseasonalised model counts seasonal positions from the training series' first
+    // row: the rows before it are left out, and a file without it cannot be placed.
+    let start = if meta.seasonal_indices.is_empty() {
+        0
+    } else {
+        table
+            .index
+            .iter()
+            .position(|label| *label == meta.first_row)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the model counts seasonal positions from the row {:?} of its training series, which {} does not have",
+                    meta.first_row,
+                    data.display()
+                ))
+            })?
+    };
+    let mut raw = vec![table.values[table.column(&meta.target)?][start..].to_vec()];
     for name in &meta.inputs {
-        raw.push(table.values[table.column(name)?].clone());
+        raw.push(table.values[table.column(name)?][start..].to_vec());
     }
-    let n = table.len();
+    let n = raw[0].len();
     if n < meta.window {
         return Err(Error::Invalid(format!(
             "the model needs the last {} values, {} has {n}",
@@ -100,14 +117,14 @@ fn predict_forecast(model: &Path, data: &Path, output: &Path, interpolate: bool)
     let forecast = m.forecast_final(&cols, &raw[0], &[n - 1])?;
     let mut s = format!("step,after,{}\n", meta.target);
     for (h, v) in forecast[0].iter().enumerate() {
-        s += &format!("{},{},{v}\n", h + 1, table.index[n - 1]);
+        s += &format!("{},{},{v}\n", h + 1, table.index[start + n - 1]);
     }
     write_atomic(output, s.as_bytes())?;
     println!(
         "{}-step forecast ({}) after {} written to {}",
         meta.horizon,
         meta.method.name(),
-        table.index[n - 1],
+        table.index[start + n - 1],
         output.display()
     );
     Ok(())

@@ -591,6 +591,7 @@ fn forecast_meta() -> ForecastMeta {
         transform: Transform::None,
         seasonal_base: vec![false; 3],
         seasonal_indices: vec![],
+        first_row: String::new(),
         mean: vec![0.0],
         std: vec![1.0],
         residual_scale: 1.0,

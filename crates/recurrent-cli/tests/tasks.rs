@@ -356,6 +356,28 @@ fn forecast_reports_metrics_and_rejects_bad_series() {
     let pred = d.path().join("p.csv");
     ok(&predict(&out, &data, &pred));
     assert_eq!(std::fs::read_to_string(&pred).unwrap().lines().count(), 7);
+    // The clean seasonal series is deseasonalised; its seasonal positions count from the
+    // first row "m0": a file with rows before it gives the same forecast, one without it
+    // is refused.
+    assert_eq!(r["deseasonalised"], true, "{r}");
+    let series = std::fs::read_to_string(&data).unwrap();
+    let longer = d.path().join("longer.csv");
+    std::fs::write(&longer, series.replacen("\n", "\nearly,90,1\n", 1)).unwrap();
+    let pred_longer = d.path().join("p2.csv");
+    ok(&predict(&out, &longer, &pred_longer));
+    assert_eq!(
+        std::fs::read_to_string(&pred).unwrap(),
+        std::fs::read_to_string(&pred_longer).unwrap()
+    );
+    let later = d.path().join("later.csv");
+    let without_first: Vec<&str> = series
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| l)
+        .collect();
+    std::fs::write(&later, without_first.join("\n") + "\n").unwrap();
+    fail(&predict(&out, &later, &pred_longer), "\"m0\"");
 
     fail(&run(args(&["--target", "price"])), "price");
     let short = d.path().join("short.csv");

@@ -212,6 +212,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         transform,
         seasonal_base: vec![false; horizon],
         seasonal_indices: Vec::new(),
+        first_row: table.index.first().cloned().unwrap_or_default(),
         mean,
         std,
         residual_scale: 1.0,

@@ -95,6 +95,9 @@ pub struct ForecastMeta {
     /// (`seasonal_base` is then unused).
     #[serde(default)]
     pub seasonal_indices: Vec<f32>,
+    /// Time label of the training series' first row, where seasonal positions start.
+    #[serde(default)]
+    pub first_row: String,
     /// Mean and standard deviation of each transformed column (target first).
     pub mean: Vec<f32>,
     /// See `mean`.
@@ -569,6 +572,7 @@ mod tests {
             transform: Transform::None,
             seasonal_base: vec![false; 4],
             seasonal_indices: pattern.to_vec(),
+            first_row: "0".into(),
             mean: vec![0.0],
             std: vec![1.0],
             residual_scale: 1.0,
