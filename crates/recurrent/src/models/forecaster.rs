@@ -563,6 +563,7 @@ mod tests {
     fn deseasonalised_windows_and_baselines() {
         let pattern = [0.5f32, -0.25, -0.25];
         let z: Vec<f32> = (0..30).map(|t| 2.0 + pattern[t % 3]).collect();
+        let cols = [z.clone()];
         let mut meta = ForecastMeta {
             target: "y".into(),
             inputs: vec![],
@@ -581,16 +582,13 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
         let config = RnnConfig::new(Mode::Lstm, 1, 4);
         let model = Forecaster::new(config.clone(), meta.clone(), &mut rng).unwrap();
-        assert!(model
-            .windows(&[z.clone()], &[10, 20])
-            .iter()
-            .all(|v| *v == 0.0));
+        assert!(model.windows(&cols, &[10, 20]).iter().all(|v| *v == 0.0));
         for h in 1..=4 {
             assert_eq!(meta.base(&z, 20, h), z[20 + h]);
         }
         meta.seasonal_indices.clear();
         let plain = Forecaster::new(config.clone(), meta.clone(), &mut rng).unwrap();
-        assert!(plain.windows(&[z.clone()], &[10]).iter().any(|v| *v != 0.0));
+        assert!(plain.windows(&cols, &[10]).iter().any(|v| *v != 0.0));
         assert_eq!(meta.base(&z, 20, 1), z[20]);
         meta.seasonal_indices = vec![0.0; 2];
         assert!(Forecaster::check_meta(&config.with_batch_first(true), &meta).is_err());
