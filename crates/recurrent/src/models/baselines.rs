@@ -318,6 +318,38 @@ mod tests {
         assert!(Seasonality::detect(&noise, 12).is_none());
     }
 
+    /// MSTL on a multiplicative seasonal series follows the pattern within 5%, and edge
+    /// cases (exactly two periods, constant or signed values, too short) give forecasts or
+    /// errors, never a panic or a non-finite value.
+    #[test]
+    fn mstl_follows_patterns_and_survives_edge_cases() {
+        let pattern = [1.0, 1.3, 0.8, 0.9];
+        let y: Vec<f64> = (0..48)
+            .map(|t| (100.0 + t as f64) * pattern[t % 4])
+            .collect();
+        let f = mstl_forecast(&y, 4, 8).unwrap();
+        for (h, v) in f.iter().enumerate() {
+            let want = (100.0 + (48 + h) as f64) * pattern[(48 + h) % 4];
+            assert!((v - want).abs() < 0.05 * want, "h={}: {v} vs {want}", h + 1);
+        }
+        let cases: [Vec<f64>; 4] = [
+            vec![5.0; 8],
+            (0..8).map(|t| t as f64 - 4.0).collect(),
+            (0..24).map(|t| ((t % 3) as f64) - 1.0).collect(),
+            vec![1.0, 2.0, 3.0],
+        ];
+        for y in cases {
+            if let Ok(f) = mstl_forecast(&y, 4, 3) {
+                assert!(
+                    f.len() == 3 && f.iter().all(|v| v.is_finite()),
+                    "{y:?}: {f:?}"
+                );
+            }
+        }
+        assert!(mstl_forecast(&[1.0, 2.0, 3.0], 4, 3).is_err());
+        assert!(mstl_forecast(&y, 1, 3).is_err());
+    }
+
     #[test]
     fn short_or_broken_histories_are_errors() {
         assert!(ets_forecast(&[1.0, 2.0], 1, 3).is_err());
