@@ -311,7 +311,8 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         let (backtest_network, _) = train_ensemble(&backtest_settings, inner_train, inner_val)?;
         let (mut ensemble, reports) = train_ensemble(&settings, train_ends, val_ends)?;
         let y = &raw[0];
-        let backtest = backtest_candidates(&backtest_network, &cols_all, y, val_ends)?;
+        let backtest_ends = &val_ends[val_ends.len().saturating_sub(BACKTEST_ORIGINS)..];
+        let backtest = backtest_candidates(&backtest_network, &cols_all, y, backtest_ends)?;
         for m in &mut ensemble.members {
             m.meta.method = backtest.selected;
         }
@@ -320,7 +321,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
             c.quiet,
             &format!(
                 "backtest RMSE over the last {} training origins: {}; selected: {}",
-                val_ends.len().min(BACKTEST_ORIGINS),
+                backtest_ends.len(),
                 listed.join(", "),
                 backtest.selected.name()
             ),
@@ -389,7 +390,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
             "network_rmse": network_e.rmse, "network_mae": network_e.mae, "network_mape": network_e.mape, "network_mse": network_e.mse,
             "selected": backtest.selected.name(),
             "backtest_rmse": backtest.errors.iter().map(|(m, e)| (m.name().to_string(), serde_json::json!(e))).collect::<serde_json::Map<_, _>>(),
-            "backtest_origins": val_ends.len().min(BACKTEST_ORIGINS),
+            "backtest_origins": backtest_ends.len(),
             "naive_rmse": naive_e.rmse, "naive_mae": naive_e.mae, "naive_mape": naive_e.mape, "naive_mse": naive_e.mse,
             "seasonal_naive_rmse": seasonal_e.rmse, "seasonal_naive_mae": seasonal_e.mae, "seasonal_naive_mape": seasonal_e.mape,
             "seasonal_naive_mse": seasonal_e.mse,
@@ -421,20 +422,19 @@ fn split_validation(ends: &[usize], horizon: usize) -> (&[usize], &[usize]) {
     )
 }
 
-/// Most recent training origins the backtest scores (each refits ETS and Theta).
+/// Most recent validation windows the backtest scores (each refits ETS, Theta and MSTL).
 const BACKTEST_ORIGINS: usize = 24;
 
-/// Scores every [`ForecastMethod`] on the last [`BACKTEST_ORIGINS`] of the validation
-/// windows' ends `val_ends` (each window's `horizon` points lie inside the training part),
-/// the classic methods refit on the raw target `y` up to each end.
+/// Scores every [`ForecastMethod`] on windows ending at `ends` (whose `horizon` points lie
+/// inside the training part), the classic methods refit on the raw target `y` up to each
+/// end.
 fn backtest_candidates(
     ensemble: &ForecasterEnsemble,
     cols: &[Vec<f32>],
     y: &[f32],
-    val_ends: &[usize],
+    ends: &[usize],
 ) -> Result<Backtest> {
     let meta = ensemble.meta();
-    let ends = &val_ends[val_ends.len().saturating_sub(BACKTEST_ORIGINS)..];
     let network = ensemble.forecast(cols, ends)?;
     let truth: Vec<Vec<f32>> = ends
         .iter()
