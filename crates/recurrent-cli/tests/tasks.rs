@@ -683,6 +683,20 @@ fn seq2seq_learns_reports_and_predicts() {
         ])
     };
     fail(&args(&bad), "bad.tsv:3");
+    // A model too large for the machine is refused before anything is allocated.
+    let huge = recurrent(&[
+        "train",
+        "seq2seq",
+        "--train",
+        s(&train),
+        "--test",
+        s(&test),
+        "--out",
+        s(&out),
+        "--hidden-size",
+        "200000",
+    ]);
+    fail(&huge, "would need about");
     std::fs::write(&bad, "word\tspelling\nab\t \n").unwrap();
     fail(&args(&bad), "empty target");
 }

@@ -6,8 +6,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use recurrent::data::{parse_pairs, read_pairs, PairColumns, TextPairs};
 use recurrent::kernels::Precision;
-use recurrent::models::seq2seq::{score_sequences, Tokens, Vocab};
-use recurrent::models::{fit, Ensemble, Seq2Seq, Seq2SeqTask};
+use recurrent::models::seq2seq::{decoder_config, score_sequences, Seq2SeqMeta, Tokens, Vocab};
+use recurrent::models::{fit, Ensemble, Seq2Seq, Seq2SeqTask, TaskModel};
 use recurrent::{Error, Result};
 use std::path::PathBuf;
 
@@ -108,6 +108,36 @@ fn token_name(t: Tokens) -> &'static str {
     }
 }
 
+/// Refuses a model whose parameters, optimizer state and the two stacks' training tapes
+/// for a batch of the longest pairs would not fit in memory (before anything is allocated).
+fn check_memory(
+    c: &CommonArgs,
+    encoder: &recurrent::RnnConfig,
+    decoder_layers: usize,
+    (source, target): (&Vocab, &Vocab),
+    pairs: &[(Vec<usize>, Vec<usize>)],
+    max_target_len: usize,
+) -> Result<()> {
+    let meta = Seq2SeqMeta {
+        source: source.clone(),
+        target: target.clone(),
+        embedding_dim: encoder.input_size,
+        decoder: decoder_config(encoder, decoder_layers),
+        max_target_len,
+    };
+    let rows = c.batch_size.unwrap_or(DEFAULTS.batch_size);
+    let longest =
+        |side: fn(&(Vec<usize>, Vec<usize>)) -> usize| pairs.iter().map(side).max().unwrap_or(1);
+    let (source_steps, target_steps) = (longest(|p| p.0.len()), longest(|p| p.1.len()) + 1);
+    let outside = Seq2Seq::other_parameters(encoder, &meta).unwrap_or(usize::MAX);
+    crate::check::fits_in_memory(
+        "training this model",
+        crate::check::training_bytes(encoder, outside)?
+            + crate::check::tape_bytes(encoder, rows, source_steps)
+            + crate::check::tape_bytes(&meta.decoder, rows, target_steps),
+    )
+}
+
 /// Runs `train seq2seq`.
 pub fn run(a: Seq2SeqArgs) -> Result<()> {
     let c = &a.common;
@@ -158,6 +188,14 @@ pub fn run(a: Seq2SeqArgs) -> Result<()> {
     let max_target_len = (2 * longest + 10).min(recurrent::models::seq2seq::MAX_TARGET_LEN);
     let cfg = c.rnn_config(&DEFAULTS, a.embedding_dim)?;
     let decoder_layers = a.decoder_layers;
+    check_memory(
+        c,
+        &cfg,
+        decoder_layers,
+        (&source_vocab, &target_vocab),
+        &train_part,
+        max_target_len,
+    )?;
     let precision = c.precision(&DEFAULTS)?;
     let mut settings = c.fit_settings(&DEFAULTS);
     settings.anneal = true;
