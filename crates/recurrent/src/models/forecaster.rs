@@ -1,8 +1,10 @@
 //! [`Forecaster`]: multi-step forecasting of one series from a window of its past (and of
 //! optional input series). The network predicts corrections to a per-horizon baseline
 //! (the last value, or the value one season earlier, whichever fits the training data
-//! better), on a log scale for positive series, so a model that has learnt nothing
-//! falls back to a sensible forecast and trends extrapolate.
+//! better; or, for a deseasonalised series, the last deseasonalised value with the
+//! pattern put back), on a log scale for positive series, so a model that has learnt
+//! nothing falls back to a sensible forecast and trends extrapolate. The final forecast
+//! may instead be a classic one or a combination ([`ForecastMethod`]).
 
 use super::fit::Trainable;
 use super::selection::{ClassicForecasts, ForecastMethod};
@@ -393,9 +395,10 @@ impl Ensemble<Forecaster> {
     }
 
     /// The final forecasts of the model's [`ForecastMethod`] from the origins after `ends`:
-    /// the network's ([`Ensemble::forecast`] of the transformed `cols`) combined with ETS
-    /// and Theta refit on the raw target `target[..=end]` where the method uses them. An
-    /// origin whose history the classic methods cannot fit keeps the network's forecast.
+    /// the network's ([`Ensemble::forecast`] of the transformed `cols`) or the classic
+    /// forecasts ([`ClassicForecasts::fit`] on the raw target `target[..=end]`), or their
+    /// combination. An origin whose history the method's classic forecasts cannot be fitted
+    /// to keeps the network's forecast.
     pub fn forecast_final(
         &self,
         cols: &[Vec<f32>],
