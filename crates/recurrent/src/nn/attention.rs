@@ -124,6 +124,9 @@ impl Attention {
         let m = memory.as_slice().expect("standard layout");
         let query = query.as_standard_layout();
         let q = query.as_slice().expect("standard layout");
+        let valid: Vec<usize> = (0..b)
+            .map(|s| memory_lengths.map_or(tk, |l| l[s]))
+            .collect();
         let mut weights = vec![0.0; b * tq * tk];
         let mut concat = vec![0.0; b * tq * (hk + hq)];
         weights
@@ -132,7 +135,7 @@ impl Attention {
             .enumerate()
             .with_min_len(samples_per_task(z))
             .for_each(|(s, (a, ctx))| {
-                let dims = z.sample(memory_lengths.map_or(tk, |l| l[s]));
+                let dims = z.sample(valid[s]);
                 let rows = s * tq..(s + 1) * tq;
                 let (qw, q) = (
                     &qw[rows.start * hk..rows.end * hk],
@@ -146,9 +149,7 @@ impl Attention {
         if training {
             tape.keep(AttentionRecord {
                 sizes: z,
-                valid: (0..b)
-                    .map(|s| memory_lengths.map_or(tk, |l| l[s]))
-                    .collect(),
+                valid,
                 memory: m.to_vec(),
                 projected: qw.to_vec(),
                 weights: weights.clone(),
