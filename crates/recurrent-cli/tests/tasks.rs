@@ -670,33 +670,18 @@ fn seq2seq_learns_reports_and_predicts() {
     // Bad pairs files name the line.
     let bad = d.path().join("bad.tsv");
     std::fs::write(&bad, "word\tspelling\nab\tA B\nlonely\n").unwrap();
-    let args = |train: &Path| {
-        recurrent(&[
-            "train",
-            "seq2seq",
-            "--train",
-            s(train),
-            "--test",
-            s(&test),
-            "--out",
-            s(&out),
-        ])
+    let args = |train: &Path, extra: &[&str]| {
+        let mut v = vec!["train", "seq2seq", "--train", s(train), "--test", s(&test)];
+        v.extend(["--out", s(&out)]);
+        v.extend(extra);
+        recurrent(&v)
     };
-    fail(&args(&bad), "bad.tsv:3");
-    // A model too large for the machine is refused before anything is allocated.
-    let huge = recurrent(&[
-        "train",
-        "seq2seq",
-        "--train",
-        s(&train),
-        "--test",
-        s(&test),
-        "--out",
-        s(&out),
-        "--hidden-size",
-        "200000",
-    ]);
-    fail(&huge, "would need about");
+    fail(&args(&bad, &[]), "bad.tsv:3");
     std::fs::write(&bad, "word\tspelling\nab\t \n").unwrap();
-    fail(&args(&bad), "empty target");
+    fail(&args(&bad, &[]), "empty target");
+    // A model too large for the machine is refused before anything is allocated.
+    fail(
+        &args(&train, &["--hidden-size", "200000"]),
+        "would need about",
+    );
 }

@@ -245,14 +245,17 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         };
         meta.seasonal_base[h - 1] = season > 1 && err(true) < err(false);
     }
-    // A seasonal series is deseasonalised (window and baseline) when that baseline fits the
-    // training part better than the per-step choice above.
-    let total_error = |m: &ForecastMeta| -> f64 {
+    // What the network learns: the target less `m`'s baseline, every window and step.
+    let residuals_of = |m: &ForecastMeta| -> Vec<f32> {
         ends.iter()
             .flat_map(|&t| (1..=horizon).map(move |h| (t, h)))
-            .map(|(t, h)| (cols_train[0][t + h] - m.base(&cols_train[0], t, h)).abs() as f64)
-            .sum()
+            .map(|(t, h)| cols_train[0][t + h] - m.base(&cols_train[0], t, h))
+            .collect()
     };
+    // A seasonal series is deseasonalised (window and baseline) when that baseline fits the
+    // training part better than the per-step choice above.
+    let total_error =
+        |m: &ForecastMeta| -> f64 { residuals_of(m).iter().map(|r| r.abs() as f64).sum() };
     if let Some(indices) = baselines::additive_seasonal_indices(&cols_train[0], season) {
         let deseasonalised = ForecastMeta {
             seasonal_indices: indices,
@@ -262,11 +265,7 @@ pub fn run(a: ForecastArgs) -> Result<()> {
             meta = deseasonalised;
         }
     }
-    let residuals: Vec<f32> = ends
-        .iter()
-        .flat_map(|&t| (1..=horizon).map(move |h| (t, h)))
-        .map(|(t, h)| cols_train[0][t + h] - meta.base(&cols_train[0], t, h))
-        .collect();
+    let residuals = residuals_of(&meta);
     meta.residual_scale = (residuals.iter().map(|r| (r * r) as f64).sum::<f64>()
         / residuals.len() as f64)
         .sqrt()

@@ -156,11 +156,27 @@ impl CommonArgs {
         rows: usize,
         steps: usize,
     ) -> Result<()> {
+        self.check_memory_of_stacks::<M>(cfg, meta, rows, &[(cfg, steps)])
+    }
+
+    /// [`CommonArgs::check_memory`] for a model of several recurrent stacks: `cfg` is the
+    /// one its file stores (the others' parameters count among `M::other_parameters`), and
+    /// each of `stacks` keeps a training tape of `rows x steps` positions.
+    pub fn check_memory_of_stacks<M: TaskModel>(
+        &self,
+        cfg: &RnnConfig,
+        meta: &M::Meta,
+        rows: usize,
+        stacks: &[(&RnnConfig, usize)],
+    ) -> Result<()> {
         let outside_stack = M::other_parameters(cfg, meta).unwrap_or(usize::MAX);
+        let tapes: u128 = stacks
+            .iter()
+            .map(|&(stack, steps)| crate::check::tape_bytes(stack, rows, steps))
+            .sum();
         crate::check::fits_in_memory(
             "training this model",
-            crate::check::training_bytes(cfg, outside_stack)?
-                + crate::check::tape_bytes(cfg, rows, steps),
+            crate::check::training_bytes(cfg, outside_stack)? + tapes,
         )
     }
 

@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use recurrent::data::{parse_pairs, read_pairs, PairColumns, TextPairs};
 use recurrent::kernels::Precision;
 use recurrent::models::seq2seq::{decoder_config, score_sequences, Seq2SeqMeta, Tokens, Vocab};
-use recurrent::models::{fit, Ensemble, Seq2Seq, Seq2SeqTask, TaskModel};
+use recurrent::models::{fit, Ensemble, Seq2Seq, Seq2SeqTask};
 use recurrent::{Error, Result};
 use std::path::PathBuf;
 
@@ -109,13 +109,14 @@ fn token_name(t: Tokens) -> &'static str {
 }
 
 /// Refuses a model whose parameters, optimizer state and the two stacks' training tapes
-/// for a batch of the longest pairs would not fit in memory (before anything is allocated).
+/// (`steps`: the longest source and target) would not fit in memory, before anything is
+/// allocated.
 fn check_memory(
     c: &CommonArgs,
     encoder: &recurrent::RnnConfig,
     decoder_layers: usize,
     (source, target): (&Vocab, &Vocab),
-    pairs: &[(Vec<usize>, Vec<usize>)],
+    (source_steps, target_steps): (usize, usize),
     max_target_len: usize,
 ) -> Result<()> {
     let meta = Seq2SeqMeta {
@@ -126,16 +127,8 @@ fn check_memory(
         max_target_len,
     };
     let rows = c.batch_size.unwrap_or(DEFAULTS.batch_size);
-    let longest =
-        |side: fn(&(Vec<usize>, Vec<usize>)) -> usize| pairs.iter().map(side).max().unwrap_or(1);
-    let (source_steps, target_steps) = (longest(|p| p.0.len()), longest(|p| p.1.len()) + 1);
-    let outside = Seq2Seq::other_parameters(encoder, &meta).unwrap_or(usize::MAX);
-    crate::check::fits_in_memory(
-        "training this model",
-        crate::check::training_bytes(encoder, outside)?
-            + crate::check::tape_bytes(encoder, rows, source_steps)
-            + crate::check::tape_bytes(&meta.decoder, rows, target_steps),
-    )
+    let stacks = [(encoder, source_steps), (&meta.decoder, target_steps)];
+    c.check_memory_of_stacks::<Seq2Seq>(encoder, &meta, rows, &stacks)
 }
 
 /// Runs `train seq2seq`.
@@ -188,12 +181,13 @@ pub fn run(a: Seq2SeqArgs) -> Result<()> {
     let max_target_len = (2 * longest + 10).min(recurrent::models::seq2seq::MAX_TARGET_LEN);
     let cfg = c.rnn_config(&DEFAULTS, a.embedding_dim)?;
     let decoder_layers = a.decoder_layers;
+    let longest_source = train_part.iter().map(|(s, _)| s.len()).max().unwrap_or(1);
     check_memory(
         c,
         &cfg,
         decoder_layers,
         (&source_vocab, &target_vocab),
-        &train_part,
+        (longest_source, longest + 1),
         max_target_len,
     )?;
     let precision = c.precision(&DEFAULTS)?;

@@ -17,7 +17,7 @@ pub(crate) fn add_into(acc: &mut [f32], add: &[f32]) {
 /// Adds every `sums.len()`-wide row of `rows` to `sums` (column sums, in row order).
 pub(crate) fn add_row_sums(sums: &mut [f32], rows: &[f32]) {
     for row in rows.chunks_exact(sums.len()) {
-        sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+        add_into(sums, row);
     }
 }
 

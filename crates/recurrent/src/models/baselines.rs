@@ -283,9 +283,9 @@ mod tests {
         }
     }
 
-    /// A seasonal series without noise: the decomposition recovers the pattern, and both
+    /// A seasonal series without noise: the decomposition recovers the pattern, and the
     /// forecasts follow it (ETS within 3% of the values; Theta, which projects half the
-    /// trend, within 5%).
+    /// trend, and MSTL within 5%).
     #[test]
     fn seasonal_patterns_are_restored() {
         let pattern = [1.0, 1.3, 0.8, 0.9];
@@ -301,6 +301,7 @@ mod tests {
         let forecasts = [
             ("ETS", ets_forecast(&y, 4, 8).unwrap(), 0.03),
             ("Theta", theta_forecast(&y, 4, 8).unwrap(), 0.05),
+            ("MSTL", mstl_forecast(&y, 4, 8).unwrap(), 0.05),
         ];
         for (name, f, tol) in forecasts {
             for (h, v) in f.iter().enumerate() {
@@ -318,20 +319,10 @@ mod tests {
         assert!(Seasonality::detect(&noise, 12).is_none());
     }
 
-    /// MSTL on a multiplicative seasonal series follows the pattern within 5%, and edge
-    /// cases (exactly two periods, constant or signed values, too short) give forecasts or
-    /// errors, never a panic or a non-finite value.
+    /// MSTL on edge cases (exactly two periods, constant or signed values, too short)
+    /// gives forecasts or errors, never a panic or a non-finite value.
     #[test]
-    fn mstl_follows_patterns_and_survives_edge_cases() {
-        let pattern = [1.0, 1.3, 0.8, 0.9];
-        let y: Vec<f64> = (0..48)
-            .map(|t| (100.0 + t as f64) * pattern[t % 4])
-            .collect();
-        let f = mstl_forecast(&y, 4, 8).unwrap();
-        for (h, v) in f.iter().enumerate() {
-            let want = (100.0 + (48 + h) as f64) * pattern[(48 + h) % 4];
-            assert!((v - want).abs() < 0.05 * want, "h={}: {v} vs {want}", h + 1);
-        }
+    fn mstl_survives_edge_cases() {
         let cases: [Vec<f64>; 4] = [
             vec![5.0; 8],
             (0..8).map(|t| t as f64 - 4.0).collect(),
@@ -347,7 +338,7 @@ mod tests {
             }
         }
         assert!(mstl_forecast(&[1.0, 2.0, 3.0], 4, 3).is_err());
-        assert!(mstl_forecast(&y, 1, 3).is_err());
+        assert!(mstl_forecast(&[1.0; 48], 1, 3).is_err());
     }
 
     #[test]

@@ -167,16 +167,11 @@ pub fn backtest(
             errors.push((method, (sum / count as f64).sqrt()));
         }
     }
+    // `min_by` keeps the first of equal minima.
     let selected = errors
         .iter()
-        .fold(
-            None,
-            |best: Option<(ForecastMethod, f64)>, &(m, e)| match best {
-                Some((_, b)) if b <= e => best,
-                _ => Some((m, e)),
-            },
-        )
-        .map_or(ForecastMethod::Network, |(m, _)| m);
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(ForecastMethod::Network, |&(m, _)| m);
     Backtest { errors, selected }
 }
 
