@@ -264,17 +264,13 @@ impl Rnn {
     /// during bf16 training at training speed; its outputs differ from `f32` inference in
     /// about the third significant digit.
     pub fn prepare_in(&self, precision: Precision) -> PreparedRnn<'_> {
-        let threads = per_direction_threads(self.config.num_directions());
-        PreparedRnn {
-            rnn: self,
-            packed: team::with_limit(threads, || {
-                self.params
-                    .iter()
-                    .map(|p| PackedDirection::new(p, precision))
-                    .collect()
-            }),
-            precision,
-        }
+        PreparedRnn::new(std::borrow::Cow::Borrowed(self), precision)
+    }
+
+    /// [`Rnn::prepare_in`] for a model the prepared one keeps, e.g. to hold it beside
+    /// other owned state.
+    pub fn into_prepared(self, precision: Precision) -> PreparedRnn<'static> {
+        PreparedRnn::new(std::borrow::Cow::Owned(self), precision)
     }
 
     fn infer(
@@ -717,17 +713,37 @@ fn run_directions(
 /// An [`Rnn`] with its weights packed once, for repeated inference (streaming, serving,
 /// sampling): [`PreparedRnn::forward`] gives exactly what [`Rnn::forward`] gives without
 /// repacking the weights on every call, which dominates short calls (batch 1, a few
-/// steps). It borrows the model, so the weights cannot change while it exists. The
-/// recurrent weights are split for the thread pool current at [`Rnn::prepare`]; other
-/// pools give the same results.
+/// steps). It borrows the model ([`Rnn::prepare`]) or owns it ([`Rnn::into_prepared`]),
+/// so the weights cannot change while it exists. The recurrent weights are split for the
+/// thread pool current at [`Rnn::prepare`]; other pools give the same results.
 #[derive(Debug, Clone)]
 pub struct PreparedRnn<'a> {
-    rnn: &'a Rnn,
+    rnn: std::borrow::Cow<'a, Rnn>,
     packed: Vec<PackedDirection>,
     precision: Precision,
 }
 
-impl PreparedRnn<'_> {
+impl<'a> PreparedRnn<'a> {
+    fn new(rnn: std::borrow::Cow<'a, Rnn>, precision: Precision) -> Self {
+        let threads = per_direction_threads(rnn.config.num_directions());
+        let packed = team::with_limit(threads, || {
+            rnn.params
+                .iter()
+                .map(|p| PackedDirection::new(p, precision))
+                .collect()
+        });
+        PreparedRnn {
+            rnn,
+            packed,
+            precision,
+        }
+    }
+
+    /// The model this one runs.
+    pub fn model(&self) -> &Rnn {
+        &self.rnn
+    }
+
     /// Inference, as [`Rnn::forward`].
     pub fn forward(
         &self,
