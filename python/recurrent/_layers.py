@@ -123,10 +123,8 @@ class _Module:
             size = math.prod(shape)
             g = flat[offset : offset + size].reshape(shape)
             offset += size
-            if name in self._grads:
-                self._grads[name] += g
-            else:
-                self._grads[name] = g.copy()
+            # A new array each time: gradients handed out earlier keep their values.
+            self._grads[name] = self._grads[name] + g if name in self._grads else g.copy()
 
 
 class RNNBase(_Module):
@@ -212,20 +210,25 @@ class RNNBase(_Module):
         ]
         return f"{type(self).__name__}({', '.join([str(c['input_size']), str(c['hidden_size'])] + extra)})"
 
-    def forward(self, input, hx: Optional[State] = None, lengths=None):
+    def forward(
+        self, input, hx: Optional[State] = None, lengths=None, *, requires_grad: Optional[bool] = None
+    ):
         """``module(input, hx)``: returns ``(output, h_n)``, for LSTM ``(output, (h_n,
         c_n))``. ``lengths`` (batched input) gives each sequence's length, as
         ``pack_padded_sequence(.., enforce_sorted=False)``: outputs past a sequence's end
-        are zero and ``h_n`` is its state at its own last step. In training mode the call
-        keeps what ``backward`` needs and applies dropout between layers."""
+        are zero and ``h_n`` is its state at its own last step.
+
+        The call keeps what ``backward`` needs when ``requires_grad`` (default: in training
+        mode); otherwise it is inference on weights packed once. Dropout between layers
+        applies in training mode only."""
         lstm = self.config["mode"] == "LSTM"
         h0, c0 = self._split_state(hx, lstm)
         x = _f32("input", input)
         lens = _lengths(lengths)
-        if self.training:
+        if self.training if requires_grad is None else requires_grad:
             seed = int(self._rng.integers(0, 2**63 - 1))
             output, h_n, c_n, self._tape = self._native.forward_train(
-                x, h0, c0, lens, True, seed
+                x, h0, c0, lens, self.training, seed
             )
         else:
             self._tape = None

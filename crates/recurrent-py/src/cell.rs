@@ -76,7 +76,7 @@ impl NativeCell {
 
     /// Replaces every parameter, in `named_parameters()` order (values are copied).
     fn set_parameters(&mut self, py: Python<'_>, values: Vec<In<'_>>) -> PyResult<()> {
-        assign_all(py, &mut self.cell, &values)
+        assign_all(py, &mut self.cell, &values).map(|_| ())
     }
 
     /// One step: `(h', c')` from the input and the state (zeros when `None`).

@@ -7,6 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use std::sync::{Arc, Mutex};
 use recurrent::kernels::Precision;
 use recurrent::param::Grads;
 use recurrent::{
@@ -27,12 +28,33 @@ pub struct NativeRnn {
     /// The weights packed for inference, built on the first inference call after a change
     /// of the parameters.
     prepared: Option<PreparedRnn<'static>>,
+    /// Tapes of finished graphs, whose buffers the next training passes reuse.
+    spare_tapes: TapePool,
 }
 
-/// What a training forward pass keeps for the backward pass.
+/// Tapes are large (every gate of every step); allocating one per call costs more than
+/// a third of a training step in page faults, so released tapes are kept for reuse, up
+/// to this many per model (a training loop alternates between two).
+const MAX_SPARE_TAPES: usize = 4;
+
+type TapePool = Arc<Mutex<Vec<Tape>>>;
+
+/// What a training forward pass keeps for the backward pass. It can serve several
+/// backward passes (as with `retain_graph=True`); when it is released its buffers go
+/// back to the model for the next training pass.
 #[pyclass(name = "Tape", module = "recurrent._recurrent")]
 pub struct NativeTape {
     tape: Tape,
+    pool: TapePool,
+}
+
+impl Drop for NativeTape {
+    fn drop(&mut self) {
+        let mut spare = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < MAX_SPARE_TAPES {
+            spare.push(std::mem::take(&mut self.tape));
+        }
+    }
 }
 
 impl NativeRnn {
@@ -40,6 +62,7 @@ impl NativeRnn {
         NativeRnn {
             model,
             prepared: None,
+            spare_tapes: TapePool::default(),
         }
     }
 }
@@ -113,10 +136,16 @@ impl NativeRnn {
         named_copies(py, &self.model)
     }
 
-    /// Replaces every parameter, in `named_parameters()` order (values are copied).
+    /// Replaces every parameter, in `named_parameters()` order. Values are copied, and
+    /// only when they differ from the current ones (so the weights packed for inference
+    /// are kept while they stay the same).
     fn set_parameters(&mut self, py: Python<'_>, values: Vec<In<'_>>) -> PyResult<()> {
-        self.prepared = None;
-        assign_all(py, &mut self.model, &values)
+        let assigned = assign_all(py, &mut self.model, &values);
+        if !matches!(assigned, Ok(false)) {
+            // Changed, or failed part-way.
+            self.prepared = None;
+        }
+        assigned.map(|_| ())
     }
 
     /// Inference (no dropout, nothing kept for backward) on weights packed once.
@@ -159,13 +188,17 @@ impl NativeRnn {
         let state = initial_state(h0, c0)?;
         self.model.train(dropout);
         let model = &self.model;
-        let (out, tape) = compute(py, || {
+        let pool = self.spare_tapes.clone();
+        let mut tape = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let tape = tape.get_or_insert_with(Tape::default);
+        let out = compute(py, || {
             let mut rng = StdRng::seed_from_u64(seed);
-            model.forward_train(x, state, lengths.as_deref(), &mut rng)
+            model.forward_train_into(x, state, lengths.as_deref(), &mut rng, tape)
         })
         .py()?;
+        let tape = std::mem::take(tape);
         let (output, h_n, c_n) = outputs(py, out)?;
-        Ok((output, h_n, c_n, NativeTape { tape }))
+        Ok((output, h_n, c_n, NativeTape { tape, pool }))
     }
 
     /// Backward through a tape of `forward_train` (on the same weights). Missing output
@@ -243,8 +276,13 @@ pub fn named_copies<'py>(
         .collect()
 }
 
-/// Assigns `values` to `model`'s parameters in order, checking count, shapes and values.
-pub fn assign_all(py: Python<'_>, model: &mut impl Parameters, values: &[In<'_>]) -> PyResult<()> {
+/// Assigns `values` to `model`'s parameters in order, checking count, shapes and values;
+/// returns whether any value changed.
+pub fn assign_all(
+    py: Python<'_>,
+    model: &mut impl Parameters,
+    values: &[In<'_>],
+) -> PyResult<bool> {
     let mut params = model.named_parameters_mut();
     if values.len() != params.len() {
         return Err(PyValueError::new_err(format!(
@@ -260,12 +298,17 @@ pub fn assign_all(py: Python<'_>, model: &mut impl Parameters, values: &[In<'_>]
         .map(|((name, _), v)| view(name, v))
         .collect::<PyResult<_>>()?;
     compute(py, || {
-        params.iter_mut().zip(&views).try_for_each(|((name, p), v)| {
-            let data = v.as_slice().expect("C-contiguous");
+        let mut changed = false;
+        for ((name, p), v) in params.iter_mut().zip(&views) {
+            let data = v.as_slice().expect("views of C-contiguous arrays");
+            if p.shape == v.shape() && p.value == data {
+                continue;
+            }
+            recurrent::error::check_finite(name, data)?;
             p.assign(name, v.shape(), data)?;
-            recurrent::error::check_finite(name, data)
-        })
+            changed = true;
+        }
+        Ok(changed)
     })
     .py()
 }
-
