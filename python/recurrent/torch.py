@@ -16,7 +16,7 @@ dropout between layers follows ``train()``/``eval()`` (masks drawn from torch's 
 so ``torch.manual_seed`` makes runs repeatable), and under ``torch.no_grad()`` (or when
 nothing requires a gradient) the call takes the inference path with the weights packed
 once. What the kernels do not cover raises an error naming it: tensors on another device
-than the CPU, dtypes other than float32, and double backward.
+than the CPU, dtypes other than float32, and double backward (``create_graph=True``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from . import _recurrent
@@ -95,8 +94,20 @@ class _Kernels(torch.autograd.Function):
         return outs if c_n is None else outs + (torch.from_numpy(c_n),)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output, grad_h_n, grad_c_n=None):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                f"recurrent.torch.{type(ctx.module).__name__}: double backward "
+                "(create_graph=True through the recurrent layer) is not supported; use "
+                f"torch.nn.{type(ctx.module).__name__} for higher-order gradients"
+            )
+        with torch.no_grad():
+            return _Kernels._backward(ctx, grad_output, grad_h_n, grad_c_n)
+
+    @staticmethod
+    def _backward(ctx, grad_output, grad_h_n, grad_c_n):
+        # The tape stays with the graph until torch releases it, so a graph kept with
+        # `retain_graph=True` can be gone through again.
         weights = ctx.saved_tensors
         # The weights of the forward pass (the module may have run on others since).
         native = ctx.module._runner.get(ctx.module, weights)
@@ -104,7 +115,6 @@ class _Kernels(torch.autograd.Function):
         grad_input, grad_h0, grad_c0, flat = native.backward(
             ctx.tape, _np(grad_output), _np(grad_h_n), _np(grad_c_n), need[3]
         )
-        ctx.tape = None
         flat = torch.from_numpy(flat)
         grads, offset = [], 0
         for w, wanted in zip(weights, need[6:]):
