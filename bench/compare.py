@@ -7,7 +7,12 @@ in the same run; each row's GFLOP/s is also given as a share of the higher of th
 
 Usage:
     python bench/compare.py [--threads 2] [--binary target/release/recurrent] [--rows latency,gru_train]
-        [--repeats 3] [--markdown]
+        [--repeats 3] [--markdown] [--python]
+
+With --python, the rows run twice in the same PyTorch loop instead: once with torch.nn's
+module and once with recurrent.torch's (the Python package, installed with
+`pip install ./python`), so the ratio is what a PyTorch user gets by swapping one line
+(the bf16 rows, which need autocast inside the recurrent layer, are left out).
 
 Needs `torch` in the running interpreter (e.g. a virtualenv outside the repository) and a
 release build (`cargo build --release`). Each PyTorch row runs in a fresh subprocess, so its
@@ -54,13 +59,18 @@ a = json.loads(sys.argv[1])
 torch.set_num_threads(a["threads"])
 torch.manual_seed(0)
 mode, I, H, L, bi, P, B, T = a["mode"], a["I"], a["H"], a["L"], a["bi"], a["P"], a["B"], a["T"]
+layers = nn
+if a.get("impl") == "recurrent.torch":
+    import recurrent
+    import recurrent.torch as layers
+    recurrent.set_num_threads(a["threads"])
 kw = dict(num_layers=L, bidirectional=bi)
 if mode == "LSTM":
-    rnn = nn.LSTM(I, H, proj_size=P, **kw)
+    rnn = layers.LSTM(I, H, proj_size=P, **kw)
 elif mode == "GRU":
-    rnn = nn.GRU(I, H, **kw)
+    rnn = layers.GRU(I, H, **kw)
 else:
-    rnn = nn.RNN(I, H, nonlinearity="tanh" if mode == "RNN_TANH" else "relu", **kw)
+    rnn = layers.RNN(I, H, nonlinearity="tanh" if mode == "RNN_TANH" else "relu", **kw)
 width = (2 if bi else 1) * (P or H)
 x = torch.rand(T, B, I) * 2 - 1
 lengths = None
@@ -143,10 +153,11 @@ def roofs(threads, binary):
     return json.loads(pt.stdout)["gflops"], json.loads(ours.stdout)["gflops"]
 
 
-def torch_row(row, threads):
+def torch_row(row, threads, impl="torch.nn"):
     name, mode, i, h, layers, bi, proj, b, t, train, lengths, _, precision = row
     args = dict(mode=mode, I=i, H=h, L=layers, bi=bi, P=proj, B=b, T=t, train=train,
-                lengths=lengths, threads=threads, warmup=3, iters=iters_for(row), precision=precision)
+                lengths=lengths, threads=threads, warmup=3, iters=iters_for(row), precision=precision,
+                impl=impl)
     out = subprocess.run([sys.executable, "-c", TORCH_CHILD, json.dumps(args)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
@@ -166,6 +177,45 @@ def ours_row(row, threads, binary):
         cmd += ["--lengths", lengths]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+def gflops(row, ms):
+    """GFLOP/s of a row at `ms` per call: `2*B*T*(in+H_out)*G*H` per layer and direction
+    (x3 for a training step; real tokens only for variable lengths), as `recurrent bench`."""
+    _, mode, i, h, layers, bi, proj, b, t, train, lengths, _, _ = row
+    gates = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    d, h_out = (2 if bi else 1), (proj or h)
+    tokens = t * b
+    if lengths == "uniform":
+        tokens = t if b == 1 else sum(1 + k * (t - 1) // (b - 1) for k in range(b))
+    flops = sum(2 * tokens * ((i if l == 0 else d * h_out) + h_out) * gates * h * d
+                + (2 * tokens * h * h_out * d if proj else 0) for l in range(layers))
+    return flops * (3 if train else 1) / (ms * 1e6)
+
+
+def python_rows(a, rows, roof):
+    """torch.nn against recurrent.torch in the same PyTorch loop."""
+    rows = [r for r in rows if r[12] == "f32" and not r[0].endswith("_loaded")]
+    header = ["row", "config", "torch.nn ms", "recurrent.torch ms", "ratio", "target",
+              "recurrent.torch GFLOP/s", "share of roof", "torch.nn RSS growth MiB",
+              "recurrent.torch RSS growth MiB"]
+    if a.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header), flush=True)
+    for row in rows:
+        name, mode, i, h, layers, bi, proj, b, t, train, lengths, _, _ = row
+        runs = [(torch_row(row, a.threads, "recurrent.torch"), torch_row(row, a.threads)) for _ in range(a.repeats)]
+        ours = sorted((r[0] for r in runs), key=lambda r: r["median_ms"])[len(runs) // 2]
+        pt = sorted((r[1] for r in runs), key=lambda r: r["median_ms"])[len(runs) // 2]
+        target = 1.3 if train else 1.1
+        cfg = f"{mode} I={i} H={h} L={layers}{' bi' if bi else ''}{f' proj={proj}' if proj else ''} B={b} T={t}" \
+              f"{' train' if train else ''}{' lengths=' + lengths if lengths else ''}"
+        rate = gflops(row, ours["median_ms"])
+        cells = [name, cfg, f"{pt['median_ms']:.2f}", f"{ours['median_ms']:.2f}",
+                 f"{pt['median_ms'] / ours['median_ms']:.2f}x", f">= {target}x", f"{rate:.0f}",
+                 f"{100 * rate / roof:.0f}%", f"{pt['rss_growth_mib']:.1f}", f"{ours['rss_growth_mib']:.1f}"]
+        print(("| " + " | ".join(cells) + " |") if a.markdown else "  ".join(cells), flush=True)
+    print(f"threads={a.threads}; torch {pt.get('torch', '?')}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -189,6 +239,8 @@ def main():
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--repeats", type=int, default=3,
                     help="runs of each side per row, alternating; the median of their medians is reported")
+    ap.add_argument("--python", action="store_true",
+                    help="torch.nn against recurrent.torch (the Python package) in the same PyTorch loop")
     a = ap.parse_args()
     wanted = set(filter(None, a.rows.split(",")))
     rows = [r for r in ROWS if not wanted or r[0] in wanted]
@@ -198,6 +250,8 @@ def main():
     roof = max(roof_pt, roof_ours)
     print(f"roof ({ROOF_N}^3 product, {a.threads} threads): PyTorch {roof_pt:.0f} GFLOP/s, "
           f"recurrent {roof_ours:.0f} GFLOP/s", flush=True)
+    if a.python:
+        return python_rows(a, rows, roof)
     if a.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header), flush=True)

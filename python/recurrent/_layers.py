@@ -11,7 +11,6 @@ Shapes follow PyTorch (``T`` steps, ``B`` batch, ``I`` input size, ``D`` directi
 from __future__ import annotations
 
 import json
-import math
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
@@ -117,14 +116,10 @@ class _Module:
         """Clears the accumulated gradients, as ``optimizer.zero_grad()``."""
         self._grads = {}
 
-    def _accumulate(self, flat: Array) -> None:
-        offset = 0
-        for name, shape in self._native.parameter_shapes():
-            size = math.prod(shape)
-            g = flat[offset : offset + size].reshape(shape)
-            offset += size
+    def _accumulate(self, grads: Sequence[Array]) -> None:
+        for (name, _), g in zip(self._native.parameter_shapes(), grads):
             # A new array each time: gradients handed out earlier keep their values.
-            self._grads[name] = self._grads[name] + g if name in self._grads else g.copy()
+            self._grads[name] = self._grads[name] + g if name in self._grads else g
 
 
 class RNNBase(_Module):
@@ -249,11 +244,11 @@ class RNNBase(_Module):
         lstm = self.config["mode"] == "LSTM"
         g_h, g_c = self._split_state(grad_hx, lstm)
         g_out = None if grad_output is None else _f32("grad_output", grad_output)
-        grad_input, grad_h0, grad_c0, flat = self._native.backward(
+        grad_input, grad_h0, grad_c0, grads = self._native.backward(
             self._tape, g_out, g_h, g_c, True
         )
         self._tape = None
-        self._accumulate(flat)
+        self._accumulate(grads)
         return (grad_input, (grad_h0, grad_c0)) if lstm else (grad_input, grad_h0)
 
     @staticmethod
@@ -408,9 +403,9 @@ class _CellBase(_Module):
             )
         gh = None if grad_h is None else _f32("grad_h", grad_h)
         gc = None if grad_c is None else _f32("grad_c", grad_c)
-        grad_input, grad_hx, grad_cx, flat = self._native.backward(self._tape, gh, gc)
+        grad_input, grad_hx, grad_cx, grads = self._native.backward(self._tape, gh, gc)
         self._tape = None
-        self._accumulate(flat)
+        self._accumulate(grads)
         return grad_input, grad_hx, grad_cx
 
 

@@ -112,15 +112,11 @@ class _Kernels(torch.autograd.Function):
         # The weights of the forward pass (the module may have run on others since).
         native = ctx.module._runner.get(ctx.module, weights)
         need = ctx.needs_input_grad
-        grad_input, grad_h0, grad_c0, flat = native.backward(
+        grad_input, grad_h0, grad_c0, param_grads = native.backward(
             ctx.tape, _np(grad_output), _np(grad_h_n), _np(grad_c_n), need[3]
         )
-        flat = torch.from_numpy(flat)
-        grads, offset = [], 0
-        for w, wanted in zip(weights, need[6:]):
-            n = w.numel()
-            grads.append(flat[offset : offset + n].view_as(w) if wanted else None)
-            offset += n
+        # Each gradient owns its buffer, so autograd can take it as `.grad` as it is.
+        grads = [torch.from_numpy(g) if wanted else None for g, wanted in zip(param_grads, need[6:])]
         as_tensor = lambda a, wanted: torch.from_numpy(a) if wanted and a is not None else None
         return (
             None,

@@ -1,15 +1,14 @@
 //! `Cell`: one step of `torch.nn.RNNCell`, `LSTMCell` or `GRUCell` with NumPy arrays.
 
-use crate::arrays::{flat_to_numpy, to_numpy, view, view_opt, In, Out};
+use crate::arrays::{to_numpy, view, view_opt, In, Out};
 use crate::errors::IntoPy;
-use crate::stack::{assign_all, named_copies};
+use crate::stack::{assign_all, backward_with_own_buffers, named_copies, param_grads_to_numpy};
 use crate::threads::compute;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use recurrent::cell::{CellOutput, CellTape};
-use recurrent::param::Grads;
 use recurrent::{Cell, CellKind, Parameters};
 
 /// A recurrent cell with parameters `weight_ih (G*H, I)`, `weight_hh (G*H, H)`,
@@ -89,7 +88,7 @@ impl NativeCell {
         cx: Option<In<'_>>,
     ) -> PyResult<State<'py>> {
         let (x, hx, cx) = (view("input", &input)?, view_opt("hx", &hx)?, view_opt("cx", &cx)?);
-        let out = compute(py, || self.cell.forward(x, hx, cx)).py()?;
+        let out = compute(py, || self.cell.forward(x, hx, cx))?.py()?;
         state(py, out)
     }
 
@@ -103,13 +102,13 @@ impl NativeCell {
         cx: Option<In<'_>>,
     ) -> PyResult<(Out<'py>, Option<Out<'py>>, NativeCellTape)> {
         let (x, hx, cx) = (view("input", &input)?, view_opt("hx", &hx)?, view_opt("cx", &cx)?);
-        let (out, tape) = compute(py, || self.cell.forward_train(x, hx, cx)).py()?;
+        let (out, tape) = compute(py, || self.cell.forward_train(x, hx, cx))?.py()?;
         let (h, c) = state(py, out)?;
         Ok((h, c, NativeCellTape { tape }))
     }
 
-    /// Backward through one step: `(grad_input, grad_hx, grad_cx, grads)`, `grads` one
-    /// flat array of every parameter's gradient in `named_parameters()` order.
+    /// Backward through one step: `(grad_input, grad_hx, grad_cx, grads)`, `grads` every
+    /// parameter's gradient in `named_parameters()` order.
     #[pyo3(signature = (tape, grad_h=None, grad_c=None))]
     fn backward<'py>(
         &self,
@@ -117,22 +116,20 @@ impl NativeCell {
         tape: &NativeCellTape,
         grad_h: Option<In<'_>>,
         grad_c: Option<In<'_>>,
-    ) -> PyResult<(Out<'py>, Out<'py>, Option<Out<'py>>, Out<'py>)> {
+    ) -> PyResult<(Out<'py>, Out<'py>, Option<Out<'py>>, Vec<Out<'py>>)> {
         let (gh, gc) = (view_opt("grad_h", &grad_h)?, view_opt("grad_c", &grad_c)?);
         let cell = &self.cell;
-        let (g, flat) = compute(py, || {
-            let mut flat = Grads::zeros_for(cell);
-            let g = cell.backward_into(&tape.tape, gh, gc, &mut flat.slices());
-            g.map(|g| (g, flat))
-        })
+        let (g, param_grads) = compute(py, || {
+            backward_with_own_buffers(cell, |slices| {
+                cell.backward_into(&tape.tape, gh, gc, slices)
+            })
+        })?
         .py()?;
-        let flat = flat.as_slice().to_vec();
-        let n = flat.len();
         Ok((
             to_numpy(py, g.grad_input)?,
             to_numpy(py, g.grad_hx)?,
             g.grad_cx.map(|c| to_numpy(py, c)).transpose()?,
-            flat_to_numpy(py, flat, &[n])?,
+            param_grads_to_numpy(py, cell, param_grads)?,
         ))
     }
 }

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::sync::{Arc, Mutex};
 use recurrent::kernels::Precision;
-use recurrent::param::Grads;
+use recurrent::param::GradSlices;
 use recurrent::{
     InitialState, Mode, OutputGrads, Parameters, PreparedRnn, Rnn, RnnConfig, RnnOutput, Tape,
 };
@@ -165,7 +165,7 @@ impl NativeRnn {
             let prepared =
                 prepared.get_or_insert_with(|| model.clone().into_prepared(Precision::F32));
             prepared.forward(x, state, lengths.as_deref())
-        })
+        })?
         .py()?;
         outputs(py, out)
     }
@@ -194,7 +194,7 @@ impl NativeRnn {
         let out = compute(py, || {
             let mut rng = StdRng::seed_from_u64(seed);
             model.forward_train_into(x, state, lengths.as_deref(), &mut rng, tape)
-        })
+        })?
         .py()?;
         let tape = std::mem::take(tape);
         let (output, h_n, c_n) = outputs(py, out)?;
@@ -203,8 +203,8 @@ impl NativeRnn {
 
     /// Backward through a tape of `forward_train` (on the same weights). Missing output
     /// gradients are zeros. Returns `(grad_input, grad_h0, grad_c0, grads)`: `grad_input`
-    /// is `None` unless `input_grad`, `grad_c0` is `None` except for LSTM, and `grads` is
-    /// one flat array of every parameter's gradient in `named_parameters()` order.
+    /// is `None` unless `input_grad`, `grad_c0` is `None` except for LSTM, and `grads` has
+    /// every parameter's gradient (its own array) in `named_parameters()` order.
     #[pyo3(signature = (tape, grad_output=None, grad_h_n=None, grad_c_n=None, input_grad=true))]
     fn backward<'py>(
         &self,
@@ -214,7 +214,7 @@ impl NativeRnn {
         grad_h_n: Option<In<'_>>,
         grad_c_n: Option<In<'_>>,
         input_grad: bool,
-    ) -> PyResult<(Option<Out<'py>>, Out<'py>, Option<Out<'py>>, Out<'py>)> {
+    ) -> PyResult<(Option<Out<'py>>, Out<'py>, Option<Out<'py>>, Vec<Out<'py>>)> {
         let grads = OutputGrads {
             grad_output: view_opt("grad_output", &grad_output)?,
             grad_h_n: view_opt("grad_h_n", &grad_h_n)?,
@@ -222,25 +222,50 @@ impl NativeRnn {
             skip_input_grad: !input_grad,
         };
         let model = &self.model;
-        let (inputs, flat) = compute(py, || {
-            let mut flat = Grads::zeros_for(model);
-            let inputs = model.backward_into(&tape.tape, grads, &mut flat.slices());
-            inputs.map(|i| (i, flat))
-        })
+        let (inputs, param_grads) = compute(py, || {
+            backward_with_own_buffers(model, |slices| {
+                model.backward_into(&tape.tape, grads, slices)
+            })
+        })?
         .py()?;
         let grad_input = input_grad
             .then(|| to_numpy(py, inputs.grad_input))
             .transpose()?;
         let grad_c0 = inputs.grad_c0.map(|g| to_numpy(py, g)).transpose()?;
-        let flat = flat.as_slice().to_vec();
-        let n = flat.len();
         Ok((
             grad_input,
             to_numpy(py, inputs.grad_h0)?,
             grad_c0,
-            flat_to_numpy(py, flat, &[n])?,
+            param_grads_to_numpy(py, model, param_grads)?,
         ))
     }
+}
+
+/// Runs a backward pass that writes every parameter's gradient into a zeroed buffer of
+/// its own; returns its result and the buffers (in parameter order).
+pub fn backward_with_own_buffers<R>(
+    model: &impl Parameters,
+    backward: impl FnOnce(&mut GradSlices<'_>) -> recurrent::Result<R>,
+) -> recurrent::Result<(R, Vec<Vec<f32>>)> {
+    let mut buffers: Vec<Vec<f32>> = model.param_lens().iter().map(|&n| vec![0.0; n]).collect();
+    let out = backward(&mut GradSlices::from_parts(
+        buffers.iter_mut().map(|b| &mut b[..]),
+    ))?;
+    Ok((out, buffers))
+}
+
+/// Gradient buffers as NumPy arrays of their parameters' shapes (no copy).
+pub fn param_grads_to_numpy<'py>(
+    py: Python<'py>,
+    model: &impl Parameters,
+    buffers: Vec<Vec<f32>>,
+) -> PyResult<Vec<Out<'py>>> {
+    model
+        .named_parameters()
+        .into_iter()
+        .zip(buffers)
+        .map(|((_, p), g)| flat_to_numpy(py, g, &p.shape))
+        .collect()
 }
 
 fn initial_state<'a>(
@@ -309,6 +334,6 @@ pub fn assign_all(
             changed = true;
         }
         Ok(changed)
-    })
+    })?
     .py()
 }

@@ -403,6 +403,12 @@ impl Grads {
 pub struct GradSlices<'a>(std::vec::IntoIter<&'a mut [f32]>);
 
 impl<'a> GradSlices<'a> {
+    /// Destinations of one's own, one per parameter in visit order (for example one
+    /// buffer per parameter that is handed on afterwards).
+    pub fn from_parts(parts: impl IntoIterator<Item = &'a mut [f32]>) -> Self {
+        GradSlices(parts.into_iter().collect::<Vec<_>>().into_iter())
+    }
+
     /// The destination of the next parameter, which has `len` values.
     ///
     /// # Panics
