@@ -38,6 +38,7 @@ class _Runner:
     def __init__(self) -> None:
         self.native = None
         self.config = None
+        self.synced = None
 
     def __deepcopy__(self, memo) -> "_Runner":
         return _Runner()
@@ -70,7 +71,17 @@ class _Runner:
                 )
             self.native, self.config = native, config
         self.native.set_parameters([w.detach().numpy() for w in weights])
+        self.synced = _identity(weights)
         return self.native
+
+    def holds(self, weights) -> bool:
+        """Whether the native model was last given exactly these tensors, unmodified
+        since (by torch's version counters)."""
+        return self.native is not None and self.synced == _identity(weights)
+
+
+def _identity(weights) -> tuple:
+    return tuple((id(w), w.data_ptr(), w._version) for w in weights)
 
 
 def _np(t: Optional[torch.Tensor]):
@@ -109,8 +120,10 @@ class _Kernels(torch.autograd.Function):
         # The tape stays with the graph until torch releases it, so a graph kept with
         # `retain_graph=True` can be gone through again.
         weights = ctx.saved_tensors
-        # The weights of the forward pass (the module may have run on others since).
-        native = ctx.module._runner.get(ctx.module, weights)
+        # The weights of the forward pass: the native model still holds them unless the
+        # module ran on others since.
+        runner = ctx.module._runner
+        native = runner.native if runner.holds(weights) else runner.get(ctx.module, weights)
         need = ctx.needs_input_grad
         grad_input, grad_h0, grad_c0, param_grads = native.backward(
             ctx.tape, _np(grad_output), _np(grad_h_n), _np(grad_c_n), need[3]

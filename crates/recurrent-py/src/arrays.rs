@@ -45,6 +45,10 @@ pub fn to_numpy<'py>(py: Python<'py>, a: ArrayD<f32>) -> PyResult<Out<'py>> {
 }
 
 /// `values` with `shape` as a NumPy array that takes over the vector.
-pub fn flat_to_numpy<'py>(py: Python<'py>, values: Vec<f32>, shape: &[usize]) -> PyResult<Out<'py>> {
+pub fn flat_to_numpy<'py>(
+    py: Python<'py>,
+    values: Vec<f32>,
+    shape: &[usize],
+) -> PyResult<Out<'py>> {
     PyArray1::from_vec(py, values).reshape(shape.to_vec())
 }

@@ -87,7 +87,11 @@ impl NativeCell {
         hx: Option<In<'_>>,
         cx: Option<In<'_>>,
     ) -> PyResult<State<'py>> {
-        let (x, hx, cx) = (view("input", &input)?, view_opt("hx", &hx)?, view_opt("cx", &cx)?);
+        let (x, hx, cx) = (
+            view("input", &input)?,
+            view_opt("hx", &hx)?,
+            view_opt("cx", &cx)?,
+        );
         let out = compute(py, || self.cell.forward(x, hx, cx))?.py()?;
         state(py, out)
     }
@@ -101,7 +105,11 @@ impl NativeCell {
         hx: Option<In<'_>>,
         cx: Option<In<'_>>,
     ) -> PyResult<(Out<'py>, Option<Out<'py>>, NativeCellTape)> {
-        let (x, hx, cx) = (view("input", &input)?, view_opt("hx", &hx)?, view_opt("cx", &cx)?);
+        let (x, hx, cx) = (
+            view("input", &input)?,
+            view_opt("hx", &hx)?,
+            view_opt("cx", &cx)?,
+        );
         let (out, tape) = compute(py, || self.cell.forward_train(x, hx, cx))?.py()?;
         let (h, c) = state(py, out)?;
         Ok((h, c, NativeCellTape { tape }))
@@ -135,5 +143,8 @@ impl NativeCell {
 }
 
 fn state(py: Python<'_>, out: CellOutput) -> PyResult<State<'_>> {
-    Ok((to_numpy(py, out.h)?, out.c.map(|c| to_numpy(py, c)).transpose()?))
+    Ok((
+        to_numpy(py, out.h)?,
+        out.c.map(|c| to_numpy(py, c)).transpose()?,
+    ))
 }

@@ -3,7 +3,7 @@
 //! It exposes the library's recurrent stack ([`recurrent::Rnn`]) and cells
 //! ([`recurrent::Cell`]) to Python with NumPy arrays in and out; the Python package builds
 //! PyTorch's module interface (`recurrent.LSTM`, `recurrent.torch.LSTM`, ...) on top. Every
-//! computation releases the GIL and runs on the pool set by [`set_num_threads`].
+//! computation releases the GIL and runs on the pool set by `set_num_threads`.
 
 #![warn(missing_docs)]
 

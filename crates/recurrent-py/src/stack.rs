@@ -7,15 +7,18 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::sync::{Arc, Mutex};
 use recurrent::kernels::Precision;
 use recurrent::param::GradSlices;
 use recurrent::{
     InitialState, Mode, OutputGrads, Parameters, PreparedRnn, Rnn, RnnConfig, RnnOutput, Tape,
 };
+use std::sync::{Arc, Mutex};
 
 /// `(output, h_n, c_n)` as NumPy arrays; `c_n` is `None` except for LSTM.
 type Outputs<'py> = (Out<'py>, Out<'py>, Option<Out<'py>>);
+
+/// `(grad_input, grad_h0, grad_c0, parameter gradients)`.
+type Gradients<'py> = (Option<Out<'py>>, Out<'py>, Option<Out<'py>>, Vec<Out<'py>>);
 
 /// A recurrent stack: `torch.nn.RNN`, `LSTM` or `GRU` (and the layer-norm LSTM), with
 /// PyTorch's parameter names, shapes and numbers.
@@ -87,7 +90,9 @@ impl NativeRnn {
         layer_norm: bool,
         seed: Option<u64>,
     ) -> PyResult<Self> {
-        let mode: Mode = mode.parse().map_err(|e| PyValueError::new_err(format!("{e}")))?;
+        let mode: Mode = mode
+            .parse()
+            .map_err(|e| PyValueError::new_err(format!("{e}")))?;
         let config = RnnConfig::new(mode, input_size, hidden_size)
             .with_num_layers(num_layers)
             .with_bias(bias)
@@ -113,7 +118,8 @@ impl NativeRnn {
 
     /// Writes the model file atomically: a failed write leaves a previous file intact.
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-        py.detach(|| recurrent::io::save_rnn(&self.model, &path)).py()
+        py.detach(|| recurrent::io::save_rnn(&self.model, &path))
+            .py()
     }
 
     /// The configuration as JSON (the model file's `config` entry).
@@ -158,7 +164,11 @@ impl NativeRnn {
         c0: Option<In<'_>>,
         lengths: Option<Vec<usize>>,
     ) -> PyResult<Outputs<'py>> {
-        let (x, h0, c0) = (view("input", &input)?, view_opt("h0", &h0)?, view_opt("c0", &c0)?);
+        let (x, h0, c0) = (
+            view("input", &input)?,
+            view_opt("h0", &h0)?,
+            view_opt("c0", &c0)?,
+        );
         let state = initial_state(h0, c0)?;
         let (model, prepared) = (&self.model, &mut self.prepared);
         let out = compute(py, || {
@@ -184,7 +194,11 @@ impl NativeRnn {
         dropout: bool,
         seed: u64,
     ) -> PyResult<(Out<'py>, Out<'py>, Option<Out<'py>>, NativeTape)> {
-        let (x, h0, c0) = (view("input", &input)?, view_opt("h0", &h0)?, view_opt("c0", &c0)?);
+        let (x, h0, c0) = (
+            view("input", &input)?,
+            view_opt("h0", &h0)?,
+            view_opt("c0", &c0)?,
+        );
         let state = initial_state(h0, c0)?;
         self.model.train(dropout);
         let model = &self.model;
@@ -214,7 +228,7 @@ impl NativeRnn {
         grad_h_n: Option<In<'_>>,
         grad_c_n: Option<In<'_>>,
         input_grad: bool,
-    ) -> PyResult<(Option<Out<'py>>, Out<'py>, Option<Out<'py>>, Vec<Out<'py>>)> {
+    ) -> PyResult<Gradients<'py>> {
         let grads = OutputGrads {
             grad_output: view_opt("grad_output", &grad_output)?,
             grad_h_n: view_opt("grad_h_n", &grad_h_n)?,
@@ -313,7 +327,11 @@ pub fn assign_all(
         return Err(PyValueError::new_err(format!(
             "set_parameters: expected {} arrays ({}), found {}",
             params.len(),
-            params.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+            params
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             values.len()
         )));
     }
