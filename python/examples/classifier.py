@@ -1,8 +1,9 @@
 """The RNNModel classifier of the tutorials (``nn.RNN``, its last step, a linear head,
 cross-entropy) with ``nn.RNN`` swapped for ``recurrent.torch.RNN``: the same loss curve,
-faster on CPU. Task: tell five frequencies of noisy sine waves apart.
+faster on CPU. The tutorial's sizes (10 inputs, 20 hidden units, 2 layers, 5 classes,
+10 steps); task: which pair of channels has the largest total.
 
-    python python/examples/classifier.py [--epochs 60]
+    python python/examples/classifier.py [--epochs 100]
 """
 
 import argparse
@@ -27,20 +28,20 @@ class RNNModel(nn.Module):
         return self.fc(out)
 
 
-def data(n=320, steps=40, classes=5):
+def data(n=512, steps=10, features=10, classes=5):
+    """Sequences of `features` noisy channels; the label is the pair of channels with the
+    largest total over time."""
     g = torch.Generator().manual_seed(1)
-    labels = torch.randint(0, classes, (n,), generator=g)
-    freq = 0.15 + 0.1 * labels.float()[:, None]
-    t = torch.arange(steps).float()
-    x = torch.sin(freq * t + 6.28 * torch.rand(n, 1, generator=g)) + 0.3 * torch.randn(n, steps, generator=g)
-    return x[:, :, None], labels
+    x = torch.rand(n, steps, features, generator=g)
+    labels = x.sum(1).view(n, classes, features // classes).sum(2).argmax(1)
+    return x, labels
 
 
 def train(rnn, epochs):
     x, y = data()
     torch.manual_seed(0)
-    model = RNNModel(1, 64, 2, 5, rnn=rnn)
-    opt = torch.optim.Adam(model.parameters(), lr=0.005)
+    model = RNNModel(10, 20, 2, 5, rnn=rnn)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
     curve, start = [], time.perf_counter()
     for _ in range(epochs):
         opt.zero_grad()
@@ -55,12 +56,14 @@ def train(rnn, epochs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=100)
     a = ap.parse_args()
     ref, ref_acc, ref_s = train(nn.RNN, a.epochs)
     ours, ours_acc, ours_s = train(rt.RNN, a.epochs)
     for epoch in range(0, a.epochs, max(1, a.epochs // 10)):
         print(f"Epoch [{epoch + 1}/{a.epochs}], Loss: nn.RNN {ref[epoch]:.6f}  recurrent.torch.RNN {ours[epoch]:.6f}")
+    gap = max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(ref, ours))
+    print(f"final loss: nn.RNN {ref[-1]:.6f}, recurrent.torch.RNN {ours[-1]:.6f} (largest relative gap {gap:.1e})")
     print(f"training accuracy: nn.RNN {ref_acc:.3f}, recurrent.torch.RNN {ours_acc:.3f}")
     print(f"time: nn.RNN {ref_s:.2f} s, recurrent.torch.RNN {ours_s:.2f} s ({ref_s / ours_s:.2f}x)")
 
