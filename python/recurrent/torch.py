@@ -163,6 +163,9 @@ class _KernelModule:
                 )
 
     def forward(self, input, hx=None):
+        if hasattr(self, "_update_flat_weights"):
+            # As torch's forward: picks up parametrized or reassigned weights.
+            self._update_flat_weights()
         packed = isinstance(input, PackedSequence)
         lengths = None
         if packed:

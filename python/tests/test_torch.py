@@ -327,3 +327,29 @@ def test_packed_sequences_of_a_padded_batch():
         close("packed data", b.data, a.data)
         close("packed h_n", h2, h1)
         close("packed c_n", c2, c1)
+
+
+def test_reassigned_and_parametrized_weights_are_used():
+    ref, ours = pair("GRU", 3, 4)
+    x = torch.randn(5, 2, 3)
+    new = torch.randn(12, 4)
+    for m in (ref, ours):
+        m.weight_hh_l0 = nn.Parameter(new.clone())
+    close("reassigned weight", ours(x)[0], ref(x)[0])
+    for m in (ref, ours):
+        nn.utils.parametrize.register_parametrization(m, "weight_ih_l0", _Double())
+    close("parametrized weight", ours(x)[0], ref(x)[0])
+    out_r, _ = ref(x)
+    out_o, _ = ours(x)
+    out_r.sum().backward()
+    out_o.sum().backward()
+    close(
+        "gradient through the parametrization",
+        ours.parametrizations.weight_ih_l0.original.grad,
+        ref.parametrizations.weight_ih_l0.original.grad,
+    )
+
+
+class _Double(nn.Module):
+    def forward(self, w):
+        return 2 * w
