@@ -344,7 +344,7 @@ pub fn assign_all(
         let mut changed = false;
         for ((name, p), v) in params.iter_mut().zip(&views) {
             let data = v.as_slice().expect("views of C-contiguous arrays");
-            if p.shape == v.shape() && p.value == data {
+            if p.shape == v.shape() && same_bits(&p.value, data) {
                 continue;
             }
             recurrent::error::check_finite(name, data)?;
@@ -354,4 +354,17 @@ pub fn assign_all(
         Ok(changed)
     })?
     .py()
+}
+
+/// Whether `a` and `b` hold the same bits: branch-free over blocks, so it runs at memory
+/// speed (it is done on every call from torch, for every weight).
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    const BLOCK: usize = 256;
+    a.len() == b.len()
+        && a.chunks(BLOCK).zip(b.chunks(BLOCK)).all(|(x, y)| {
+            x.iter()
+                .zip(y)
+                .fold(0u32, |diff, (p, q)| diff | (p.to_bits() ^ q.to_bits()))
+                == 0
+        })
 }
