@@ -146,8 +146,7 @@ class RNNBase(_Module):
         layer_norm: bool = False,
         seed: Optional[int] = None,
     ) -> None:
-        super().__init__()
-        self._native = _recurrent.Rnn(
+        native = _recurrent.Rnn(
             mode,
             int(input_size),
             int(hidden_size),
@@ -160,36 +159,38 @@ class RNNBase(_Module):
             bool(layer_norm),
             seed,
         )
+        self._attach(native, seed)
+
+    def _attach(self, native, seed: Optional[int]) -> None:
+        _Module.__init__(self)
+        self._native = native
+        self._config = json.loads(native.config_json)
         self._rng = np.random.default_rng(seed)
         self._tape = None
 
     @classmethod
     def _from_native(cls, native) -> "RNNBase":
         module = cls.__new__(cls)
-        _Module.__init__(module)
-        module._native = native
-        module._rng = np.random.default_rng()
-        module._tape = None
+        module._attach(native, None)
         return module
 
     @property
     def config(self) -> dict:
         """The configuration (the model file's ``config`` entry)."""
-        return json.loads(self._native.config_json)
+        return dict(self._config)
 
     def __getattr__(self, name: str):
         # PyTorch's attributes: mode, input_size, hidden_size, num_layers, bias, ...
         if name.startswith("_"):
             raise AttributeError(name)
-        config = self.config
-        if name in config:
-            return config[name]
+        if name in self._config:
+            return self._config[name]
         if name == "layer_norm":
             return False
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
-        c = self.config
+        c = self._config
         extra = [
             f"{k}={c[k]}"
             for k, default in (
@@ -216,7 +217,7 @@ class RNNBase(_Module):
         The call keeps what ``backward`` needs when ``requires_grad`` (default: in training
         mode); otherwise it is inference on weights packed once. Dropout between layers
         applies in training mode only."""
-        lstm = self.config["mode"] == "LSTM"
+        lstm = self._config["mode"] == "LSTM"
         h0, c0 = self._split_state(hx, lstm)
         x = _f32("input", input)
         lens = _lengths(lengths)
@@ -241,7 +242,7 @@ class RNNBase(_Module):
                 "backward: no training-mode forward to go back through (call forward in "
                 "train() mode first; each forward's tape serves one backward)"
             )
-        lstm = self.config["mode"] == "LSTM"
+        lstm = self._config["mode"] == "LSTM"
         g_h, g_c = self._split_state(grad_hx, lstm)
         g_out = None if grad_output is None else _f32("grad_output", grad_output)
         grad_input, grad_h0, grad_c0, grads = self._native.backward(
@@ -357,7 +358,7 @@ class RNN(RNNBase):
     @property
     def nonlinearity(self) -> str:
         """``"tanh"`` or ``"relu"``."""
-        return "relu" if self.config["mode"] == "RNN_RELU" else "tanh"
+        return "relu" if self._config["mode"] == "RNN_RELU" else "tanh"
 
 
 def _rnn_mode(nonlinearity: str) -> str:
@@ -468,14 +469,3 @@ def load(path) -> RNNBase:
     cls = {"LSTM": LSTM, "GRU": GRU, "RNN_TANH": RNN, "RNN_RELU": RNN}[mode]
     return cls._from_native(native).eval()
 
-
-__all__: Sequence[str] = [
-    "RNNBase",
-    "LSTM",
-    "GRU",
-    "RNN",
-    "LSTMCell",
-    "GRUCell",
-    "RNNCell",
-    "load",
-]

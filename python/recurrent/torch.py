@@ -198,14 +198,14 @@ class _KernelModule:
     def _run(self, x, h0, c0, lengths):
         weights = self._flat_weights
         dropout = self.training and self.dropout > 0 and self.num_layers > 1
+        # Masks from torch's generator, so `torch.manual_seed` repeats them.
+        seed = int(torch.randint(0, 2**62, ()).item()) if dropout else None
         tensors = [x, h0, c0, *weights]
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-            seed = int(torch.randint(0, 2**62, ()).item()) if dropout else None
             outs = _Kernels.apply(self, lengths, seed, x, h0, c0, *weights)
             return outs if len(outs) == 3 else (*outs, None)
         native = self._runner.get(self, weights)
         if dropout:
-            seed = int(torch.randint(0, 2**62, ()).item())
             output, h_n, c_n, _ = native.forward_train(_np(x), _np(h0), _np(c0), lengths, True, seed)
         else:
             output, h_n, c_n = native.forward(_np(x), _np(h0), _np(c0), lengths)

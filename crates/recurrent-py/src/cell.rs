@@ -2,14 +2,16 @@
 
 use crate::arrays::{to_numpy, view, view_opt, In, Out};
 use crate::errors::IntoPy;
-use crate::stack::{assign_all, backward_with_own_buffers, named_copies, param_grads_to_numpy};
+use crate::stack::{
+    assign_all, backward_with_own_buffers, named_copies, named_shapes, param_grads_to_numpy,
+};
 use crate::threads::compute;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use recurrent::cell::{CellOutput, CellTape};
-use recurrent::{Cell, CellKind, Parameters};
+use recurrent::{Cell, CellKind, Mode};
 
 /// A recurrent cell with parameters `weight_ih (G*H, I)`, `weight_hh (G*H, H)`,
 /// `bias_ih (G*H)`, `bias_hh (G*H)`. Input `(B, I)` or unbatched `(I)`; state `(B, H)`.
@@ -40,17 +42,10 @@ impl NativeCell {
         bias: bool,
         seed: Option<u64>,
     ) -> PyResult<Self> {
-        let kind = match kind {
-            "LSTM" => CellKind::Lstm,
-            "GRU" => CellKind::Gru,
-            "RNN_TANH" => CellKind::RnnTanh,
-            "RNN_RELU" => CellKind::RnnRelu,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "cell kind: expected LSTM, GRU, RNN_TANH or RNN_RELU, found `{other}`"
-                )))
-            }
-        };
+        let mode: Mode = kind
+            .parse()
+            .map_err(|e| PyValueError::new_err(format!("{e}")))?;
+        let kind = CellKind::from(mode);
         let mut rng = match seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_entropy(),
@@ -61,11 +56,7 @@ impl NativeCell {
 
     /// `(name, shape)` of every parameter, in `named_parameters()` order.
     fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.cell
-            .named_parameters()
-            .into_iter()
-            .map(|(n, p)| (n, p.shape.clone()))
-            .collect()
+        named_shapes(&self.cell)
     }
 
     /// Copies of the parameters, `(name, array)` in `named_parameters()` order.

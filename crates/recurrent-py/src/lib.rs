@@ -29,8 +29,8 @@ fn get_num_threads() -> usize {
 
 /// The kernel level chosen for this CPU at run time (`avx512`, `avx2` or `portable`).
 #[pyfunction]
-fn kernel_level() -> String {
-    format!("{:?}", recurrent::kernels::cpu::level()).to_lowercase()
+fn kernel_level() -> &'static str {
+    recurrent::kernels::cpu::level().name()
 }
 
 /// The extension module.

@@ -130,11 +130,7 @@ impl NativeRnn {
 
     /// `(name, shape)` of every parameter, in `named_parameters()` order.
     fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.model
-            .named_parameters()
-            .into_iter()
-            .map(|(n, p)| (n, p.shape.clone()))
-            .collect()
+        named_shapes(&self.model)
     }
 
     /// Copies of the parameters, `(name, array)` in `named_parameters()` order.
@@ -164,12 +160,7 @@ impl NativeRnn {
         c0: Option<In<'_>>,
         lengths: Option<Vec<usize>>,
     ) -> PyResult<Outputs<'py>> {
-        let (x, h0, c0) = (
-            view("input", &input)?,
-            view_opt("h0", &h0)?,
-            view_opt("c0", &c0)?,
-        );
-        let state = initial_state(h0, c0)?;
+        let (x, state) = (view("input", &input)?, initial_state(&h0, &c0)?);
         let (model, prepared) = (&self.model, &mut self.prepared);
         let out = compute(py, || {
             let prepared =
@@ -194,12 +185,7 @@ impl NativeRnn {
         dropout: bool,
         seed: u64,
     ) -> PyResult<(Out<'py>, Out<'py>, Option<Out<'py>>, NativeTape)> {
-        let (x, h0, c0) = (
-            view("input", &input)?,
-            view_opt("h0", &h0)?,
-            view_opt("c0", &c0)?,
-        );
-        let state = initial_state(h0, c0)?;
+        let (x, state) = (view("input", &input)?, initial_state(&h0, &c0)?);
         self.model.train(dropout);
         let model = &self.model;
         let pool = self.spare_tapes.clone();
@@ -282,11 +268,12 @@ pub fn param_grads_to_numpy<'py>(
         .collect()
 }
 
+/// `h0` and `c0` as the library's initial state (`None`: zeros).
 fn initial_state<'a>(
-    h0: Option<ndarray::ArrayViewD<'a, f32>>,
-    c0: Option<ndarray::ArrayViewD<'a, f32>>,
+    h0: &'a Option<In<'_>>,
+    c0: &'a Option<In<'_>>,
 ) -> PyResult<Option<InitialState<'a>>> {
-    match (h0, c0) {
+    match (view_opt("h0", h0)?, view_opt("c0", c0)?) {
         (Some(h0), c0) => Ok(Some(InitialState { h0, c0 })),
         (None, None) => Ok(None),
         (None, Some(_)) => Err(PyValueError::new_err(
@@ -301,6 +288,15 @@ fn outputs(py: Python<'_>, out: RnnOutput) -> PyResult<Outputs<'_>> {
         to_numpy(py, out.h_n)?,
         out.c_n.map(|c| to_numpy(py, c)).transpose()?,
     ))
+}
+
+/// `(name, shape)` of `model`'s parameters.
+pub fn named_shapes(model: &impl Parameters) -> Vec<(String, Vec<usize>)> {
+    model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, p)| (n, p.shape.clone()))
+        .collect()
 }
 
 /// Copies of `model`'s parameters, `(name, array)`.

@@ -25,6 +25,18 @@ pub enum CellKind {
     Gru,
 }
 
+/// The cell of a stack's mode: `RNN_TANH` → `RNNCell(nonlinearity='tanh')`, and so on.
+impl From<Mode> for CellKind {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::RnnTanh => CellKind::RnnTanh,
+            Mode::RnnRelu => CellKind::RnnRelu,
+            Mode::Lstm => CellKind::Lstm,
+            Mode::Gru => CellKind::Gru,
+        }
+    }
+}
+
 impl CellKind {
     fn mode(self) -> Mode {
         match self {

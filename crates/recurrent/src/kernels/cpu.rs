@@ -19,6 +19,17 @@ pub enum Level {
     Avx512 = 3,
 }
 
+impl Level {
+    /// The level's name, as `RECURRENT_KERNEL` takes it: `portable`, `avx2`, `avx512`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Portable => "portable",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+        }
+    }
+}
+
 static DETECTED: AtomicU8 = AtomicU8::new(0);
 
 fn detect() -> Level {
@@ -47,14 +58,13 @@ fn from_u8(v: u8) -> Level {
 pub fn requested_level() -> Result<Option<Level>, String> {
     match std::env::var("RECURRENT_KERNEL") {
         Err(_) => Ok(None),
-        Ok(s) => match s.as_str() {
-            "portable" => Ok(Some(Level::Portable)),
-            "avx2" => Ok(Some(Level::Avx2)),
-            "avx512" => Ok(Some(Level::Avx512)),
-            _ => Err(format!(
-                "RECURRENT_KERNEL must be portable, avx2 or avx512, found {s:?}"
-            )),
-        },
+        Ok(s) => [Level::Portable, Level::Avx2, Level::Avx512]
+            .into_iter()
+            .find(|level| level.name() == s)
+            .map(Some)
+            .ok_or_else(|| {
+                format!("RECURRENT_KERNEL must be portable, avx2 or avx512, found {s:?}")
+            }),
     }
 }
 
