@@ -35,6 +35,7 @@
 pub mod cell;
 pub mod config;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod io;
 pub mod kernels;

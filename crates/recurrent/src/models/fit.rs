@@ -1,13 +1,16 @@
 //! The training loop shared by the task models: shuffled mini-batches, Adam, gradient
 //! clipping, validation after every epoch, early stopping with the best weights kept,
-//! an epoch and/or time budget, progress reports, and checkpoints to resume from.
+//! an epoch and/or time budget, progress reports, and checkpoints to resume from; on several
+//! ranks of a [`Collective`], synchronous data parallelism (see [`fit_on`]).
 
+use super::data_parallel;
+use crate::distributed::{Collective, Share};
 use crate::error::{Error, Result};
 use crate::io::{TensorFile, TensorWriter};
 use crate::optim::{clip_grad_norm, Adam, Optimizer, OptimizerState};
 use crate::param::Parameters;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +29,35 @@ pub trait Trainable: Parameters {
     /// Called at the start of every epoch, before its first batch, with the epoch's
     /// random stream (after it shuffled the examples).
     fn begin_epoch(&mut self, _rng: &mut rand::rngs::StdRng) {}
+    /// Data parallelism: forward and backward on `share` of `batch` only, accumulating
+    /// `count` times the gradient of the mean of the share's loss terms (the gradient of
+    /// their sum, in the units of the count), so that the ranks' gradients summed and
+    /// divided by the summed counts are the whole batch's. Returns `(sum of losses, count)`
+    /// of the share, `(0, 0)` for an empty one. Every rank draws the same numbers from
+    /// `rng`.
+    ///
+    /// The default runs [`Trainable::train_batch`] on the share's contiguous part of
+    /// `batch` with a random stream of its own (one seed per share drawn from `rng`):
+    /// without random numbers in training (no dropout) the ranks compute exactly the
+    /// whole batch's gradient; with dropout their masks differ from those of one process
+    /// (same distribution). A model that splits its batches into fixed shards (the
+    /// character LM) can give every rank its shards with their own streams instead.
+    fn train_share(
+        &mut self,
+        batch: &[usize],
+        share: Share,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<(f64, usize)> {
+        let seeds: Vec<u64> = (0..share.count).map(|_| rng.gen()).collect();
+        let part = &batch[share.range(batch.len())];
+        if part.is_empty() {
+            return Ok((0.0, 0));
+        }
+        let mut own = rand::rngs::StdRng::seed_from_u64(seeds[share.index]);
+        let (loss, count) = self.train_batch(part, &mut own)?;
+        data_parallel::scale_grads(self, count as f32);
+        Ok((loss, count))
+    }
     /// Mean loss on the validation data (inference mode).
     fn validation_loss(&mut self) -> Result<f64>;
     /// Metadata describing the model (stored in checkpoints and model files).
@@ -132,12 +164,38 @@ struct FitState {
     finished: Option<StoppedBy>,
 }
 
-/// Trains `model` and leaves the best weights (lowest validation loss) in it.
+/// Trains `model` and leaves the best weights (lowest validation loss) in it, on the
+/// process-wide collective ([`crate::distributed::current`]: one process unless a program
+/// installed another).
 pub fn fit(
     model: &mut dyn Trainable,
     settings: &FitSettings,
     progress: &mut dyn Progress,
 ) -> Result<FitReport> {
+    fit_on(model, settings, progress, crate::distributed::current())
+}
+
+/// [`fit`] on the ranks of `collective`: every rank calls it with the same model, data and
+/// settings. Rank 0's weights (or its checkpoint, with `resume`) start every rank; each
+/// global batch of `batch_size` examples is split between the ranks
+/// ([`Trainable::train_share`]), their gradients summed before clipping and the optimizer
+/// step, so every rank takes the same step; buffers (batch-norm statistics) are averaged
+/// after it. Rank 0 alone validates, reports progress and writes checkpoints; its
+/// validation loss and every rank's clock (the time budget ends the run when it ends on
+/// any rank) decide for all. With one rank this is [`fit`] as it always was.
+///
+/// An error on one rank leaves the others waiting in their next collective operation:
+/// end the job with [`Collective::abort`] after reporting it.
+pub fn fit_on(
+    model: &mut dyn Trainable,
+    settings: &FitSettings,
+    progress: &mut dyn Progress,
+    collective: &dyn Collective,
+) -> Result<FitReport> {
+    let parallel = collective.size() > 1;
+    let root = collective.rank() == 0;
+    let mut silent = Silent;
+    let progress: &mut dyn Progress = if root { progress } else { &mut silent };
     let mut opt = Adam::new(settings.lr);
     let mut state = FitState {
         epoch: 0,
@@ -149,15 +207,30 @@ pub fn fit(
         history: Vec::new(),
         finished: None,
     };
+    let checkpoint = match settings.resume.then_some(settings.checkpoint.as_ref()) {
+        Some(None) => Err(Error::Invalid(
+            "resuming needs the checkpoint path of the stopped run (FitSettings::checkpoint)"
+                .into(),
+        )),
+        Some(Some(path)) if root => crate::io::read_bounded(path).map(Some),
+        _ => Ok(None),
+    };
+    let bytes = if parallel {
+        data_parallel::share_checkpoint(checkpoint, collective)?
+    } else {
+        checkpoint?
+    };
+    let shown = settings.checkpoint.as_deref().map(Path::display);
+    let checkpoint = match (bytes, shown) {
+        (Some(bytes), Some(path)) => Some(TensorFile::from_bytes(&bytes, &path.to_string())?),
+        _ => None,
+    };
+    if parallel && checkpoint.is_none() {
+        data_parallel::share_weights(model, collective)?;
+    }
     let mut best: Vec<Vec<f32>> = values(model);
-    if settings.resume {
-        let path = settings.checkpoint.as_ref().ok_or_else(|| {
-            Error::Invalid(
-                "resuming needs the checkpoint path of the stopped run (FitSettings::checkpoint)"
-                    .into(),
-            )
-        })?;
-        let (s, b) = load_checkpoint(path, model, &mut opt)?;
+    if let Some(file) = checkpoint {
+        let (s, b) = load_checkpoint(&file, model, &mut opt)?;
         state = s;
         // A run stopped by its time budget or epoch limit continues (up to this run's
         // limits); one that stopped early on its validation loss stays ended.
@@ -212,17 +285,30 @@ pub fn fit(
                 batch: bi + 1,
                 cause,
             };
-            let (l, c) = match model.train_batch(batch, &mut rng) {
+            let result = if parallel {
+                model.train_share(batch, Share::of(collective), &mut rng)
+            } else {
+                model.train_batch(batch, &mut rng)
+            };
+            let (mut l, mut c) = match result {
                 Err(Error::NonFinite { name, value, .. }) => {
                     return Err(diverged(format!("`{name}` holds {value}")))
                 }
                 result => result?,
             };
+            if parallel {
+                let local_out_of_time = settings.time_budget.is_some_and(|b| start.elapsed() >= b);
+                let sum = data_parallel::sum_gradients(model, collective, l, c, local_out_of_time)?;
+                (l, c, out_of_time) = (sum.loss, sum.count, sum.out_of_time);
+            }
             if !l.is_finite() {
                 return Err(diverged(format!("the loss is {l}")));
             }
             clip_grad_norm(&mut model.named_parameters_mut(), settings.clip_norm, 2.0);
             opt.step(&mut model.named_parameters_mut());
+            if parallel {
+                data_parallel::average_buffers(model, collective)?;
+            }
             loss_sum += l;
             loss_count += c;
             state.examples += batch.len() as f64;
@@ -234,12 +320,18 @@ pub fn fit(
                 loss_sum / loss_count.max(1) as f64,
                 state.examples / elapsed.max(1e-9),
             );
-            if settings.time_budget.is_some_and(|b| start.elapsed() >= b) {
-                out_of_time = true;
+            if !parallel {
+                out_of_time = settings.time_budget.is_some_and(|b| start.elapsed() >= b);
+            }
+            if out_of_time {
                 break;
             }
         }
-        let val = model.validation_loss()?;
+        let val = if parallel {
+            data_parallel::root_value(collective, || model.validation_loss())?
+        } else {
+            model.validation_loss()?
+        };
         state.epoch = epoch;
         state.seconds = seconds_before + start.elapsed().as_secs_f64();
         let record = EpochRecord {
@@ -266,7 +358,7 @@ pub fn fit(
         } else if state.epoch >= settings.epochs {
             state.finished = Some(StoppedBy::Epochs);
         }
-        if let Some(path) = &settings.checkpoint {
+        if let Some(path) = settings.checkpoint.as_ref().filter(|_| root) {
             save_checkpoint(path, model, &opt, &state, &best)?;
         }
     }
@@ -364,12 +456,11 @@ fn check_adam_state(
 }
 
 fn load_checkpoint(
-    path: &Path,
+    file: &TensorFile,
     model: &mut dyn Trainable,
     opt: &mut Adam,
 ) -> Result<(FitState, Vec<Vec<f32>>)> {
-    let file = TensorFile::read(path)?;
-    let shown = path.display().to_string();
+    let shown = file.path().to_string();
     let state: FitState =
         serde_json::from_str(file.metadata("fit").ok_or_else(|| Error::Missing {
             name: "fit state".into(),

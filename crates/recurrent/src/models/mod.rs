@@ -5,6 +5,7 @@
 pub mod baselines;
 pub mod char_lm;
 pub mod classifier;
+mod data_parallel;
 pub mod ensemble;
 pub mod fcn;
 pub mod fit;
@@ -17,7 +18,7 @@ pub use classifier::{
     Architecture, ClassificationTask, ClassifierEnsemble, ClassifierMeta, SequenceClassifier,
 };
 pub use ensemble::{fit_ensemble, member_checkpoint, member_settings, merge_reports};
-pub use fit::{fit, FitReport, FitSettings, Progress, Silent, StoppedBy, Trainable};
+pub use fit::{fit, fit_on, FitReport, FitSettings, Progress, Silent, StoppedBy, Trainable};
 pub use forecaster::{
     detect_season, ForecastMeta, ForecastTask, Forecaster, ForecasterEnsemble, Transform,
 };

@@ -2,6 +2,7 @@
 //! carried between them, each batch split into shards that run at once.
 
 use super::{CharLm, LmState, LmTape};
+use crate::distributed::Share;
 use crate::error::Result;
 use crate::layer::team;
 use crate::loss::CrossEntropyLoss;
@@ -202,29 +203,34 @@ impl LmTask {
 
 crate::parameters!(LmTask { inline model; });
 
-impl Trainable for LmTask {
-    fn train_len(&self) -> usize {
-        self.sequences_per_epoch
-    }
-
-    fn begin_epoch(&mut self, rng: &mut rand::rngs::StdRng) {
-        self.streams = Streams {
-            offset: rng.gen_range(0..self.train.len()),
-            ..Streams::default()
-        };
-    }
-
-    fn train_batch(
+impl LmTask {
+    /// One batch of `batch` windows, of which this process runs `share`'s shards (all of
+    /// them for [`Share::whole`]) forward and backward at once; each shard's gradient is
+    /// weighted by its rows over the batch's for the whole batch (its mean), by its rows
+    /// for a share (see [`Trainable::train_share`]). Returns the bits per character summed
+    /// over the rows run, and their number.
+    fn train_shards(
         &mut self,
-        batch: &[usize],
+        batch: usize,
+        share: Share,
         rng: &mut rand::rngs::StdRng,
     ) -> Result<(f64, usize)> {
         let t = self.seq_len.min(self.train.len() - 1);
-        let starts = self.window_starts(batch.len(), t, rng);
+        let starts = self.window_starts(batch, t, rng);
         let b = starts.len();
         let state = self.streams.state.take();
-        let parts = self.shards(&starts, t, state.as_ref(), rng);
+        let mut parts = self.shards(&starts, t, state.as_ref(), rng);
+        let own = share.range(parts.len());
+        let first_row: usize = parts[..own.start].iter().map(|s| s.rows).sum();
+        parts.truncate(own.end);
+        parts.drain(..own.start);
+        let whole = share == Share::whole();
+        let denominator = if whole { b as f32 } else { 1.0 };
         let shards = parts.len();
+        if shards == 0 {
+            self.streams.state = state;
+            return Ok((0.0, 0));
+        }
         self.tapes.resize_with(shards, LmTape::default);
         self.shard_grads.truncate(shards - 1);
         while self.shard_grads.len() < shards - 1 {
@@ -243,7 +249,7 @@ impl Trainable for LmTask {
                 .zip(tapes.par_iter_mut())
                 .zip(grads.par_iter_mut())
                 .map(|((shard, tape), grads)| {
-                    let weight = shard.rows as f32 / b as f32;
+                    let weight = shard.rows as f32 / denominator;
                     team::with_limit(threads, || shard.run(model, tape, grads, weight))
                 })
                 .collect::<Result<Vec<(f64, LmState)>>>()
@@ -251,11 +257,73 @@ impl Trainable for LmTask {
         for g in &self.shard_grads {
             self.model.add_grads(g)?;
         }
+        let ran = join_states(&results);
+        let rows = ran.0.shape()[1];
         if self.carry_state {
-            self.streams.state = Some(join_states(&results));
+            self.streams.state = Some(if rows == b {
+                ran
+            } else {
+                with_rows(state, b, first_row, ran)
+            });
         }
         let bits: f64 = results.iter().map(|(bits, _)| bits).sum();
-        Ok((bits, b))
+        Ok((bits, rows))
+    }
+}
+
+/// The state of all `b` streams: `state` (zeros where there is none) with the rows from
+/// `first` replaced by `part`'s.
+fn with_rows(state: Option<LmState>, b: usize, first: usize, part: LmState) -> LmState {
+    let (h, c) = part;
+    let place = |whole: Option<ArrayD<f32>>, part: ArrayD<f32>| {
+        let mut shape = part.shape().to_vec();
+        shape[1] = b;
+        let mut whole = whole
+            .filter(|w| w.shape() == shape.as_slice())
+            .unwrap_or_else(|| ArrayD::zeros(shape));
+        let rows = part.shape()[1];
+        whole
+            .slice_axis_mut(Axis(1), (first..first + rows).into())
+            .assign(&part);
+        whole
+    };
+    let (old_h, old_c) = match state {
+        Some((h, c)) => (Some(h), c),
+        None => (None, None),
+    };
+    let h = place(old_h, h);
+    (h, c.map(|c| place(old_c, c)))
+}
+
+impl Trainable for LmTask {
+    fn train_len(&self) -> usize {
+        self.sequences_per_epoch
+    }
+
+    fn begin_epoch(&mut self, rng: &mut rand::rngs::StdRng) {
+        self.streams = Streams {
+            offset: rng.gen_range(0..self.train.len()),
+            ..Streams::default()
+        };
+    }
+
+    fn train_batch(
+        &mut self,
+        batch: &[usize],
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<(f64, usize)> {
+        self.train_shards(batch.len(), Share::whole(), rng)
+    }
+
+    /// The share's shards of the batch, each with the dropout stream it has in one
+    /// process: the ranks together compute the batch exactly as one process does.
+    fn train_share(
+        &mut self,
+        batch: &[usize],
+        share: Share,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<(f64, usize)> {
+        self.train_shards(batch.len(), share, rng)
     }
 
     /// Validation bits per character, read as up to 32 streams of at least 8192
