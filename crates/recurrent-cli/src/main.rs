@@ -6,6 +6,7 @@ mod bench;
 mod check;
 mod choices;
 mod paths;
+mod ranks;
 mod tensor_commands;
 mod train;
 
@@ -138,6 +139,8 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    // MPI, when `mpirun` started a training run, lives until the end of `main`.
+    let mut job = None;
     let result = match cli.command {
         Command::Forward {
             model,
@@ -151,7 +154,10 @@ fn main() -> ExitCode {
             output,
         } => tensor_commands::backward(&model, &input, &grad, &output),
         Command::Bench(args) => bench::run(&args),
-        Command::Train(task) => train::run(task),
+        Command::Train(task) => ranks::join().and_then(|j| {
+            job = Some(j);
+            train::run(task)
+        }),
         Command::Predict {
             model,
             data,
@@ -168,11 +174,10 @@ fn main() -> ExitCode {
             seed,
         } => apply::generate(&model, &prompt, length, temperature, top_k, seed),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        Err(e) => ranks::fail(&e),
+    };
+    drop(job);
+    code
 }

@@ -210,10 +210,11 @@ impl CommonArgs {
         }
     }
 
-    /// Runs `f` on a thread pool of `--threads` threads.
+    /// Runs `f` on a thread pool of `--threads` threads (by default every core, shared
+    /// between the ranks of an MPI job on this machine).
     pub fn with_threads<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
         let mut b = rayon::ThreadPoolBuilder::new();
-        if let Some(n) = self.threads {
+        if let Some(n) = self.threads.or_else(crate::ranks::default_threads) {
             b = b.num_threads(n);
         }
         let pool = b
@@ -236,7 +237,9 @@ impl CommonArgs {
 
     /// Fails before any work unless every output (model, checkpoints, report, plot and
     /// `extra`) can be written, none is the same file as another or as one of `inputs`,
-    /// and `--resume` has a checkpoint to resume from.
+    /// and `--resume` has a checkpoint to resume from. Ranks of an MPI job other than 0
+    /// check their inputs only: they write nothing (their machines may not even have the
+    /// output folders).
     pub fn check_paths(
         &self,
         d: &Defaults,
@@ -246,6 +249,9 @@ impl CommonArgs {
     ) -> Result<()> {
         for &(flag, path) in inputs {
             crate::paths::check_input(flag, path)?;
+        }
+        if !crate::ranks::is_root() {
+            return Ok(());
         }
         let out = self.out_path(d);
         let checkpoints = self.checkpoint_files(d, members);
@@ -272,7 +278,7 @@ impl CommonArgs {
     /// task files such as a forecast), the report (metrics, settings and timing) and the
     /// plot are staged as complete temporary files and renamed into place only when all
     /// of them are ready, so a failure replaces none of the previous files. The
-    /// checkpoints are removed afterwards.
+    /// checkpoints are removed afterwards. Only rank 0 of an MPI job writes.
     pub fn finish(
         &self,
         outputs: Vec<(PathBuf, Vec<u8>)>,
@@ -281,6 +287,9 @@ impl CommonArgs {
         settings: serde_json::Value,
         checkpoints: &[PathBuf],
     ) -> Result<()> {
+        if !crate::ranks::is_root() {
+            return Ok(());
+        }
         let mut files = recurrent::io::StagedFiles::new();
         for (path, bytes) in &outputs {
             files.stage(path, bytes)?;
@@ -318,6 +327,7 @@ impl CommonArgs {
             "bidirectional": cfg.bidirectional, "dropout": cfg.dropout, "epochs": if s.epochs == usize::MAX { None } else { Some(s.epochs) },
             "time_budget_seconds": s.time_budget.map(|t| t.as_secs_f64()), "batch_size": s.batch_size,
             "lr": s.lr, "seed": s.seed, "patience": s.patience, "threads": rayon::current_num_threads(),
+            "ranks": recurrent::distributed::current().size(),
             "precision": self.precision(d).unwrap_or(d.precision).effective().to_string(),
         })
     }

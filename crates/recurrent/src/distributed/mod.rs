@@ -14,7 +14,7 @@ mod mpi;
 mod threads;
 
 #[cfg(feature = "mpi")]
-pub use self::mpi::{launched_by_mpirun, Mpi};
+pub use self::mpi::{Mpi, MpiSession};
 
 pub use threads::ThreadRanks;
 
@@ -68,6 +68,15 @@ impl Collective for SingleProcess {
     fn abort(&self, code: i32) -> ! {
         std::process::exit(code)
     }
+}
+
+/// The number of ranks of the job this process belongs to, as `mpirun`/`mpiexec` (Open
+/// MPI, MPICH, or a PMI launcher such as Slurm's) tells its processes, without
+/// initialising MPI; `None` outside such a job.
+pub fn launcher_world_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
 static INSTALLED: OnceLock<Box<dyn Collective>> = OnceLock::new();

@@ -7,26 +7,23 @@ use mpi::environment::{Threading, Universe};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator, CommunicatorCollectives, Root};
 
-/// The ranks of an MPI job (`mpirun -np N ...`). MPI is initialised when this is made and
-/// finalised when it is dropped; operations may come from any one thread at a time
-/// (`MPI_THREAD_SERIALIZED`), such as a thread of a rayon pool.
+/// The ranks of an MPI job (`mpirun -np N ...`) over the world communicator. Operations may
+/// come from any one thread at a time (`MPI_THREAD_SERIALIZED`), such as a thread of a
+/// rayon pool.
 pub struct Mpi {
-    _universe: Universe,
     rank: usize,
     size: usize,
 }
 
-/// Whether this process was started by `mpirun`/`mpiexec` (Open MPI, MPICH or a PMI/PMIx
-/// launcher such as Slurm's), judged by the variables those launchers set.
-pub fn launched_by_mpirun() -> bool {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some())
+/// MPI stays initialised while this lives; dropping it finalises MPI (after the last
+/// operation of every [`Mpi`]).
+pub struct MpiSession {
+    _universe: Universe,
 }
 
 impl Mpi {
     /// Initialises MPI (once per process).
-    pub fn init() -> Result<Self> {
+    pub fn init() -> Result<(Self, MpiSession)> {
         let (universe, threading) = mpi::initialize_with_threading(Threading::Serialized)
             .ok_or_else(|| Error::Invalid("MPI was already initialised".into()))?;
         if threading < Threading::Serialized {
@@ -36,11 +33,13 @@ impl Mpi {
             )));
         }
         let world = universe.world();
-        Ok(Mpi {
+        let mpi = Mpi {
             rank: world.rank() as usize,
             size: world.size() as usize,
+        };
+        Ok((mpi, MpiSession {
             _universe: universe,
-        })
+        }))
     }
 
     fn world(&self) -> SimpleCommunicator {
