@@ -69,7 +69,7 @@ fn lm_task(seed: u64) -> LmTask {
         .with_dropout(0.2);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let model = CharLm::new(cfg, vocab, 4, &mut rng).unwrap();
-    LmTask::new(model, text[..2500].to_vec(), text[2500..].to_vec(), 12, 80)
+    LmTask::new(model, text[..2500].to_vec(), text[2500..].to_vec(), 12, 90)
 }
 
 /// Runs `fit_on` on `ranks` threads, each with its own `task(rank)`, and returns every
@@ -223,3 +223,4 @@ fn one_rank_is_the_single_process() {
     let c = &ThreadRanks::group(1)[0];
     assert_eq!((c.rank(), c.size()), (0, 1));
 }
+

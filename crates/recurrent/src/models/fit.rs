@@ -29,7 +29,9 @@ pub trait Trainable: Parameters {
     /// Called at the start of every epoch, before its first batch, with the epoch's
     /// random stream (after it shuffled the examples).
     fn begin_epoch(&mut self, _rng: &mut rand::rngs::StdRng) {}
-    /// Data parallelism: forward and backward on `share` of `batch` only, accumulating
+    /// Data parallelism: forward and backward on this rank's share of `batch` only (its
+    /// [`Share::of`] `collective`, which the model may also use to exchange what its
+    /// shares need from each other), accumulating
     /// `count` times the gradient of the mean of the share's loss terms (the gradient of
     /// their sum, in the units of the count), so that the ranks' gradients summed and
     /// divided by the summed counts are the whole batch's. Returns `(sum of losses, count)`
@@ -45,9 +47,10 @@ pub trait Trainable: Parameters {
     fn train_share(
         &mut self,
         batch: &[usize],
-        share: Share,
+        collective: &dyn Collective,
         rng: &mut rand::rngs::StdRng,
     ) -> Result<(f64, usize)> {
+        let share = Share::of(collective);
         let seeds: Vec<u64> = (0..share.count).map(|_| rng.gen()).collect();
         let part = &batch[share.range(batch.len())];
         if part.is_empty() {
@@ -286,7 +289,7 @@ pub fn fit_on(
                 cause,
             };
             let result = if parallel {
-                model.train_share(batch, Share::of(collective), &mut rng)
+                model.train_share(batch, collective, &mut rng)
             } else {
                 model.train_batch(batch, &mut rng)
             };

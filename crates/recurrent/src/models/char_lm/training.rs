@@ -2,7 +2,7 @@
 //! carried between them, each batch split into shards that run at once.
 
 use super::{CharLm, LmState, LmTape};
-use crate::distributed::Share;
+use crate::distributed::{Collective, Share};
 use crate::error::Result;
 use crate::layer::team;
 use crate::loss::CrossEntropyLoss;
@@ -204,17 +204,31 @@ impl LmTask {
 crate::parameters!(LmTask { inline model; });
 
 impl LmTask {
-    /// One batch of `batch` windows, of which this process runs `share`'s shards (all of
-    /// them for [`Share::whole`]) forward and backward at once; each shard's gradient is
+    /// Zero states of `b` streams: `h` `(layers * directions, b, output size)`, and `c`
+    /// `(layers * directions, b, hidden size)` for an LSTM.
+    fn zero_state(&self, b: usize) -> LmState {
+        let cfg = self.model.rnn.config();
+        let layers = cfg.num_layers * cfg.num_directions();
+        let h = ArrayD::zeros(vec![layers, b, cfg.output_size()]);
+        let c = (cfg.mode == crate::Mode::Lstm)
+            .then(|| ArrayD::zeros(vec![layers, b, cfg.hidden_size]));
+        (h, c)
+    }
+
+    /// One batch of `batch` windows, of which this process runs its share of the shards
+    /// (all of them without `ranks`) forward and backward at once; each shard's gradient is
     /// weighted by its rows over the batch's for the whole batch (its mean), by its rows
-    /// for a share (see [`Trainable::train_share`]). Returns the bits per character summed
+    /// for a share (see [`Trainable::train_share`]). The streams' final states are summed
+    /// over the ranks (each holds its own rows, zeros elsewhere), so that every rank has
+    /// them all whichever rank runs a stream next. Returns the bits per character summed
     /// over the rows run, and their number.
     fn train_shards(
         &mut self,
         batch: usize,
-        share: Share,
+        ranks: Option<&dyn Collective>,
         rng: &mut rand::rngs::StdRng,
     ) -> Result<(f64, usize)> {
+        let share = ranks.map_or(Share::whole(), Share::of);
         let t = self.seq_len.min(self.train.len() - 1);
         let starts = self.window_starts(batch, t, rng);
         let b = starts.len();
@@ -224,11 +238,12 @@ impl LmTask {
         let first_row: usize = parts[..own.start].iter().map(|s| s.rows).sum();
         parts.truncate(own.end);
         parts.drain(..own.start);
-        let whole = share == Share::whole();
-        let denominator = if whole { b as f32 } else { 1.0 };
+        let denominator = if ranks.is_none() { b as f32 } else { 1.0 };
         let shards = parts.len();
+        if let (Some(ranks), true) = (ranks.filter(|_| shards == 0), self.carry_state) {
+            self.streams.state = Some(sum_states(ranks, self.zero_state(b))?);
+        }
         if shards == 0 {
-            self.streams.state = state;
             return Ok((0.0, 0));
         }
         self.tapes.resize_with(shards, LmTape::default);
@@ -260,10 +275,9 @@ impl LmTask {
         let ran = join_states(&results);
         let rows = ran.0.shape()[1];
         if self.carry_state {
-            self.streams.state = Some(if rows == b {
-                ran
-            } else {
-                with_rows(state, b, first_row, ran)
+            self.streams.state = Some(match ranks {
+                None => ran,
+                Some(ranks) => sum_states(ranks, with_rows(self.zero_state(b), first_row, ran))?,
             });
         }
         let bits: f64 = results.iter().map(|(bits, _)| bits).sum();
@@ -271,28 +285,32 @@ impl LmTask {
     }
 }
 
-/// The state of all `b` streams: `state` (zeros where there is none) with the rows from
-/// `first` replaced by `part`'s.
-fn with_rows(state: Option<LmState>, b: usize, first: usize, part: LmState) -> LmState {
-    let (h, c) = part;
-    let place = |whole: Option<ArrayD<f32>>, part: ArrayD<f32>| {
-        let mut shape = part.shape().to_vec();
-        shape[1] = b;
-        let mut whole = whole
-            .filter(|w| w.shape() == shape.as_slice())
-            .unwrap_or_else(|| ArrayD::zeros(shape));
+/// `part`, the state of the streams from `first`, placed in `all` (the state of every
+/// stream).
+fn with_rows(mut all: LmState, first: usize, part: LmState) -> LmState {
+    let place = |all: &mut ArrayD<f32>, part: &ArrayD<f32>| {
         let rows = part.shape()[1];
-        whole
-            .slice_axis_mut(Axis(1), (first..first + rows).into())
-            .assign(&part);
-        whole
+        all.slice_axis_mut(Axis(1), (first..first + rows).into())
+            .assign(part);
     };
-    let (old_h, old_c) = match state {
-        Some((h, c)) => (Some(h), c),
-        None => (None, None),
-    };
-    let h = place(old_h, h);
-    (h, c.map(|c| place(old_c, c)))
+    place(&mut all.0, &part.0);
+    if let (Some(all), Some(part)) = (&mut all.1, &part.1) {
+        place(all, part);
+    }
+    all
+}
+
+/// `state` summed element-wise over the ranks of `collective`.
+fn sum_states(collective: &dyn Collective, state: LmState) -> Result<LmState> {
+    let (mut h, mut c) = state;
+    let mut flat: Vec<f32> = h.iter().chain(c.iter().flatten()).copied().collect();
+    collective.all_reduce_sum(&mut flat)?;
+    let mut sums = flat.into_iter();
+    h.iter_mut().for_each(|v| *v = sums.next().expect("as long"));
+    c.iter_mut()
+        .flatten()
+        .for_each(|v| *v = sums.next().expect("as long"));
+    Ok((h, c))
 }
 
 impl Trainable for LmTask {
@@ -312,7 +330,7 @@ impl Trainable for LmTask {
         batch: &[usize],
         rng: &mut rand::rngs::StdRng,
     ) -> Result<(f64, usize)> {
-        self.train_shards(batch.len(), Share::whole(), rng)
+        self.train_shards(batch.len(), None, rng)
     }
 
     /// The share's shards of the batch, each with the dropout stream it has in one
@@ -320,10 +338,10 @@ impl Trainable for LmTask {
     fn train_share(
         &mut self,
         batch: &[usize],
-        share: Share,
+        collective: &dyn Collective,
         rng: &mut rand::rngs::StdRng,
     ) -> Result<(f64, usize)> {
-        self.train_shards(batch.len(), share, rng)
+        self.train_shards(batch.len(), Some(collective), rng)
     }
 
     /// Validation bits per character, read as up to 32 streams of at least 8192
