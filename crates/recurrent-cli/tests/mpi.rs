@@ -11,8 +11,17 @@ use std::time::{Duration, Instant};
 
 /// A small character LM (default dropout 0.1, f32) on the bundled text.
 const LM: [&str; 11] = [
-    "lm", "--hidden-size", "48", "--seq-len", "32", "--epoch-chars", "40000", "--precision",
-    "f32", "--batch-size", "32",
+    "lm",
+    "--hidden-size",
+    "48",
+    "--seq-len",
+    "32",
+    "--epoch-chars",
+    "40000",
+    "--precision",
+    "f32",
+    "--batch-size",
+    "32",
 ];
 
 fn args<'a>(task: &[&'a str], rest: &[&'a str]) -> Vec<&'a str> {
@@ -24,8 +33,19 @@ fn args<'a>(task: &[&'a str], rest: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn two_ranks_train_the_single_process_classifier() {
     let dir = tempfile::tempdir().unwrap();
-    let task = ["classify", "--model", "lstm", "--ensemble", "1", "--epochs", "1"];
-    one_process(dir.path(), &args(&task, &["--out", "one.safetensors", "--report", "one.json"]));
+    let task = [
+        "classify",
+        "--model",
+        "lstm",
+        "--ensemble",
+        "1",
+        "--epochs",
+        "1",
+    ];
+    one_process(
+        dir.path(),
+        &args(&task, &["--out", "one.safetensors", "--report", "one.json"]),
+    );
     let out = ranks(
         dir.path(),
         2,
@@ -46,7 +66,10 @@ fn two_ranks_train_the_single_process_classifier() {
 fn two_ranks_train_the_single_process_language_model() {
     let dir = tempfile::tempdir().unwrap();
     let lm = args(&LM, &["--epochs", "1"]);
-    one_process(dir.path(), &args(&lm, &["--out", "one.safetensors", "--report", "one.json"]));
+    one_process(
+        dir.path(),
+        &args(&lm, &["--out", "one.safetensors", "--report", "one.json"]),
+    );
     ranks(
         dir.path(),
         2,
@@ -60,7 +83,13 @@ fn rank_pid(mpirun: u32, rank: usize) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-        let parent: u32 = stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()?;
+        let parent: u32 = stat
+            .rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
         let environ = std::fs::read(e.path().join("environ")).ok()?;
         let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
         let is_rank = environ.split(|&b| b == 0).any(|v| v == wanted.as_bytes());
@@ -122,8 +151,16 @@ fn a_killed_rank_fails_cleanly_and_the_run_resumes() {
     // Two epochs more from the checkpoint on two ranks, and in one process from a copy.
     std::fs::copy(&checkpoint, dir.path().join("one.safetensors.checkpoint")).unwrap();
     let until = (epoch + 2).to_string();
-    for (out, report) in [("one.safetensors", "one.json"), ("two.safetensors", "two.json")] {
-        let resumed = args(&LM, &["--epochs", &until, "--out", out, "--report", report, "--resume"]);
+    for (out, report) in [
+        ("one.safetensors", "one.json"),
+        ("two.safetensors", "two.json"),
+    ] {
+        let resumed = args(
+            &LM,
+            &[
+                "--epochs", &until, "--out", out, "--report", report, "--resume",
+            ],
+        );
         if out.starts_with("one") {
             one_process(dir.path(), &resumed);
         } else {
@@ -131,5 +168,8 @@ fn a_killed_rank_fails_cleanly_and_the_run_resumes() {
         }
     }
     assert_same_run(&dir.path().join("one"), &dir.path().join("two"));
-    assert!(!checkpoint.exists(), "a finished run removes its checkpoint");
+    assert!(
+        !checkpoint.exists(),
+        "a finished run removes its checkpoint"
+    );
 }

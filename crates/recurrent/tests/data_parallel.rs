@@ -6,8 +6,8 @@ use rand::{Rng, SeedableRng};
 use recurrent::data::{Standardizer, Vocabulary};
 use recurrent::distributed::{Collective, ThreadRanks};
 use recurrent::models::{
-    fit, fit_on, Architecture, CharLm, ClassificationTask, ClassifierMeta, FitReport,
-    FitSettings, LmTask, SequenceClassifier, Silent, Trainable,
+    fit, fit_on, Architecture, CharLm, ClassificationTask, ClassifierMeta, FitReport, FitSettings,
+    LmTask, SequenceClassifier, Silent, Trainable,
 };
 use recurrent::{Mode, Parameters, RnnConfig};
 use std::path::PathBuf;
@@ -105,10 +105,7 @@ fn state(model: &dyn Trainable) -> Vec<f32> {
 fn relative_difference(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter()
-        .zip(b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 /// Tolerance for a data-parallel run against one process: the same arithmetic but for the
@@ -121,7 +118,10 @@ const SAME_MODEL: f32 = 2e-5;
 fn assert_same_run(one: &(Vec<f32>, FitReport), ranks: &[(Vec<f32>, FitReport)]) {
     for (k, (state, report)) in ranks.iter().enumerate() {
         let d = relative_difference(state, &one.0);
-        assert!(d <= SAME_MODEL, "rank {k}: weights differ by {d} (relative)");
+        assert!(
+            d <= SAME_MODEL,
+            "rank {k}: weights differ by {d} (relative)"
+        );
         assert_eq!(report.history.len(), one.1.history.len());
         assert_eq!(report.best_epoch, one.1.best_epoch);
         for (a, b) in report.history.iter().zip(&one.1.history) {
@@ -144,9 +144,11 @@ fn classifier_on_ranks_trains_the_single_process_model() {
     let report = fit(&mut one_task, &settings(3, 8, None), &mut Silent).unwrap();
     let one = (state(&one_task), report);
     for ranks in [2, 3] {
-        let runs = on_ranks(ranks, |_| classifier_task(Architecture::Lstm, 1), |_| {
-            settings(3, 8, None)
-        });
+        let runs = on_ranks(
+            ranks,
+            |_| classifier_task(Architecture::Lstm, 1),
+            |_| settings(3, 8, None),
+        );
         assert_same_run(&one, &runs);
     }
 }
@@ -170,12 +172,17 @@ fn language_model_on_ranks_trains_the_single_process_model() {
 /// every rank.
 #[test]
 fn ranks_start_from_rank_zero_and_stay_equal() {
-    let runs = on_ranks(2, |rank| classifier_task(Architecture::LstmFcn, 1 + rank as u64), |_| {
-        settings(2, 8, None)
-    });
+    let runs = on_ranks(
+        2,
+        |rank| classifier_task(Architecture::LstmFcn, 1 + rank as u64),
+        |_| settings(2, 8, None),
+    );
     assert_eq!(runs[0].0, runs[1].0);
     let mut one_task = classifier_task(Architecture::LstmFcn, 1);
-    assert!(one_task.named_buffers().iter().any(|(_, b)| !b.value.is_empty()));
+    assert!(one_task
+        .named_buffers()
+        .iter()
+        .any(|(_, b)| !b.value.is_empty()));
     fit(&mut one_task, &settings(2, 8, None), &mut Silent).unwrap();
     // Not the single process's model: batch statistics over shares differ from the
     // batch's (as with PyTorch's DistributedDataParallel without SyncBatchNorm).
@@ -197,13 +204,25 @@ fn resume_on_ranks_reads_rank_zero_checkpoint() {
     };
     on_ranks(2, |_| lm_task(3), |rank| settings(1, 40, own(rank)));
     assert!(dir.path().join("model.checkpoint").exists());
-    assert!(!dir.path().join("missing-1.checkpoint").exists(), "only rank 0 writes");
-    let resumed = on_ranks(2, |_| lm_task(3), |rank| FitSettings {
-        resume: true,
-        ..settings(3, 40, own(rank))
-    });
+    assert!(
+        !dir.path().join("missing-1.checkpoint").exists(),
+        "only rank 0 writes"
+    );
+    let resumed = on_ranks(
+        2,
+        |_| lm_task(3),
+        |rank| FitSettings {
+            resume: true,
+            ..settings(3, 40, own(rank))
+        },
+    );
     let path = dir.path().join("one.checkpoint");
-    fit(&mut lm_task(3), &settings(1, 40, Some(path.clone())), &mut Silent).unwrap();
+    fit(
+        &mut lm_task(3),
+        &settings(1, 40, Some(path.clone())),
+        &mut Silent,
+    )
+    .unwrap();
     let mut one_task = lm_task(3);
     let again = FitSettings {
         resume: true,
@@ -218,9 +237,12 @@ fn resume_on_ranks_reads_rank_zero_checkpoint() {
 fn one_rank_is_the_single_process() {
     let mut one_task = classifier_task(Architecture::Lstm, 4);
     fit(&mut one_task, &settings(2, 8, None), &mut Silent).unwrap();
-    let runs = on_ranks(1, |_| classifier_task(Architecture::Lstm, 4), |_| settings(2, 8, None));
+    let runs = on_ranks(
+        1,
+        |_| classifier_task(Architecture::Lstm, 4),
+        |_| settings(2, 8, None),
+    );
     assert_eq!(runs[0].0, state(&one_task));
     let c = &ThreadRanks::group(1)[0];
     assert_eq!((c.rank(), c.size()), (0, 1));
 }
-

@@ -15,7 +15,12 @@ pub fn mpirun() -> Command {
     let mut c = Command::new("mpirun");
     c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .args(["--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none"]);
+        .args([
+            "--oversubscribe",
+            "--mca",
+            "btl_vader_single_copy_mechanism",
+            "none",
+        ]);
     c
 }
 
@@ -36,7 +41,12 @@ pub fn succeed(command: &mut Command) -> Output {
 
 /// `recurrent train ARGS` in one process, writing into `dir`.
 pub fn one_process(dir: &Path, args: &[&str]) -> Output {
-    succeed(Command::new(RECURRENT).current_dir(dir).arg("train").args(args))
+    succeed(
+        Command::new(RECURRENT)
+            .current_dir(dir)
+            .arg("train")
+            .args(args),
+    )
 }
 
 /// `mpirun -np RANKS recurrent train ARGS`, writing into `dir`.
@@ -70,7 +80,12 @@ pub fn history(path: &Path) -> Vec<(f64, f64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["train_loss"].as_f64().unwrap(), e["val_loss"].as_f64().unwrap()))
+        .map(|e| {
+            (
+                e["train_loss"].as_f64().unwrap(),
+                e["val_loss"].as_f64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -110,7 +125,13 @@ pub fn assert_same_run(a: &Path, b: &Path) {
     );
     assert_eq!(ha.len(), hb.len());
     for ((ta, va), (tb, vb)) in ha.iter().zip(&hb) {
-        assert!((ta - tb).abs() <= SAME_LOSS * ta.abs(), "train loss {ta} vs {tb}");
-        assert!((va - vb).abs() <= SAME_LOSS * va.abs(), "val loss {va} vs {vb}");
+        assert!(
+            (ta - tb).abs() <= SAME_LOSS * ta.abs(),
+            "train loss {ta} vs {tb}"
+        );
+        assert!(
+            (va - vb).abs() <= SAME_LOSS * va.abs(),
+            "val loss {va} vs {vb}"
+        );
     }
 }

@@ -37,9 +37,12 @@ impl Mpi {
             rank: world.rank() as usize,
             size: world.size() as usize,
         };
-        Ok((mpi, MpiSession {
-            _universe: universe,
-        }))
+        Ok((
+            mpi,
+            MpiSession {
+                _universe: universe,
+            },
+        ))
     }
 
     fn world(&self) -> SimpleCommunicator {

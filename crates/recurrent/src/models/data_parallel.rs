@@ -133,7 +133,11 @@ pub(super) fn root_value(
     collective: &dyn Collective,
     value: impl FnOnce() -> Result<f64>,
 ) -> Result<f64> {
-    let mut v = [if collective.rank() == 0 { value()? } else { 0.0 }];
+    let mut v = [if collective.rank() == 0 {
+        value()?
+    } else {
+        0.0
+    }];
     collective.all_reduce_sum_f64(&mut v)?;
     Ok(v[0])
 }

@@ -306,7 +306,8 @@ fn sum_states(collective: &dyn Collective, state: LmState) -> Result<LmState> {
     let mut flat: Vec<f32> = h.iter().chain(c.iter().flatten()).copied().collect();
     collective.all_reduce_sum(&mut flat)?;
     let mut sums = flat.into_iter();
-    h.iter_mut().for_each(|v| *v = sums.next().expect("as long"));
+    h.iter_mut()
+        .for_each(|v| *v = sums.next().expect("as long"));
     c.iter_mut()
         .flatten()
         .for_each(|v| *v = sums.next().expect("as long"));
