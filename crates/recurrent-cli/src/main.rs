@@ -139,8 +139,9 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    // MPI, when `mpirun` started a training run, lives until the end of `main`.
-    let mut job = None;
+    // MPI, when `mpirun` started a training run, lives until the end of `main` (after an
+    // error is reported and the job aborted).
+    let mut _job = None;
     let result = match cli.command {
         Command::Forward {
             model,
@@ -155,7 +156,7 @@ fn main() -> ExitCode {
         } => tensor_commands::backward(&model, &input, &grad, &output),
         Command::Bench(args) => bench::run(&args),
         Command::Train(task) => ranks::join().and_then(|j| {
-            job = Some(j);
+            _job = Some(j);
             train::run(task)
         }),
         Command::Predict {
@@ -174,10 +175,8 @@ fn main() -> ExitCode {
             seed,
         } => apply::generate(&model, &prompt, length, temperature, top_k, seed),
     };
-    let code = match result {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => ranks::fail(&e),
-    };
-    drop(job);
-    code
+    }
 }

@@ -115,7 +115,7 @@ fn a_killed_rank_fails_cleanly_and_the_run_resumes() {
     let model = dir.path().join("two.safetensors");
     std::fs::write(&model, b"the previous model").unwrap();
     let long = args(&LM, &["--epochs", "1000", "--out", "two.safetensors"]);
-    let mut job = mpirun()
+    let job = mpirun()
         .current_dir(dir.path())
         .args(["-np", "2", RECURRENT, "train"])
         .args(&long)

@@ -42,18 +42,10 @@ impl Hosts {
         ip(&[
             "link", "add", &veth[0], "type", "veth", "peer", "name", &veth[1],
         ]);
-        for k in 0..2 {
-            let (ns, dev) = (&hosts.names[k], &veth[k]);
+        for ((ns, dev), address) in hosts.names.iter().zip(&veth).zip(&hosts.addresses) {
+            let address = format!("{address}/24");
             ip(&["link", "set", dev, "netns", ns]);
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/24", hosts.addresses[k]),
-                "dev",
-                dev,
-            ]);
+            ip(&["-n", ns, "addr", "add", &address, "dev", dev]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }

@@ -304,6 +304,7 @@ impl CommonArgs {
                 "stopped_by": fit.stopped_by,
                 "train_seconds": fit.seconds,
                 "examples_per_second": fit.examples_per_second,
+                "communication_seconds": fit.communication_seconds,
                 "history": fit.history,
             });
             let text = serde_json::to_string_pretty(&report).expect("serialisable");

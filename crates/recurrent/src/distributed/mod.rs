@@ -3,9 +3,9 @@
 //! gradients are summed across ranks before the optimizer step, so that all ranks take the
 //! same step.
 //!
-//! [`Collective`] is the small interface the training loop ([`crate::models::fit`]) needs.
+//! [`Collective`] is the small interface the training loop ([`crate::models::fit()`]) needs.
 //! [`SingleProcess`] is the default (one rank; every operation leaves its buffer as it is);
-//! with the cargo feature `mpi`, [`Mpi`] runs the operations over MPI (Open MPI or MPICH),
+//! with the cargo feature `mpi`, `Mpi` runs the operations over MPI (Open MPI or MPICH),
 //! for jobs started by `mpirun`; [`ThreadRanks`] are ranks as threads of one process. A program makes one collective the process-wide default
 //! with [`install`]; [`current`] returns it.
 
@@ -82,7 +82,7 @@ pub fn launcher_world_size() -> Option<usize> {
 static INSTALLED: OnceLock<Box<dyn Collective>> = OnceLock::new();
 
 /// Makes `collective` the process-wide default that [`current`] returns (and so the one
-/// [`crate::models::fit`] trains with). Only the first call has an effect; it returns
+/// [`crate::models::fit()`] trains with). Only the first call has an effect; it returns
 /// whether this one did.
 pub fn install(collective: Box<dyn Collective>) -> bool {
     INSTALLED.set(collective).is_ok()

@@ -1,5 +1,5 @@
 //! The steps of [`super::fit_on`] that cross ranks: the starting weights or checkpoint
-//! from rank 0, the sum of the shares' gradients, averaged buffers, and rank 0's values.
+//! from rank 0, the sum of the shares' gradients, and averaged buffers.
 
 use crate::distributed::Collective;
 use crate::error::{Error, Result};
@@ -126,18 +126,4 @@ pub(super) fn average_buffers(
         rest = others;
     }));
     Ok(())
-}
-
-/// `value()` computed on rank 0 alone, on every rank.
-pub(super) fn root_value(
-    collective: &dyn Collective,
-    value: impl FnOnce() -> Result<f64>,
-) -> Result<f64> {
-    let mut v = [if collective.rank() == 0 {
-        value()?
-    } else {
-        0.0
-    }];
-    collective.all_reduce_sum_f64(&mut v)?;
-    Ok(v[0])
 }

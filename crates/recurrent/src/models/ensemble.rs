@@ -27,11 +27,12 @@ pub fn member_settings(settings: &FitSettings, k: usize, members: usize) -> FitS
     s
 }
 
-/// One report for an ensemble: the first member's curves, the members' summed time and
+/// One report for an ensemble: the first member's curves, the members' summed times and
 /// their overall rate.
 pub fn merge_reports(reports: &[FitReport]) -> FitReport {
     let mut r = reports[0].clone();
     r.seconds = reports.iter().map(|x| x.seconds).sum();
+    r.communication_seconds = reports.iter().map(|x| x.communication_seconds).sum();
     let examples: f64 = reports
         .iter()
         .map(|x| x.examples_per_second * x.seconds)

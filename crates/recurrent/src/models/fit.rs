@@ -63,6 +63,16 @@ pub trait Trainable: Parameters {
     }
     /// Mean loss on the validation data (inference mode).
     fn validation_loss(&mut self) -> Result<f64>;
+    /// Data parallelism: this rank's part of the validation, `(sum, weight)` such that the
+    /// ranks' sums over their weights summed is [`Trainable::validation_loss`]. The
+    /// default has rank 0 compute it all: `(loss, 1)` there, `(0, 0)` elsewhere.
+    fn validation_share(&mut self, collective: &dyn Collective) -> Result<(f64, f64)> {
+        if collective.rank() == 0 {
+            Ok((self.validation_loss()?, 1.0))
+        } else {
+            Ok((0.0, 0.0))
+        }
+    }
     /// Metadata describing the model (stored in checkpoints and model files).
     fn metadata(&self) -> Vec<(String, String)>;
 }
@@ -121,6 +131,10 @@ pub struct FitReport {
     pub seconds: f64,
     /// Training examples processed per second.
     pub examples_per_second: f64,
+    /// Seconds of the training spent in collective operations between ranks (summing
+    /// gradients, waiting for the slowest rank included; 0 in one process).
+    #[serde(default)]
+    pub communication_seconds: f64,
 }
 
 /// Why [`fit`] stopped.
@@ -165,6 +179,8 @@ struct FitState {
     examples: f64,
     history: Vec<EpochRecord>,
     finished: Option<StoppedBy>,
+    #[serde(default)]
+    communication_seconds: f64,
 }
 
 /// Trains `model` and leaves the best weights (lowest validation loss) in it, on the
@@ -183,9 +199,10 @@ pub fn fit(
 /// global batch of `batch_size` examples is split between the ranks
 /// ([`Trainable::train_share`]), their gradients summed before clipping and the optimizer
 /// step, so every rank takes the same step; buffers (batch-norm statistics) are averaged
-/// after it. Rank 0 alone validates, reports progress and writes checkpoints; its
-/// validation loss and every rank's clock (the time budget ends the run when it ends on
-/// any rank) decide for all. With one rank this is [`fit`] as it always was.
+/// after it. The ranks share the validation ([`Trainable::validation_share`]; by default
+/// rank 0 does it all), whose summed loss and every rank's clock (the time budget ends the
+/// run when it ends on any rank) decide for all; rank 0 alone reports progress and writes
+/// checkpoints. With one rank this is [`fit`] as it always was.
 ///
 /// An error on one rank leaves the others waiting in their next collective operation:
 /// end the job with [`Collective::abort`] after reporting it.
@@ -209,6 +226,7 @@ pub fn fit_on(
         examples: 0.0,
         history: Vec::new(),
         finished: None,
+        communication_seconds: 0.0,
     };
     let checkpoint = match settings.resume.then_some(settings.checkpoint.as_ref()) {
         Some(None) => Err(Error::Invalid(
@@ -301,7 +319,9 @@ pub fn fit_on(
             };
             if parallel {
                 let local_out_of_time = settings.time_budget.is_some_and(|b| start.elapsed() >= b);
+                let begun = Instant::now();
                 let sum = data_parallel::sum_gradients(model, collective, l, c, local_out_of_time)?;
+                state.communication_seconds += begun.elapsed().as_secs_f64();
                 (l, c, out_of_time) = (sum.loss, sum.count, sum.out_of_time);
             }
             if !l.is_finite() {
@@ -331,7 +351,10 @@ pub fn fit_on(
             }
         }
         let val = if parallel {
-            data_parallel::root_value(collective, || model.validation_loss())?
+            let (sum, weight) = model.validation_share(collective)?;
+            let mut totals = [sum, weight];
+            collective.all_reduce_sum_f64(&mut totals)?;
+            totals[0] / totals[1]
         } else {
             model.validation_loss()?
         };
@@ -372,6 +395,7 @@ pub fn fit_on(
         stopped_by: state.finished.unwrap_or(StoppedBy::Epochs),
         seconds: state.seconds,
         examples_per_second: state.examples / state.seconds.max(1e-9),
+        communication_seconds: state.communication_seconds,
         history: state.history,
     })
 }
@@ -516,7 +540,7 @@ fn load_checkpoint(
         }
     });
     result?;
-    let optimizer = OptimizerState::read_from(&file)?;
+    let optimizer = OptimizerState::read_from(file)?;
     check_adam_state(&optimizer, &*model).map_err(|m| bad(format!("optimizer state: {m}")))?;
     opt.load_state(&optimizer)?;
     Ok((state, best))

@@ -156,10 +156,33 @@ impl CharLm {
         chunk: usize,
         precision: Precision,
     ) -> Result<f64> {
-        let streams = streams.clamp(1, (ids.len().saturating_sub(1)).max(1));
+        let streams = Self::stream_count(ids, streams);
+        let (nats, count) = self.nats_of_streams(ids, streams, 0..streams, chunk, precision)?;
+        Ok(nats / count as f64 / std::f64::consts::LN_2)
+    }
+
+    /// `streams` (at least 1) limited to what `ids` can be cut into.
+    pub(crate) fn stream_count(ids: &[usize], streams: usize) -> usize {
+        streams.clamp(1, (ids.len().saturating_sub(1)).max(1))
+    }
+
+    /// Of `ids` read as `streams` contiguous parts (see [`CharLm::bits_per_char`]), the
+    /// cross-entropy in nats summed over the parts `which`, and the number of characters
+    /// predicted there.
+    pub(crate) fn nats_of_streams(
+        &self,
+        ids: &[usize],
+        streams: usize,
+        which: std::ops::Range<usize>,
+        chunk: usize,
+        precision: Precision,
+    ) -> Result<(f64, usize)> {
         let per = (ids.len() - 1) / streams;
         if per == 0 {
             return Err(Error::Invalid("text too short to evaluate".into()));
+        }
+        if which.is_empty() {
+            return Ok((0.0, 0));
         }
         let rnn = self.rnn.prepare_in(precision);
         let mut state: Option<LmState> = None;
@@ -167,21 +190,21 @@ impl CharLm {
         let mut pos = 0;
         while pos < per {
             let len = chunk.min(per - pos);
-            let mut input = Vec::with_capacity(streams * len);
-            let mut target = Vec::with_capacity(streams * len);
-            for s in 0..streams {
+            let mut input = Vec::with_capacity(which.len() * len);
+            let mut target = Vec::with_capacity(which.len() * len);
+            for s in which.clone() {
                 let start = s * per + pos;
                 input.extend_from_slice(&ids[start..start + len]);
                 target.extend(ids[start + 1..start + 1 + len].iter().map(|&t| t as i64));
             }
-            let (logits, st) = self.logits_through(&rnn, &input, streams, state.as_ref())?;
+            let (logits, st) = self.logits_through(&rnn, &input, which.len(), state.as_ref())?;
             let loss = CrossEntropyLoss::default().forward(&logits, &target, &[target.len()])?;
             total += loss.item() as f64 * target.len() as f64;
             count += target.len();
             state = Some(st);
             pos += len;
         }
-        Ok(total / count as f64 / std::f64::consts::LN_2)
+        Ok((total, count))
     }
 
     /// Training logits `(B*T, V)` of `(B, T)` indices from `state` (zeros if `None`; no

@@ -204,6 +204,17 @@ impl LmTask {
 crate::parameters!(LmTask { inline model; });
 
 impl LmTask {
+    /// Nats summed over `share`'s validation streams (see [`Trainable::validation_loss`]),
+    /// and the characters they predict.
+    fn validation_streams(&self, share: Share) -> Result<(f64, usize)> {
+        let val = &self.val;
+        let streams = CharLm::stream_count(val, (val.len() / 8192).clamp(1, 32));
+        let precision = self.model.rnn.precision();
+        let own = share.range(streams);
+        self.model
+            .nats_of_streams(val, streams, own, 256, precision)
+    }
+
     /// Zero states of `b` streams: `h` `(layers * directions, b, output size)`, and `c`
     /// `(layers * directions, b, hidden size)` for an LSTM.
     fn zero_state(&self, b: usize) -> LmState {
@@ -349,12 +360,14 @@ impl Trainable for LmTask {
     /// characters (so that streams starting from zeros barely raise it), with the
     /// recurrent products in the training precision.
     fn validation_loss(&mut self) -> Result<f64> {
-        let val = std::mem::take(&mut self.val);
-        let streams = (val.len() / 8192).clamp(1, 32);
-        let precision = self.model.rnn.precision();
-        let r = self.model.bits_per_char_in(&val, streams, 256, precision);
-        self.val = val;
-        r
+        let (nats, count) = self.validation_streams(Share::whole())?;
+        Ok(nats / count as f64 / std::f64::consts::LN_2)
+    }
+
+    /// The rank's share of the validation streams.
+    fn validation_share(&mut self, collective: &dyn Collective) -> Result<(f64, f64)> {
+        let (nats, count) = self.validation_streams(Share::of(collective))?;
+        Ok((nats / std::f64::consts::LN_2, count as f64))
     }
 
     fn metadata(&self) -> Vec<(String, String)> {
