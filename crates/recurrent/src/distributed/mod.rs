@@ -6,8 +6,9 @@
 //! [`Collective`] is the small interface the training loop ([`crate::models::fit()`]) needs.
 //! [`SingleProcess`] is the default (one rank; every operation leaves its buffer as it is);
 //! with the cargo feature `mpi`, `Mpi` runs the operations over MPI (Open MPI or MPICH),
-//! for jobs started by `mpirun`; [`ThreadRanks`] are ranks as threads of one process. A program makes one collective the process-wide default
-//! with [`install`]; [`current`] returns it.
+//! for jobs started by `mpirun`; [`ThreadRanks`] are ranks as threads of one process. A
+//! program makes one collective the process-wide default with [`install`]; [`current`]
+//! returns it.
 
 #[cfg(feature = "mpi")]
 mod mpi;
