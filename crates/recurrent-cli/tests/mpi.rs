@@ -173,3 +173,28 @@ fn a_killed_rank_fails_cleanly_and_the_run_resumes() {
         "a finished run removes its checkpoint"
     );
 }
+
+/// An error on one rank (rank 1 given a text file that does not exist; `mpirun`'s
+/// `A : B` form runs different arguments per rank) ends the whole job at once: the error
+/// line names the rank, the job fails, and no model is written.
+#[test]
+fn an_error_on_one_rank_ends_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let lm = args(&LM, &["--epochs", "1", "--out", "m.safetensors"]);
+    let out = mpirun()
+        .current_dir(dir.path())
+        .args(["-np", "1", RECURRENT, "train"])
+        .args(&lm)
+        .args([":", "-np", "1", RECURRENT, "train"])
+        .args(&lm)
+        .args(["--text", "missing.txt"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("error: rank 1 of 2: ") && stderr.contains("missing.txt"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("m.safetensors").exists());
+}

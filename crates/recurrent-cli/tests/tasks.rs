@@ -685,3 +685,20 @@ fn seq2seq_learns_reports_and_predicts() {
         "would need about",
     );
 }
+
+/// Without the `mpi` feature, a process that `mpirun` started as one of several ranks
+/// refuses to train (it would train its own model into the same files as the others) and
+/// says how to build with MPI; no file is written.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn several_ranks_without_mpi_support_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_recurrent"))
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .args(["train", "classify", "--epochs", "1", "--out", s(&out)])
+        .output()
+        .unwrap();
+    fail(&o, "--features mpi");
+    assert!(!out.exists());
+}

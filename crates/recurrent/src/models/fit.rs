@@ -31,12 +31,11 @@ pub trait Trainable: Parameters {
     fn begin_epoch(&mut self, _rng: &mut rand::rngs::StdRng) {}
     /// Data parallelism: forward and backward on this rank's share of `batch` only (its
     /// [`Share::of`] `collective`, which the model may also use to exchange what its
-    /// shares need from each other), accumulating
-    /// `count` times the gradient of the mean of the share's loss terms (the gradient of
-    /// their sum, in the units of the count), so that the ranks' gradients summed and
-    /// divided by the summed counts are the whole batch's. Returns `(sum of losses, count)`
-    /// of the share, `(0, 0)` for an empty one. Every rank draws the same numbers from
-    /// `rng`.
+    /// shares need from each other), accumulating `count` times the gradient of the mean
+    /// of the share's loss terms (the gradient of their sum, in the units of the count),
+    /// so that the ranks' gradients summed and divided by the summed counts are the whole
+    /// batch's. Returns `(sum of losses, count)` of the share, `(0, 0)` for an empty one.
+    /// Every rank draws the same numbers from `rng`.
     ///
     /// The default runs [`Trainable::train_batch`] on the share's contiguous part of
     /// `batch` with a random stream of its own (one seed per share drawn from `rng`):
