@@ -6,13 +6,14 @@ use super::fit::Trainable;
 use super::{Ensemble, TaskModel};
 use crate::config::{Mode, RnnConfig};
 use crate::data::Standardizer;
+use crate::distributed::{Collective, Share};
 use crate::error::{Error, Result};
 use crate::loss::CrossEntropyLoss;
 use crate::nn::{self, Linear, Module};
 use crate::param::{accumulate_into_params, GradSlices};
 use crate::rnn::{self, OutputGrads, Rnn};
 use ndarray::{Array2, ArrayD, IxDyn};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 /// What a classifier file stores besides its weights.
@@ -218,7 +219,7 @@ impl SequenceClassifier {
             None => None,
             Some(fcn) => {
                 let (xc, lc) = self.conv_batch(seqs)?;
-                Some(fcn.forward(&xc, &lc, None)?)
+                Some(fcn.forward(&xc, &lc, None, None)?)
             }
         };
         let features = self.features(pooled, conv);
@@ -253,6 +254,18 @@ impl SequenceClassifier {
         rng: &mut impl Rng,
         tape: &mut ClassifierTape,
     ) -> Result<ArrayD<f32>> {
+        self.forward_train_in(seqs, rng, tape, None)
+    }
+
+    /// [`SequenceClassifier::forward_train`] on a rank of `group`, whose batches the
+    /// convolutional branch normalises together (see [`FcnBranch::forward`]).
+    pub fn forward_train_in(
+        &self,
+        seqs: &[&Array2<f32>],
+        rng: &mut impl Rng,
+        tape: &mut ClassifierTape,
+        group: Option<&dyn Collective>,
+    ) -> Result<ArrayD<f32>> {
         let (x, lengths) = self.batch(seqs)?;
         let out =
             self.rnn
@@ -267,7 +280,7 @@ impl SequenceClassifier {
             None => None,
             Some(fcn) => {
                 let (xc, lc) = self.conv_batch(seqs)?;
-                Some(fcn.forward(&xc, &lc, Some(&mut tape.fcn))?)
+                Some(fcn.forward(&xc, &lc, Some(&mut tape.fcn), group)?)
             }
         };
         let features = self.features(pooled, conv);
@@ -283,6 +296,18 @@ impl SequenceClassifier {
         grad_logits: &ArrayD<f32>,
         grads: &mut GradSlices<'_>,
     ) -> Result<()> {
+        self.backward_in(tape, grad_logits, grads, None)
+    }
+
+    /// [`SequenceClassifier::backward`] of a [`SequenceClassifier::forward_train_in`] on a
+    /// rank of `group`.
+    pub fn backward_in(
+        &self,
+        tape: &ClassifierTape,
+        grad_logits: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+        group: Option<&dyn Collective>,
+    ) -> Result<()> {
         let cache = tape.pooled.as_ref().ok_or_else(|| {
             Error::Invalid("SequenceClassifier.backward needs a forward_train tape".into())
         })?;
@@ -295,7 +320,7 @@ impl SequenceClassifier {
             let g_conv = g_features
                 .slice_axis(ndarray::Axis(1), (w2..g_features.shape()[1]).into())
                 .to_owned();
-            fcn.backward(&tape.fcn, &g_conv, &mut fcn_grads)?;
+            fcn.backward(&tape.fcn, &g_conv, &mut fcn_grads, group)?;
         }
         let w = cache.out_shape[2];
         let mut g_out = ArrayD::zeros(IxDyn(&cache.out_shape));
@@ -482,6 +507,33 @@ impl ClassificationTask {
             ..Default::default()
         }
     }
+
+    /// Forward and backward on the examples `batch`, accumulating the gradient of their
+    /// mean loss, or as one of `ranks` that of their summed loss (the units of
+    /// [`Trainable::train_share`]; the convolutional branch normalises with the ranks'
+    /// statistics). Returns the summed loss and the number of examples.
+    fn run_batch(
+        &mut self,
+        batch: &[usize],
+        rng: &mut rand::rngs::StdRng,
+        ranks: Option<&dyn Collective>,
+    ) -> Result<(f64, usize)> {
+        let seqs: Vec<&Array2<f32>> = batch.iter().map(|&i| &self.train.0[i]).collect();
+        let targets: Vec<i64> = batch.iter().map(|&i| self.train.1[i] as i64).collect();
+        let logits = self
+            .model
+            .forward_train_in(&seqs, rng, &mut self.tape, ranks)?;
+        self.model.update_buffers(&self.tape);
+        let mut loss = self.loss().forward(&logits, &targets, &[targets.len()])?;
+        if ranks.is_some() {
+            loss.grad.mapv_inplace(|g| g * batch.len() as f32);
+        }
+        let tape = &self.tape;
+        accumulate_into_params(&mut self.model, |m, mut g| {
+            m.backward_in(tape, &loss.grad, &mut g, ranks)
+        })?;
+        Ok((loss.item() as f64 * batch.len() as f64, batch.len()))
+    }
 }
 
 crate::parameters!(ClassificationTask { inline model; });
@@ -496,16 +548,30 @@ impl Trainable for ClassificationTask {
         batch: &[usize],
         rng: &mut rand::rngs::StdRng,
     ) -> Result<(f64, usize)> {
-        let seqs: Vec<&Array2<f32>> = batch.iter().map(|&i| &self.train.0[i]).collect();
-        let targets: Vec<i64> = batch.iter().map(|&i| self.train.1[i] as i64).collect();
-        let logits = self.model.forward_train(&seqs, rng, &mut self.tape)?;
-        self.model.update_buffers(&self.tape);
-        let loss = self.loss().forward(&logits, &targets, &[targets.len()])?;
-        let tape = &self.tape;
-        accumulate_into_params(&mut self.model, |m, mut g| {
-            m.backward(tape, &loss.grad, &mut g)
-        })?;
-        Ok((loss.item() as f64 * batch.len() as f64, batch.len()))
+        self.run_batch(batch, rng, None)
+    }
+
+    /// The default share ([`Trainable::train_share`]); with the convolutional branch, its
+    /// batch norm takes the statistics of all the ranks' shares (synchronised, so the
+    /// ranks compute the whole batch's gradient), a rank without examples taking part.
+    fn train_share(
+        &mut self,
+        batch: &[usize],
+        collective: &dyn Collective,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<(f64, usize)> {
+        let share = Share::of(collective);
+        let seeds: Vec<u64> = (0..share.count).map(|_| rng.gen()).collect();
+        let part = &batch[share.range(batch.len())];
+        if part.is_empty() {
+            if let Some(fcn) = &self.model.fcn {
+                fcn.take_part(collective, &mut self.tape.fcn)?;
+                self.model.update_buffers(&self.tape);
+            }
+            return Ok((0.0, 0));
+        }
+        let mut own = rand::rngs::StdRng::seed_from_u64(seeds[share.index]);
+        self.run_batch(part, &mut own, Some(collective))
     }
 
     fn validation_loss(&mut self) -> Result<f64> {

@@ -4,6 +4,7 @@
 //! lengths (statistics, outputs and pooling cover each sequence's own steps only). The
 //! branch runs channels-last, `(B, T, C)`, so no layer transposes its data.
 
+use crate::distributed::Collective;
 use crate::error::Result;
 use crate::nn::{self, BatchNorm1d, Conv1d, Conv1dConfig, GlobalAvgPool1d, Module, Padding};
 use crate::param::GradSlices;
@@ -92,12 +93,15 @@ impl FcnBranch {
     /// Pooled features `(B, 128)` of `x` `(B, T, D)` whose sample `s` has `lengths[s]`
     /// valid steps (zeros after). With `tape` (training) every block keeps what
     /// [`FcnBranch::backward`] needs and normalises by batch statistics; without, the
-    /// running statistics are used.
+    /// running statistics are used. With a `group` of ranks the batch statistics are
+    /// those of the group's batches together (synchronised batch norm; every rank of the
+    /// group calls this, a rank without rows [`FcnBranch::take_part`]).
     pub fn forward(
         &self,
         x: &ArrayD<f32>,
         lengths: &[usize],
         mut tape: Option<&mut FcnTape>,
+        group: Option<&dyn Collective>,
     ) -> Result<ArrayD<f32>> {
         let mut h: Option<ArrayD<f32>> = None;
         for (k, block) in self.blocks().into_iter().enumerate() {
@@ -109,7 +113,12 @@ impl FcnBranch {
             let c = block
                 .conv
                 .forward_channels_last(h.as_ref().unwrap_or(x), conv_tape)?;
-            let mut a = block.bn.forward_channels_last(&c, Some(lengths), bn_tape)?;
+            let mut a = match group {
+                Some(g) => block
+                    .bn
+                    .forward_channels_last_in(&c, Some(lengths), bn_tape, g)?,
+                None => block.bn.forward_channels_last(&c, Some(lengths), bn_tape)?,
+            };
             a.mapv_inplace(|v| v.max(0.0));
             if let Some(t) = tape.as_deref_mut() {
                 t.relu[k] = a.clone();
@@ -128,11 +137,13 @@ impl FcnBranch {
     /// For the gradient `(B, 128)` of the pooled features of the pass that filled `tape`,
     /// adds the parameter gradients to `grads` (this branch's slices, in parameter order).
     /// The input gradient is not needed (the branch reads the data) and not returned.
+    /// `group` as in the [`FcnBranch::forward`] that filled `tape`.
     pub fn backward(
         &self,
         tape: &FcnTape,
         grad_pooled: &ArrayD<f32>,
         grads: &mut GradSlices<'_>,
+        group: Option<&dyn Collective>,
     ) -> Result<()> {
         let blocks = self.blocks();
         let mut per_block: Vec<(GradSlices, GradSlices)> = blocks
@@ -151,12 +162,37 @@ impl FcnBranch {
                 }
             });
             let (conv_grads, bn_grads) = &mut per_block[k];
-            g = blocks[k]
-                .bn
-                .backward_channels_last(&tape.bn[k], &g, bn_grads)?;
+            let bn = &blocks[k].bn;
+            g = match group {
+                Some(group) => bn.backward_channels_last_in(&tape.bn[k], &g, bn_grads, group)?,
+                None => bn.backward_channels_last(&tape.bn[k], &g, bn_grads)?,
+            };
             g = blocks[k]
                 .conv
                 .backward_channels_last(&tape.conv[k], &g, conv_grads)?;
+        }
+        Ok(())
+    }
+
+    /// For a rank of `group` with no rows of the batch: takes part in the forward and
+    /// backward passes' sums over the group (contributing nothing), and keeps the group's
+    /// batch statistics in `tape` for [`FcnBranch::update_buffers`].
+    pub fn take_part(&self, group: &dyn Collective, tape: &mut FcnTape) -> Result<()> {
+        let none = |c: usize| ArrayD::zeros(vec![0, 1, c]);
+        let blocks = self.blocks();
+        for (k, block) in blocks.iter().enumerate() {
+            let c = block.bn.weight.len();
+            block
+                .bn
+                .forward_channels_last_in(&none(c), Some(&[]), &mut tape.bn[k], group)?;
+        }
+        for (k, block) in blocks.iter().enumerate().rev() {
+            let c = block.bn.weight.len();
+            let (mut weight, mut bias) = (vec![0.0; c], vec![0.0; c]);
+            let mut grads = GradSlices::from_parts([&mut weight[..], &mut bias[..]]);
+            block
+                .bn
+                .backward_channels_last_in(&tape.bn[k], &none(c), &mut grads, group)?;
         }
         Ok(())
     }
@@ -212,7 +248,7 @@ mod tests {
 
     fn loss(f: &FcnBranch, x: &ArrayD<f32>, lengths: &[usize], r: &ArrayD<f32>) -> f64 {
         let y = f
-            .forward(x, lengths, Some(&mut FcnTape::default()))
+            .forward(x, lengths, Some(&mut FcnTape::default()), None)
             .unwrap();
         y.iter().zip(r).map(|(a, b)| *a as f64 * *b as f64).sum()
     }
@@ -236,10 +272,10 @@ mod tests {
                 }
             });
             let mut tape = FcnTape::default();
-            let y = f.forward(&x, &lengths, Some(&mut tape)).unwrap();
+            let y = f.forward(&x, &lengths, Some(&mut tape), None).unwrap();
             let r = y.mapv(|v| (v * 7.0).sin());
             let mut grads = Grads::zeros_for(&f);
-            f.backward(&tape, &r, &mut grads.slices()).unwrap();
+            f.backward(&tape, &r, &mut grads.slices(), None).unwrap();
             let names: Vec<String> = f.named_parameters().into_iter().map(|(n, _)| n).collect();
             for (k, name) in names.iter().enumerate() {
                 for i in [0usize, 7, 31]

@@ -130,8 +130,8 @@ pub struct FitReport {
     pub seconds: f64,
     /// Training examples processed per second.
     pub examples_per_second: f64,
-    /// Seconds of the training spent in collective operations between ranks (summing
-    /// gradients, waiting for the slowest rank included; 0 in one process).
+    /// Seconds of the training spent summing the gradients over the ranks (waiting for
+    /// the slowest rank included; 0 in one process).
     #[serde(default)]
     pub communication_seconds: f64,
 }

@@ -2,6 +2,7 @@
 //! statistics in training and by running statistics in inference.
 
 use super::{check_lengths, swap_last_two, Module, Tape};
+use crate::distributed::Collective;
 use crate::error::{Error, Result};
 use crate::param::{Buffer, GradSlices, Param};
 use ndarray::{ArrayD, IxDyn};
@@ -16,6 +17,12 @@ use ndarray::{ArrayD, IxDyn};
 /// [`BatchNorm1d::forward_masked`] takes per-sample lengths for `(B, C, L)` input: the
 /// statistics then cover each sample's first `length` positions only (padding does not
 /// bias them) and padded positions of the output are zero.
+///
+/// With a group of ranks ([`BatchNorm1d::forward_channels_last_in`], as PyTorch's
+/// `SyncBatchNorm`) the statistics are those of the ranks' batches together, and the
+/// backward pass sums its per-channel terms over them: each rank normalises its share as
+/// one process normalises the whole batch. A rank with no rows takes part with an empty
+/// `(0, L, C)` input.
 #[derive(Debug, Clone)]
 pub struct BatchNorm1d {
     /// `(C)` scale.
@@ -86,7 +93,7 @@ impl BatchNorm1d {
                     .clone()
                     .into_shape_with_order(IxDyn(&[b, 1, c]))
                     .expect("shape");
-                let out = self.forward_cl(&rows, None, tape, Some(input.shape().to_vec()))?;
+                let out = self.forward_cl(&rows, None, tape, Some(input.shape().to_vec()), None)?;
                 Ok(out.into_shape_with_order(IxDyn(&[b, c])).expect("shape"))
             }
             [_, ch, _] if ch == c => {
@@ -95,6 +102,7 @@ impl BatchNorm1d {
                     lengths,
                     tape,
                     Some(input.shape().to_vec()),
+                    None,
                 )?;
                 Ok(swap_last_two(&out))
             }
@@ -114,7 +122,19 @@ impl BatchNorm1d {
         lengths: Option<&[usize]>,
         tape: &mut Tape,
     ) -> Result<ArrayD<f32>> {
-        self.forward_cl(input, lengths, tape, None)
+        self.forward_cl(input, lengths, tape, None, None)
+    }
+
+    /// [`BatchNorm1d::forward_channels_last`] with the statistics of `group`'s batches
+    /// together (every rank of the group calls it; see [`BatchNorm1d`]).
+    pub fn forward_channels_last_in(
+        &self,
+        input: &ArrayD<f32>,
+        lengths: Option<&[usize]>,
+        tape: &mut Tape,
+        group: &dyn Collective,
+    ) -> Result<ArrayD<f32>> {
+        self.forward_cl(input, lengths, tape, None, Some(group))
     }
 
     fn forward_cl(
@@ -123,6 +143,7 @@ impl BatchNorm1d {
         lengths: Option<&[usize]>,
         tape: &mut Tape,
         pytorch_shape: Option<Vec<usize>>,
+        group: Option<&dyn Collective>,
     ) -> Result<ArrayD<f32>> {
         let c = self.weight.len();
         let [b, l, ch] = *input.shape() else {
@@ -144,21 +165,26 @@ impl BatchNorm1d {
         let x = x.as_slice().expect("standard layout");
         let valid = |s: usize| lengths.map_or(l, |ls| ls[s]);
         let rows = |s: usize| x[s * l * c..(s * l + valid(s)) * c].chunks_exact(c);
-        let count: usize = (0..b).map(valid).sum();
         let training = tape.is_training();
-        if training && count < 2 {
-            return Err(Error::Invalid(format!(
-                "BatchNorm1d in training needs more than one value per channel, found {count}"
-            )));
-        }
+        let sum_over_group = |buf: &mut [f64]| group.map_or(Ok(()), |g| g.all_reduce_sum_f64(buf));
+        let mut count: usize = (0..b).map(valid).sum();
         let (mean, var, unbiased) = if training {
-            let mut sum = vec![0.0f64; c];
+            // The channel sums, then the count.
+            let mut sum = vec![0.0f64; c + 1];
             for s in 0..b {
                 for row in rows(s) {
                     sum.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
                 }
             }
-            let mean: Vec<f64> = sum.iter().map(|v| v / count as f64).collect();
+            sum[c] = count as f64;
+            sum_over_group(&mut sum)?;
+            count = sum[c] as usize;
+            if count < 2 {
+                return Err(Error::Invalid(format!(
+                    "BatchNorm1d in training needs more than one value per channel, found {count}"
+                )));
+            }
+            let mean: Vec<f64> = sum[..c].iter().map(|v| v / count as f64).collect();
             let mut sq = vec![0.0f64; c];
             for s in 0..b {
                 for row in rows(s) {
@@ -167,6 +193,7 @@ impl BatchNorm1d {
                     }
                 }
             }
+            sum_over_group(&mut sq)?;
             (
                 mean.iter().map(|&m| m as f32).collect::<Vec<f32>>(),
                 sq.iter()
@@ -218,7 +245,20 @@ impl BatchNorm1d {
         grad_output: &ArrayD<f32>,
         grads: &mut GradSlices<'_>,
     ) -> Result<ArrayD<f32>> {
-        self.backward_cl(tape.record("BatchNorm1d")?, grad_output, grads)
+        self.backward_cl(tape.record("BatchNorm1d")?, grad_output, grads, None)
+    }
+
+    /// The backward pass of [`BatchNorm1d::forward_channels_last_in`] (every rank of
+    /// `group` calls it): the parameter gradients of this rank's rows are added to
+    /// `grads`, the input gradient takes the whole group's batch into account.
+    pub fn backward_channels_last_in(
+        &self,
+        tape: &Tape,
+        grad_output: &ArrayD<f32>,
+        grads: &mut GradSlices<'_>,
+        group: &dyn Collective,
+    ) -> Result<ArrayD<f32>> {
+        self.backward_cl(tape.record("BatchNorm1d")?, grad_output, grads, Some(group))
     }
 
     fn backward_cl(
@@ -226,6 +266,7 @@ impl BatchNorm1d {
         record: &NormRecord,
         grad_output: &ArrayD<f32>,
         grads: &mut GradSlices<'_>,
+        group: Option<&dyn Collective>,
     ) -> Result<ArrayD<f32>> {
         let (b, l, c) = record.sizes;
         if grad_output.shape() != [b, l, c] {
@@ -255,6 +296,12 @@ impl BatchNorm1d {
         for k in 0..c {
             weight_grad[k] += sdyx[k] as f32;
             bias_grad[k] += sdy[k] as f32;
+        }
+        if let Some(group) = group {
+            let mut both = [sdy, sdyx].concat();
+            group.all_reduce_sum_f64(&mut both)?;
+            sdyx = both.split_off(c);
+            sdy = both;
         }
         let n = record.batch.as_ref().map_or(0, |(_, _, n)| *n).max(1) as f64;
         let mean_dy: Vec<f32> = sdy.iter().map(|v| (v / n) as f32).collect();
@@ -305,7 +352,7 @@ impl Module for BatchNorm1d {
         } else {
             swap_last_two(grad_output)
         };
-        let dx = self.backward_cl(record, &g, grads)?;
+        let dx = self.backward_cl(record, &g, grads, None)?;
         Ok(if shape.len() == 2 {
             dx.into_shape_with_order(IxDyn(shape)).expect("shape")
         } else {
