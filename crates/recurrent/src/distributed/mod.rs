@@ -125,6 +125,18 @@ impl Share {
     pub fn range(&self, n: usize) -> Range<usize> {
         self.index * n / self.count..(self.index + 1) * n / self.count
     }
+
+    /// This share's part of `batch` and a random stream of its own: one seed per share is
+    /// drawn from `rng` (so every rank draws the same numbers) and this share's taken.
+    pub fn part<'a>(
+        &self,
+        batch: &'a [usize],
+        rng: &mut impl rand::Rng,
+    ) -> (&'a [usize], rand::rngs::StdRng) {
+        let seeds: Vec<u64> = (0..self.count).map(|_| rng.gen()).collect();
+        let own = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seeds[self.index]);
+        (&batch[self.range(batch.len())], own)
+    }
 }
 
 #[cfg(test)]

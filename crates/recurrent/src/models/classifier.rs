@@ -13,7 +13,7 @@ use crate::nn::{self, Linear, Module};
 use crate::param::{accumulate_into_params, GradSlices};
 use crate::rnn::{self, OutputGrads, Rnn};
 use ndarray::{Array2, ArrayD, IxDyn};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// What a classifier file stores besides its weights.
@@ -560,9 +560,7 @@ impl Trainable for ClassificationTask {
         collective: &dyn Collective,
         rng: &mut rand::rngs::StdRng,
     ) -> Result<(f64, usize)> {
-        let share = Share::of(collective);
-        let seeds: Vec<u64> = (0..share.count).map(|_| rng.gen()).collect();
-        let part = &batch[share.range(batch.len())];
+        let (part, mut own) = Share::of(collective).part(batch, rng);
         if part.is_empty() {
             if let Some(fcn) = &self.model.fcn {
                 fcn.take_part(collective, &mut self.tape.fcn)?;
@@ -570,7 +568,6 @@ impl Trainable for ClassificationTask {
             }
             return Ok((0.0, 0));
         }
-        let mut own = rand::rngs::StdRng::seed_from_u64(seeds[share.index]);
         self.run_batch(part, &mut own, Some(collective))
     }
 

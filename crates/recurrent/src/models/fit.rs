@@ -10,7 +10,7 @@ use crate::io::{TensorFile, TensorWriter};
 use crate::optim::{clip_grad_norm, Adam, Optimizer, OptimizerState};
 use crate::param::Parameters;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -49,13 +49,10 @@ pub trait Trainable: Parameters {
         collective: &dyn Collective,
         rng: &mut rand::rngs::StdRng,
     ) -> Result<(f64, usize)> {
-        let share = Share::of(collective);
-        let seeds: Vec<u64> = (0..share.count).map(|_| rng.gen()).collect();
-        let part = &batch[share.range(batch.len())];
+        let (part, mut own) = Share::of(collective).part(batch, rng);
         if part.is_empty() {
             return Ok((0.0, 0));
         }
-        let mut own = rand::rngs::StdRng::seed_from_u64(seeds[share.index]);
         let (loss, count) = self.train_batch(part, &mut own)?;
         data_parallel::scale_grads(self, count as f32);
         Ok((loss, count))
