@@ -251,10 +251,11 @@ impl LmTask {
         parts.drain(..own.start);
         let denominator = if ranks.is_none() { b as f32 } else { 1.0 };
         let shards = parts.len();
-        if let (Some(ranks), true) = (ranks.filter(|_| shards == 0), self.carry_state) {
-            self.streams.state = Some(sum_states(ranks, self.zero_state(b))?);
-        }
         if shards == 0 {
+            // No rows here: zeros for the ranks' sum of the states.
+            if let Some(ranks) = ranks.filter(|_| self.carry_state) {
+                self.streams.state = Some(sum_states(ranks, self.zero_state(b))?);
+            }
             return Ok((0.0, 0));
         }
         self.tapes.resize_with(shards, LmTape::default);
