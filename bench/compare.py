@@ -56,7 +56,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 a = json.loads(sys.argv[1])
-torch.set_num_threads(a["threads"])
+torch.set_num_threads(a.get("loop_threads") or a["threads"])
 torch.manual_seed(0)
 mode, I, H, L, bi, P, B, T = a["mode"], a["I"], a["H"], a["L"], a["bi"], a["P"], a["B"], a["T"]
 layers = nn
@@ -153,11 +153,11 @@ def roofs(threads, binary):
     return json.loads(pt.stdout)["gflops"], json.loads(ours.stdout)["gflops"]
 
 
-def torch_row(row, threads, impl="torch.nn"):
+def torch_row(row, threads, impl="torch.nn", loop_threads=None):
     name, mode, i, h, layers, bi, proj, b, t, train, lengths, _, precision = row
     args = dict(mode=mode, I=i, H=h, L=layers, bi=bi, P=proj, B=b, T=t, train=train,
                 lengths=lengths, threads=threads, warmup=3, iters=iters_for(row), precision=precision,
-                impl=impl)
+                impl=impl, loop_threads=loop_threads)
     out = subprocess.run([sys.executable, "-c", TORCH_CHILD, json.dumps(args)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
@@ -204,7 +204,8 @@ def python_rows(a, rows, roof):
         print("|" + "---|" * len(header), flush=True)
     for row in rows:
         name, mode, i, h, layers, bi, proj, b, t, train, lengths, _, _ = row
-        runs = [(torch_row(row, a.threads, "recurrent.torch"), torch_row(row, a.threads)) for _ in range(a.repeats)]
+        runs = [(torch_row(row, a.threads, "recurrent.torch", a.loop_threads), torch_row(row, a.threads))
+                for _ in range(a.repeats)]
         ours = sorted((r[0] for r in runs), key=lambda r: r["median_ms"])[len(runs) // 2]
         pt = sorted((r[1] for r in runs), key=lambda r: r["median_ms"])[len(runs) // 2]
         target = 1.3 if train else 1.1
@@ -215,7 +216,9 @@ def python_rows(a, rows, roof):
                  f"{pt['median_ms'] / ours['median_ms']:.2f}x", f">= {target}x", f"{rate:.0f}",
                  f"{100 * rate / roof:.0f}%", f"{pt['rss_growth_mib']:.1f}", f"{ours['rss_growth_mib']:.1f}"]
         print(("| " + " | ".join(cells) + " |") if a.markdown else "  ".join(cells), flush=True)
-    print(f"threads={a.threads}; torch {pt.get('torch', '?')}", file=sys.stderr)
+    loop = a.loop_threads or a.threads
+    print(f"threads={a.threads} (torch threads of the loop around recurrent.torch: {loop}); "
+          f"torch {pt.get('torch', '?')}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -241,6 +244,9 @@ def main():
                     help="runs of each side per row, alternating; the median of their medians is reported")
     ap.add_argument("--python", action="store_true",
                     help="torch.nn against recurrent.torch (the Python package) in the same PyTorch loop")
+    ap.add_argument("--loop-threads", type=int, default=None,
+                    help="with --python: torch's threads in the loop around recurrent.torch (default "
+                         "--threads; the kernels always use --threads)")
     a = ap.parse_args()
     wanted = set(filter(None, a.rows.split(",")))
     rows = [r for r in ROWS if not wanted or r[0] in wanted]
