@@ -17,7 +17,7 @@ pub struct Job {
 /// (errors still reach stderr), and makes a panic end the whole job.
 #[cfg(feature = "mpi")]
 pub fn join() -> Result<Job> {
-    if launcher_world_size().is_none_or(|n| n <= 1) {
+    if !matches!(launcher_world_size(), Some(n) if n > 1) {
         return Ok(Job { _session: None });
     }
     let (mpi, session) = distributed::Mpi::init()?;
