@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use mpi::collective::SystemOperation;
 use mpi::environment::{Threading, Universe};
 use mpi::topology::SimpleCommunicator;
-use mpi::traits::{Communicator, CommunicatorCollectives, Root};
+use mpi::traits::{Communicator, CommunicatorCollectives, Equivalence, Root};
 
 /// The ranks of an MPI job (`mpirun -np N ...`) over the world communicator. Operations may
 /// come from any one thread at a time (`MPI_THREAD_SERIALIZED`), such as a thread of a
@@ -48,6 +48,15 @@ impl Mpi {
     fn world(&self) -> SimpleCommunicator {
         SimpleCommunicator::world()
     }
+
+    /// `buf` replaced by its element-wise sum over the ranks, in pieces MPI can count.
+    fn sum_in_place<T: Equivalence + Copy>(&self, buf: &mut [T]) {
+        let world = self.world();
+        for piece in buf.chunks_mut(MAX_COUNT) {
+            let send = piece.to_vec();
+            world.all_reduce_into(&send[..], piece, SystemOperation::sum());
+        }
+    }
 }
 
 /// MPI counts are `i32`: a buffer is sent in pieces of at most this many elements.
@@ -63,20 +72,12 @@ impl Collective for Mpi {
     }
 
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
-        let world = self.world();
-        for piece in buf.chunks_mut(MAX_COUNT) {
-            let send = piece.to_vec();
-            world.all_reduce_into(&send[..], piece, SystemOperation::sum());
-        }
+        self.sum_in_place(buf);
         Ok(())
     }
 
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
-        let world = self.world();
-        for piece in buf.chunks_mut(MAX_COUNT) {
-            let send = piece.to_vec();
-            world.all_reduce_into(&send[..], piece, SystemOperation::sum());
-        }
+        self.sum_in_place(buf);
         Ok(())
     }
 
