@@ -63,6 +63,13 @@ impl CpuInfo {
         (self.l2() / 8 * 3).clamp(256 << 10, 3 << 19)
     }
 
+    /// Bytes of a transposed left-hand matrix a product copies at a time (rows of one
+    /// depth block, read back from L2 by every group of panels): 1/4 of L2, within
+    /// 128 KiB..1 MiB.
+    pub fn column_block_bytes(&self) -> usize {
+        (self.l2() / 4).clamp(128 << 10, 1 << 20)
+    }
+
     /// Bytes of input projections a time loop computes ahead (read back from L2 by the
     /// next steps): 3/16 of L2, within 128 KiB..768 KiB (192 KiB on a 1 MiB L2).
     pub fn projection_block_bytes(&self) -> usize {
@@ -166,6 +173,7 @@ mod tests {
             (info.panel_group_bytes(), info.projection_block_bytes()),
             (768 << 10, 384 << 10)
         );
+        assert_eq!(info.column_block_bytes(), 512 << 10);
         info.l2_bytes = Some(256 << 10);
         assert_eq!(
             (info.panel_group_bytes(), info.projection_block_bytes()),

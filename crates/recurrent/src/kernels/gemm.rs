@@ -81,9 +81,9 @@ pub enum Precision {
     #[default]
     F32,
     /// Mixed precision, as under PyTorch's CPU autocast to bfloat16: both operands are
-    /// rounded to bfloat16 (8 significant bits) and the products summed in `f32`, at twice
-    /// the multiply-add rate. Only on CPUs with AVX-512 BF16 ([`super::cpu::has_bf16`]);
-    /// elsewhere products stay `f32`.
+    /// rounded to bfloat16 (8 significant bits) and the products summed in `f32`, at up to
+    /// twice the multiply-add rate ([`super::cpu::bf16_speedup`]). Only on CPUs with
+    /// AVX-512 BF16 ([`super::cpu::has_bf16`]); elsewhere products stay `f32`.
     Bf16,
 }
 
@@ -93,6 +93,16 @@ impl Precision {
     pub fn effective(self) -> Precision {
         match self {
             Precision::Bf16 if super::cpu::has_bf16() => Precision::Bf16,
+            _ => Precision::F32,
+        }
+    }
+
+    /// `self`, except that [`Precision::Bf16`] becomes [`Precision::F32`] where bfloat16
+    /// products are not faster ([`super::cpu::bf16_pays`]): for defaults that choose
+    /// bfloat16 for its speed.
+    pub fn where_faster(self) -> Precision {
+        match self {
+            Precision::Bf16 if super::cpu::bf16_pays() => Precision::Bf16,
             _ => Precision::F32,
         }
     }
@@ -157,12 +167,38 @@ pub struct PackedMatrix {
 impl PackedMatrix {
     /// Packs the logical `k x n` matrix `b` for the current CPU level.
     pub fn pack(b: Mat, k: usize, n: usize) -> Self {
-        Self::pack_with(b, k, n, |j| j, Precision::F32)
+        Self::pack_in(Precision::F32, b, k, n)
     }
 
     /// [`PackedMatrix::pack`] for products of the given precision.
     pub fn pack_in(precision: Precision, b: Mat, k: usize, n: usize) -> Self {
-        Self::pack_with(b, k, n, |j| j, precision)
+        if b.transposed || (precision == Precision::Bf16 && super::cpu::has_bf16()) {
+            return Self::pack_with(b, k, n, |j| j, precision);
+        }
+        // Every panel row is a contiguous piece of a stored row: copy it whole.
+        let level = level();
+        let (_, nr) = block_shape(level);
+        let panels = n.div_ceil(nr);
+        let mut data = vec![0.0; panels * nr * k];
+        for (kb, k0) in (0..k).step_by(KC).enumerate() {
+            let kc = KC.min(k - k0);
+            let block = &mut data[kb * KC * panels * nr..];
+            for kk in 0..kc {
+                let row = &b.data[(k0 + kk) * b.ld..][..n];
+                for (p, piece) in row.chunks(nr).enumerate() {
+                    let at = p * kc * nr + kk * nr;
+                    block[at..at + piece.len()].copy_from_slice(piece);
+                }
+            }
+        }
+        PackedMatrix {
+            k,
+            n,
+            level,
+            nr,
+            data,
+            pairs: Vec::new(),
+        }
     }
 
     /// Packs the `k x cols.len()` matrix whose column `j` is column `cols[j]` of `b`.
@@ -441,6 +477,7 @@ fn run_level(
     rows: (usize, usize),
     panels: (usize, usize),
 ) {
+    let _flush = super::cpu::FlushDenormals::new();
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
@@ -616,19 +653,83 @@ mod avx512 {
         panels: (usize, usize),
     ) {
         debug_assert_eq!(b.nr, NR);
-        // Element (r, kk) of a block of A is at `ap + r * row_step + kk * k_step`.
-        let block_of_a = |k0: usize, _kc: usize, r0: usize, _mr: usize| {
-            if a.transposed {
-                (a.data.as_ptr().add(k0 * a.ld + r0), 1, a.ld)
-            } else {
+        // Element (r, kk) of a block of A is at `ap + r * row_step + kk * k_step`. A
+        // transposed `A` is copied first, a depth block of a group of rows at a time (see
+        // [`copy_columns`]); the groups are multiples of 12 rows, so tiles are as without.
+        if !a.transposed {
+            let block_of_a = |k0: usize, _kc: usize, r0: usize, _mr: usize| {
                 (a.data.as_ptr().add(r0 * a.ld + k0), a.ld, 1)
+            };
+            return for_each_tile(b, out, beta, rows, panels, block_of_a, |t, a_block| {
+                let bp = b.panel(t.k0, t.panel).as_ptr();
+                let (c, ldc, nc, beta) = (t.c, out.ld, t.nc, t.beta);
+                by_rows!(t.mr, tile_f32(t.kc, a_block, bp, c, ldc, nc, beta));
+            });
+        }
+        let group_rows =
+            (crate::kernels::CpuInfo::get().column_block_bytes() / (KC * 4) / 12).max(1) * 12;
+        // Taken out of the thread-local and put back, rather than borrowed in a closure:
+        // the intrinsics are only inlined into code compiled with this function's features.
+        let mut columns = COLUMNS.take();
+        for g0 in (rows.0..rows.1).step_by(group_rows) {
+            let group = (g0, (g0 + group_rows).min(rows.1));
+            let mut copied_k0 = None;
+            let block_of_a = |k0: usize, kc: usize, r0: usize, mr: usize| {
+                if copied_k0 != Some(k0) {
+                    copy_columns(a, group, k0, kc, &mut columns);
+                    copied_k0 = Some(k0);
+                }
+                // Tiles before `r0` hold `(r0 - group.0) * kc` values.
+                (columns.as_ptr().add((r0 - group.0) * kc), 1, mr)
+            };
+            for_each_tile(b, out, beta, group, panels, block_of_a, |t, a_block| {
+                let bp = b.panel(t.k0, t.panel).as_ptr();
+                let (c, ldc, nc, beta) = (t.c, out.ld, t.nc, t.beta);
+                by_rows!(t.mr, tile_f32(t.kc, a_block, bp, c, ldc, nc, beta));
+            });
+        }
+        COLUMNS.set(columns);
+    }
+
+    thread_local! {
+        /// A thread's copy of the block of a transposed `A` it multiplies (see
+        /// [`copy_columns`]), kept for the next product.
+        static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Copies logical rows `rows`, columns `k0 .. k0 + kc` of a transposed `A` into
+    /// `columns`, tile by tile as [`for_each_tile`] takes them: the tile of `mr` rows
+    /// starting at row `r0` at `(r0 - rows.0) * kc`, `mr` values per column.
+    ///
+    /// Read in place, every step of a tile would take a new cache line, `ld` floats
+    /// from the last (with `ld` a multiple of 1024 all in one set of the L1 cache, and
+    /// each on another page, out of the prefetchers' reach); the copy reads `A` along
+    /// its stored rows instead.
+    #[inline(always)]
+    unsafe fn copy_columns(
+        a: Mat,
+        rows: (usize, usize),
+        k0: usize,
+        kc: usize,
+        columns: &mut Vec<f32>,
+    ) {
+        debug_assert!(a.transposed);
+        let m = rows.1 - rows.0;
+        if columns.len() < m * kc {
+            columns.resize(m * kc, 0.0);
+        }
+        let dst = columns.as_mut_ptr();
+        for kk in 0..kc {
+            let src = a.data.as_ptr().add((k0 + kk) * a.ld + rows.0);
+            let mut r = 0;
+            while r < m {
+                let mr = tile_rows(m - r);
+                let values: __mmask16 = ((1u32 << mr) - 1) as u16;
+                let column = _mm512_maskz_loadu_ps(values, src.add(r));
+                _mm512_mask_storeu_ps(dst.add(r * kc + kk * mr), values, column);
+                r += mr;
             }
-        };
-        for_each_tile(b, out, beta, rows, panels, block_of_a, |t, a_block| {
-            let bp = b.panel(t.k0, t.panel).as_ptr();
-            let (c, ldc, nc, beta) = (t.c, out.ld, t.nc, t.beta);
-            by_rows!(t.mr, tile_f32(t.kc, a_block, bp, c, ldc, nc, beta));
-        });
+        }
     }
 
     /// Where one tile of the product goes: see [`for_each_tile`].
@@ -713,18 +814,62 @@ mod avx512 {
         nc: usize,
         beta: f32,
     ) {
-        let (a, row_step, k_step) = a;
-        let step = |kk: usize, acc0: &mut [__m512; R], acc1: &mut [__m512; R]| {
-            let b0 = _mm512_loadu_ps(b.add(kk * NR));
-            let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
+        tile::<R, U>(kc, &F32Step { a, b }, c, ldc, nc, beta);
+    }
+
+    /// One step of a tile's sum: `acc += A[.., kk] * B_panel[kk, ..]` for `R` rows of two
+    /// 16-wide accumulators.
+    ///
+    /// A trait with `#[inline(always)]` methods rather than a closure: a closure inside
+    /// the kernel's generic helpers is not compiled with the kernel's target features
+    /// when the compiler declines to inline it, and its intrinsics then become calls.
+    trait Step<const R: usize> {
+        unsafe fn step(&self, kk: usize, acc0: &mut [__m512; R], acc1: &mut [__m512; R]);
+    }
+
+    /// `f32` steps: element `(r, kk)` of `A` at `a.0 + r * a.1 + kk * a.2`.
+    struct F32Step {
+        a: (*const f32, usize, usize),
+        b: *const f32,
+    }
+
+    impl<const R: usize> Step<R> for F32Step {
+        #[inline(always)]
+        unsafe fn step(&self, kk: usize, acc0: &mut [__m512; R], acc1: &mut [__m512; R]) {
+            let (a, row_step, k_step) = self.a;
+            let b0 = _mm512_loadu_ps(self.b.add(kk * NR));
+            let b1 = _mm512_loadu_ps(self.b.add(kk * NR + 16));
             let ak = a.add(kk * k_step);
             for r in 0..R {
                 let av = _mm512_set1_ps(*ak.add(r * row_step));
                 acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
                 acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
             }
-        };
-        tile::<R, U>(kc, step, c, ldc, nc, beta);
+        }
+    }
+
+    /// bfloat16 steps over pairs of depth: pair `(r, q)` of `A` at `a.0 + r * a.1 + q * a.2`.
+    struct Bf16Step {
+        a: (*const u32, usize, usize),
+        b: *const u32,
+    }
+
+    impl<const R: usize> Step<R> for Bf16Step {
+        #[inline(always)]
+        unsafe fn step(&self, q: usize, acc0: &mut [__m512; R], acc1: &mut [__m512; R]) {
+            let (a, row_step, k_step) = self.a;
+            let b = self.b;
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR) as *const _));
+            let b1: __m512bh =
+                std::mem::transmute(_mm512_loadu_si512(b.add(q * NR + 16) as *const _));
+            let aq = a.add(q * k_step);
+            for r in 0..R {
+                let av: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*aq.add(r * row_step) as i32));
+                acc0[r] = _mm512_dpbf16_ps(acc0[r], av, b0);
+                acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
+            }
+        }
     }
 
     /// Length of the buffer one converted block of `A` needs (see [`convert_block`]).
@@ -824,23 +969,10 @@ mod avx512 {
         nc: usize,
         beta: f32,
     ) {
-        let (a, row_step, k_step) = a;
-        let step = |q: usize, acc0: &mut [__m512; R], acc1: &mut [__m512; R]| {
-            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR) as *const _));
-            let b1: __m512bh =
-                std::mem::transmute(_mm512_loadu_si512(b.add(q * NR + 16) as *const _));
-            let aq = a.add(q * k_step);
-            for r in 0..R {
-                let av: __m512bh =
-                    std::mem::transmute(_mm512_set1_epi32(*aq.add(r * row_step) as i32));
-                acc0[r] = _mm512_dpbf16_ps(acc0[r], av, b0);
-                acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
-            }
-        };
-        tile::<R, U>(kc2, step, c, ldc, nc, beta);
+        tile::<R, U>(kc2, &Bf16Step { a, b }, c, ldc, nc, beta);
     }
 
-    /// Runs `steps` calls of `step` on `R` rows of two 16-wide accumulators, then stores
+    /// Runs `steps` steps of `step` on `R` rows of two 16-wide accumulators, then stores
     /// `C[R x nc] = beta * C + acc`.
     ///
     /// Steps are dealt round-robin to `U` sets of accumulators, summed at the end, so that
@@ -849,7 +981,7 @@ mod avx512 {
     #[inline(always)]
     unsafe fn tile<const R: usize, const U: usize>(
         steps: usize,
-        step: impl Fn(usize, &mut [__m512; R], &mut [__m512; R]),
+        step: &impl Step<R>,
         c: *mut f32,
         ldc: usize,
         nc: usize,
@@ -860,11 +992,11 @@ mod avx512 {
         let unrolled = steps / U * U;
         for k0 in (0..unrolled).step_by(U) {
             for u in 0..U {
-                step(k0 + u, &mut acc0[u], &mut acc1[u]);
+                step.step(k0 + u, &mut acc0[u], &mut acc1[u]);
             }
         }
         for kk in unrolled..steps {
-            step(kk, &mut acc0[0], &mut acc1[0]);
+            step.step(kk, &mut acc0[0], &mut acc1[0]);
         }
         let (mut sum0, mut sum1) = (acc0[0], acc1[0]);
         for u in 1..U {
@@ -930,8 +1062,10 @@ mod tests {
         assert!(f32::from_bits((to_bf16(f32::NAN) as u32) << 16).is_nan());
     }
 
-    /// Awkward sizes `(m, k, n)`: row and panel tails, K = 1, odd K, K beyond one block.
-    const SHAPES: [(usize, usize, usize); 9] = [
+    /// Awkward sizes `(m, k, n)`: row and panel tails, K = 1, odd K, K beyond one block,
+    /// a transposed `A` copied in several groups of rows (see `column_block_bytes`: at
+    /// most 1 MiB, 682 rows of one block).
+    const SHAPES: [(usize, usize, usize); 10] = [
         (1, 1, 1),
         (1, 7, 33),
         (3, 9, 64),
@@ -941,6 +1075,7 @@ mod tests {
         (25, 385, 40),
         (30, 800, 40),
         (200, 64, 70),
+        (701, 390, 33),
     ];
 
     /// Runs `product(m, n, k, a, b, beta, c)` on random operands of every shape in
@@ -1003,6 +1138,37 @@ mod tests {
             matmul_packed(m, a, &packed, beta, c);
             packed.is_bf16()
         });
+    }
+
+    /// Subnormal operands count as zero and subnormal results become zero inside the
+    /// kernels ([`super::super::cpu::FlushDenormals`]); the caller's mode is left as it was.
+    #[test]
+    fn products_flush_subnormals() {
+        let tiny = f32::MIN_POSITIVE / 4.0;
+        for lvl in [Level::Portable, Level::Avx2, Level::Avx512] {
+            with_level(lvl, || {
+                let (a, b) = ([tiny, 1e-20, 1.0], [1.0, 1e-20, 2.0]);
+                let mut c = [0.0f32; 3];
+                // (tiny * 1: operand flushed), (1e-40: result flushed), 2.
+                for (i, want) in [0.0, 0.0, 2.0].into_iter().enumerate() {
+                    let (a, b) = (&a[i..i + 1], &b[i..i + 1]);
+                    gemm(
+                        1,
+                        1,
+                        1,
+                        Mat::new(a, 1),
+                        Mat::new(b, 1),
+                        0.0,
+                        MatMut::new(&mut c[i..], 1),
+                    );
+                    assert_eq!(c[i], want, "{lvl:?} element {i}");
+                }
+            });
+        }
+        assert!(
+            std::hint::black_box(tiny) * 1.0 > 0.0,
+            "the caller still keeps subnormals"
+        );
     }
 
     /// Every kernel level against the naive product.
