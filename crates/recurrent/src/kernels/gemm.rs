@@ -666,8 +666,7 @@ mod avx512 {
                 by_rows!(t.mr, tile_f32(t.kc, a_block, bp, c, ldc, nc, beta));
             });
         }
-        let group_rows =
-            (crate::kernels::CpuInfo::get().column_block_bytes() / (KC * 4) / 12).max(1) * 12;
+        let group_rows = column_group_rows();
         // Taken out of the thread-local and put back, rather than borrowed in a closure:
         // the intrinsics are only inlined into code compiled with this function's features.
         let mut columns = COLUMNS.take();
@@ -694,7 +693,16 @@ mod avx512 {
     thread_local! {
         /// A thread's copy of the block of a transposed `A` it multiplies (see
         /// [`copy_columns`]), kept for the next product.
-        static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        static COLUMNS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+        /// The same for bfloat16 products ([`convert_columns`]).
+        static PAIRS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+
+    /// Rows of a transposed `A` copied at a time: as many of one depth block as fit in
+    /// [`CpuInfo::column_block_bytes`](crate::kernels::CpuInfo::column_block_bytes), a
+    /// multiple of 12 so that the tiles are those of the whole product.
+    fn column_group_rows() -> usize {
+        (crate::kernels::CpuInfo::get().column_block_bytes() / (KC * 4) / 12).max(1) * 12
     }
 
     /// Copies logical rows `rows`, columns `k0 .. k0 + kc` of a transposed `A` into
@@ -890,17 +898,81 @@ mod avx512 {
         panels: (usize, usize),
     ) {
         debug_assert_eq!(b.nr, NR);
-        let mut buf = [0u32; PAIRS_BLOCK];
-        let block_of_a = |k0, kc, r0, mr| convert_block(a, r0, mr, k0, kc, &mut buf);
-        for_each_tile(b, out, beta, rows, panels, block_of_a, |t, a_block| {
-            let bp = b.panel_pairs(t.k0, t.panel).as_ptr();
-            let (kc2, c, ldc, nc, beta) = (t.kc.div_ceil(2), t.c, out.ld, t.nc, t.beta);
-            by_rows!(t.mr, tile_bf16(kc2, a_block, bp, c, ldc, nc, beta));
-        });
+        if !a.transposed {
+            let mut buf = [0u32; PAIRS_BLOCK];
+            let block_of_a = |k0, kc, r0, mr| convert_block(a, r0, mr, k0, kc, &mut buf);
+            return for_each_tile(b, out, beta, rows, panels, block_of_a, |t, a_block| {
+                let bp = b.panel_pairs(t.k0, t.panel).as_ptr();
+                let (kc2, c, ldc, nc, beta) = (t.kc.div_ceil(2), t.c, out.ld, t.nc, t.beta);
+                by_rows!(t.mr, tile_bf16(kc2, a_block, bp, c, ldc, nc, beta));
+            });
+        }
+        // As in `run`: a transposed `A` converted a depth block of a group of rows at a time.
+        let mut pairs = PAIRS.take();
+        for g0 in (rows.0..rows.1).step_by(column_group_rows()) {
+            let group = (g0, (g0 + column_group_rows()).min(rows.1));
+            let mut converted_k0 = None;
+            let block_of_a = |k0: usize, kc: usize, r0: usize, mr: usize| {
+                if converted_k0 != Some(k0) {
+                    convert_columns(a, group, k0, kc, &mut pairs);
+                    converted_k0 = Some(k0);
+                }
+                (pairs.as_ptr().add((r0 - group.0) * kc.div_ceil(2)), 1, mr)
+            };
+            for_each_tile(b, out, beta, group, panels, block_of_a, |t, a_block| {
+                let bp = b.panel_pairs(t.k0, t.panel).as_ptr();
+                let (kc2, c, ldc, nc, beta) = (t.kc.div_ceil(2), t.c, out.ld, t.nc, t.beta);
+                by_rows!(t.mr, tile_bf16(kc2, a_block, bp, c, ldc, nc, beta));
+            });
+        }
+        PAIRS.set(pairs);
     }
 
-    /// Rounds rows `r0 .. r0 + mr` (at most 16), columns `k0 .. k0 + kc` of `A` to bfloat16
-    /// pairs in `buf` (an odd last column is paired with zero) and returns where pair
+    /// [`copy_columns`] for bfloat16 products: logical rows `rows`, columns `k0 .. k0 +
+    /// kc` of a transposed `A` rounded to pairs, the tile of `mr` rows starting at row `r0`
+    /// at `(r0 - rows.0) * kc.div_ceil(2)`, `mr` pairs per pair of columns (an odd last
+    /// column paired with zero).
+    #[inline(always)]
+    unsafe fn convert_columns(
+        a: Mat,
+        rows: (usize, usize),
+        k0: usize,
+        kc: usize,
+        pairs: &mut Vec<u32>,
+    ) {
+        debug_assert!(a.transposed);
+        let (m, kc2) = (rows.1 - rows.0, kc.div_ceil(2));
+        if pairs.len() < m * kc2 {
+            pairs.resize(m * kc2, 0);
+        }
+        let interleave = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        let dst = pairs.as_mut_ptr();
+        for q in 0..kc2 {
+            let k = k0 + 2 * q;
+            let lo_row = a.data.as_ptr().add(k * a.ld + rows.0);
+            let hi_row = (2 * q + 1 < kc).then(|| a.data.as_ptr().add((k + 1) * a.ld + rows.0));
+            let mut r = 0;
+            while r < m {
+                let mr = tile_rows(m - r);
+                let values: __mmask16 = ((1u32 << mr) - 1) as u16;
+                let lo = _mm512_maskz_loadu_ps(values, lo_row.add(r));
+                let hi = match hi_row {
+                    Some(row) => _mm512_maskz_loadu_ps(values, row.add(r)),
+                    None => _mm512_setzero_ps(),
+                };
+                let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                let two = _mm512_permutexvar_epi16(interleave, halves);
+                _mm512_mask_storeu_epi32(dst.add(r * kc2 + q * mr) as *mut _, values, two);
+                r += mr;
+            }
+        }
+    }
+
+    /// Rounds rows `r0 .. r0 + mr` (at most 16), columns `k0 .. k0 + kc` of a plain (not
+    /// transposed) `A` to bfloat16 pairs in `buf` (an odd last column is paired with zero) and returns where pair
     /// `(r, q)` is, as `(start, row step, pair step)`.
     #[inline(always)]
     unsafe fn convert_block(
@@ -913,49 +985,27 @@ mod avx512 {
     ) -> (*const u32, usize, usize) {
         let kc2 = kc.div_ceil(2);
         let out = buf.as_mut_ptr();
-        if a.transposed {
-            // Stored row `k` holds logical column `k`: convert two of them at a time and
-            // interleave them into pairs, pair-major.
-            let rows: __mmask16 = ((1u32 << mr) - 1) as u16;
-            let interleave = _mm512_set_epi16(
-                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
-                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
-            );
-            for q in 0..kc2 {
-                let k = k0 + 2 * q;
-                let lo = _mm512_maskz_loadu_ps(rows, a.data.as_ptr().add(k * a.ld + r0));
-                let hi = if 2 * q + 1 < kc {
-                    _mm512_maskz_loadu_ps(rows, a.data.as_ptr().add((k + 1) * a.ld + r0))
-                } else {
-                    _mm512_setzero_ps()
+        debug_assert!(!a.transposed, "a transposed A goes through convert_columns");
+        // Rows are contiguous: 32 columns (16 pairs) per conversion, row-major.
+        for r in 0..mr {
+            let src = a.data.as_ptr().add((r0 + r) * a.ld + k0);
+            for k in (0..kc).step_by(32) {
+                let left = kc - k;
+                let mask = |from: usize| -> __mmask16 {
+                    match left.saturating_sub(from) {
+                        16.. => 0xFFFF,
+                        n => ((1u32 << n) - 1) as u16,
+                    }
                 };
-                let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-                let pairs = _mm512_permutexvar_epi16(interleave, halves);
-                _mm512_mask_storeu_epi32(out.add(q * 16) as *mut _, rows, pairs);
+                let lo = _mm512_maskz_loadu_ps(mask(0), src.add(k));
+                let hi = _mm512_maskz_loadu_ps(mask(16), src.add(k + 16));
+                let pairs: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                let n_pairs = (kc2 - k / 2).min(16);
+                let store: __mmask16 = ((1u32 << n_pairs) - 1) as u16;
+                _mm512_mask_storeu_epi32(out.add(r * KC / 2 + k / 2) as *mut _, store, pairs);
             }
-            (out, 1, 16)
-        } else {
-            // Rows are contiguous: 32 columns (16 pairs) per conversion, row-major.
-            for r in 0..mr {
-                let src = a.data.as_ptr().add((r0 + r) * a.ld + k0);
-                for k in (0..kc).step_by(32) {
-                    let left = kc - k;
-                    let mask = |from: usize| -> __mmask16 {
-                        match left.saturating_sub(from) {
-                            16.. => 0xFFFF,
-                            n => ((1u32 << n) - 1) as u16,
-                        }
-                    };
-                    let lo = _mm512_maskz_loadu_ps(mask(0), src.add(k));
-                    let hi = _mm512_maskz_loadu_ps(mask(16), src.add(k + 16));
-                    let pairs: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-                    let n_pairs = (kc2 - k / 2).min(16);
-                    let store: __mmask16 = ((1u32 << n_pairs) - 1) as u16;
-                    _mm512_mask_storeu_epi32(out.add(r * KC / 2 + k / 2) as *mut _, store, pairs);
-                }
-            }
-            (out, KC / 2, 1)
         }
+        (out, KC / 2, 1)
     }
 
     /// [`tile_f32`] on bfloat16 pairs: `kc2` pair steps of `A` and of the panel.
