@@ -71,6 +71,8 @@ impl<'a> MatMut<'a> {
 const KC: usize = 384;
 /// Length of the on-stack buffer for a packed `MR x KC` block of `A` (largest packed `MR`: 6).
 const A_PACK_LEN: usize = KC * 6;
+/// Elements of `B` below which it is packed on one thread.
+const PARALLEL_MIN_PACK: usize = 1 << 18;
 /// Multiply-adds below which a product runs on one thread.
 const PARALLEL_MIN_WORK: usize = 1 << 16;
 
@@ -175,20 +177,26 @@ impl PackedMatrix {
         if b.transposed || (precision == Precision::Bf16 && super::cpu::has_bf16()) {
             return Self::pack_with(b, k, n, |j| j, precision);
         }
-        // Every panel row is a contiguous piece of a stored row: copy it whole.
+        // Every panel row is a contiguous piece of a stored row: copy it whole, panels
+        // shared between the threads when the matrix is large.
         let level = level();
         let (_, nr) = block_shape(level);
         let panels = n.div_ceil(nr);
         let mut data = vec![0.0; panels * nr * k];
         for (kb, k0) in (0..k).step_by(KC).enumerate() {
             let kc = KC.min(k - k0);
-            let block = &mut data[kb * KC * panels * nr..];
-            for kk in 0..kc {
-                let row = &b.data[(k0 + kk) * b.ld..][..n];
-                for (p, piece) in row.chunks(nr).enumerate() {
-                    let at = p * kc * nr + kk * nr;
-                    block[at..at + piece.len()].copy_from_slice(piece);
+            let block = &mut data[kb * KC * panels * nr..][..kc * panels * nr];
+            let fill = |(p, panel): (usize, &mut [f32])| {
+                let cols = nr.min(n - p * nr);
+                for kk in 0..kc {
+                    let row = &b.data[(k0 + kk) * b.ld + p * nr..][..cols];
+                    panel[kk * nr..kk * nr + cols].copy_from_slice(row);
                 }
+            };
+            if k * n >= PARALLEL_MIN_PACK && rayon::current_num_threads() > 1 {
+                block.par_chunks_mut(kc * nr).enumerate().for_each(fill);
+            } else {
+                block.chunks_mut(kc * nr).enumerate().for_each(fill);
             }
         }
         PackedMatrix {
@@ -1114,8 +1122,8 @@ mod tests {
 
     /// Awkward sizes `(m, k, n)`: row and panel tails, K = 1, odd K, K beyond one block,
     /// a transposed `A` copied in several groups of rows (see `column_block_bytes`: at
-    /// most 1 MiB, 682 rows of one block).
-    const SHAPES: [(usize, usize, usize); 10] = [
+    /// most 1 MiB, 682 rows of one block), a `B` packed by several threads.
+    const SHAPES: [(usize, usize, usize); 11] = [
         (1, 1, 1),
         (1, 7, 33),
         (3, 9, 64),
@@ -1126,6 +1134,7 @@ mod tests {
         (30, 800, 40),
         (200, 64, 70),
         (701, 390, 33),
+        (14, 600, 450),
     ];
 
     /// Runs `product(m, n, k, a, b, beta, c)` on random operands of every shape in
