@@ -132,7 +132,8 @@ pub fn has_bf16() -> bool {
 
 /// While alive, the current thread's floating-point unit flushes subnormal results to zero
 /// and reads subnormal operands as zero (x86-64 MXCSR FTZ and DAZ); dropping it restores
-/// the previous mode. Every kernel holds one: on Intel cores an operation on a subnormal
+/// the previous mode. The matrix products and the element-wise kernels (the cells,
+/// activations, dropout) hold one while they run: on Intel cores an operation on a subnormal
 /// costs a microcode assist, and the gradients of a long sequence decay into that range
 /// (a training step of an LSTM over 256 steps with its loss on the last took 25 times as
 /// long; PyTorch, which does not flush by default, as long). Values below `1.2e-38` become
