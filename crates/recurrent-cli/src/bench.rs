@@ -252,6 +252,7 @@ fn cpu_json() -> serde_json::Value {
         "l1d_bytes": c.l1d_bytes, "l2_bytes": c.l2_bytes,
         "l3_bytes": c.l3_bytes, "cores": c.cores, "panel_group_bytes": c.panel_group_bytes(),
         "projection_block_bytes": c.projection_block_bytes(),
+        "column_block_bytes": c.column_block_bytes(),
     })
 }
 

@@ -422,5 +422,10 @@ fn bench_json_reports_the_cpu() {
         );
         let group = cpu["panel_group_bytes"].as_u64().unwrap();
         assert!((256 << 10..=3 << 19).contains(&group), "{cpu}");
+        let columns = cpu["column_block_bytes"].as_u64().unwrap();
+        assert!((128 << 10..=1 << 20).contains(&columns), "{cpu}");
+        // 0 exactly where the CPU cannot run bfloat16 products.
+        let speedup = cpu["bf16_speedup"].as_f64().unwrap();
+        assert_eq!(speedup == 0.0, !cpu["bf16"].as_bool().unwrap(), "{cpu}");
     }
 }
