@@ -661,41 +661,21 @@ mod avx512 {
         panels: (usize, usize),
     ) {
         debug_assert_eq!(b.nr, NR);
-        // Element (r, kk) of a block of A is at `ap + r * row_step + kk * k_step`. A
-        // transposed `A` is copied first, a depth block of a group of rows at a time (see
-        // [`copy_columns`]); the groups are multiples of 12 rows, so tiles are as without.
+        let tile = |t: TileAt, a_block: (*const f32, usize, usize)| {
+            let bp = b.panel(t.k0, t.panel).as_ptr();
+            let (c, ldc, nc, beta) = (t.c, out.ld, t.nc, t.beta);
+            by_rows!(t.mr, tile_f32(t.kc, a_block, bp, c, ldc, nc, beta));
+        };
+        // Element (r, kk) of a block of A is at `ap + r * row_step + kk * k_step`: in
+        // place, or for a transposed `A` in a copy (see [`copy_columns`]).
         if !a.transposed {
             let block_of_a = |k0: usize, _kc: usize, r0: usize, _mr: usize| {
                 (a.data.as_ptr().add(r0 * a.ld + k0), a.ld, 1)
             };
-            return for_each_tile(b, out, beta, rows, panels, block_of_a, |t, a_block| {
-                let bp = b.panel(t.k0, t.panel).as_ptr();
-                let (c, ldc, nc, beta) = (t.c, out.ld, t.nc, t.beta);
-                by_rows!(t.mr, tile_f32(t.kc, a_block, bp, c, ldc, nc, beta));
-            });
+            return for_each_tile(b, out, beta, rows, panels, block_of_a, tile);
         }
-        let group_rows = column_group_rows();
-        // Taken out of the thread-local and put back, rather than borrowed in a closure:
-        // the intrinsics are only inlined into code compiled with this function's features.
-        let mut columns = COLUMNS.take();
-        for g0 in (rows.0..rows.1).step_by(group_rows) {
-            let group = (g0, (g0 + group_rows).min(rows.1));
-            let mut copied_k0 = None;
-            let block_of_a = |k0: usize, kc: usize, r0: usize, mr: usize| {
-                if copied_k0 != Some(k0) {
-                    copy_columns(a, group, k0, kc, &mut columns);
-                    copied_k0 = Some(k0);
-                }
-                // Tiles before `r0` hold `(r0 - group.0) * kc` values.
-                (columns.as_ptr().add((r0 - group.0) * kc), 1, mr)
-            };
-            for_each_tile(b, out, beta, group, panels, block_of_a, |t, a_block| {
-                let bp = b.panel(t.k0, t.panel).as_ptr();
-                let (c, ldc, nc, beta) = (t.c, out.ld, t.nc, t.beta);
-                by_rows!(t.mr, tile_f32(t.kc, a_block, bp, c, ldc, nc, beta));
-            });
-        }
-        COLUMNS.set(columns);
+        let copy = |group, k0, kc, columns: &mut Vec<f32>| copy_columns(a, group, k0, kc, columns);
+        for_each_tile_copied(&COLUMNS, b, out, beta, rows, panels, copy, tile);
     }
 
     thread_local! {
@@ -713,9 +693,52 @@ mod avx512 {
         (crate::kernels::CpuInfo::get().column_block_bytes() / (KC * 4) / 12).max(1) * 12
     }
 
+    /// [`for_each_tile`] over a transposed `A` copied a depth block of a group of rows at
+    /// a time (groups of [`column_group_rows`], multiples of 12 rows, so the tiles are
+    /// those of the whole product): `copy(group, k0, kc, buffer)` fills the thread's
+    /// `buffer` before the block's first tile and returns the values it keeps per row; the
+    /// tile starting at row `r0` is then `(r0 - group.0)` times that into the buffer, `mr`
+    /// values per depth step.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn for_each_tile_copied<T: 'static>(
+        buffer: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>,
+        b: &PackedMatrix,
+        out: Out,
+        beta: f32,
+        rows: (usize, usize),
+        panels: (usize, usize),
+        mut copy: impl FnMut((usize, usize), usize, usize, &mut Vec<T>) -> usize,
+        tile: impl Fn(TileAt, (*const T, usize, usize)),
+    ) {
+        // Taken out of the thread-local and put back, rather than borrowed in a closure:
+        // the intrinsics are only inlined into code compiled with the kernel's features.
+        let mut copies = buffer.take();
+        let group_rows = column_group_rows();
+        for g0 in (rows.0..rows.1).step_by(group_rows) {
+            let group = (g0, (g0 + group_rows).min(rows.1));
+            // The depth block in `copies` and its values per row.
+            let mut copied: Option<(usize, usize)> = None;
+            let block_of_a = |k0: usize, kc: usize, r0: usize, mr: usize| {
+                let per_row = match copied {
+                    Some((k, per_row)) if k == k0 => per_row,
+                    _ => {
+                        let per_row = copy(group, k0, kc, &mut copies);
+                        copied = Some((k0, per_row));
+                        per_row
+                    }
+                };
+                (copies.as_ptr().add((r0 - group.0) * per_row), 1, mr)
+            };
+            for_each_tile(b, out, beta, group, panels, block_of_a, &tile);
+        }
+        buffer.set(copies);
+    }
+
     /// Copies logical rows `rows`, columns `k0 .. k0 + kc` of a transposed `A` into
     /// `columns`, tile by tile as [`for_each_tile`] takes them: the tile of `mr` rows
-    /// starting at row `r0` at `(r0 - rows.0) * kc`, `mr` values per column.
+    /// starting at row `r0` at `(r0 - rows.0) * kc`, `mr` values per column. Returns `kc`,
+    /// the values per row.
     ///
     /// Read in place, every step of a tile would take a new cache line, `ld` floats
     /// from the last (with `ld` a multiple of 1024 all in one set of the L1 cache, and
@@ -728,7 +751,7 @@ mod avx512 {
         k0: usize,
         kc: usize,
         columns: &mut Vec<f32>,
-    ) {
+    ) -> usize {
         debug_assert!(a.transposed);
         let m = rows.1 - rows.0;
         if columns.len() < m * kc {
@@ -746,6 +769,7 @@ mod avx512 {
                 r += mr;
             }
         }
+        kc
     }
 
     /// Where one tile of the product goes: see [`for_each_tile`].
@@ -906,40 +930,25 @@ mod avx512 {
         panels: (usize, usize),
     ) {
         debug_assert_eq!(b.nr, NR);
+        let tile = |t: TileAt, a_block: (*const u32, usize, usize)| {
+            let bp = b.panel_pairs(t.k0, t.panel).as_ptr();
+            let (kc2, c, ldc, nc, beta) = (t.kc.div_ceil(2), t.c, out.ld, t.nc, t.beta);
+            by_rows!(t.mr, tile_bf16(kc2, a_block, bp, c, ldc, nc, beta));
+        };
         if !a.transposed {
             let mut buf = [0u32; PAIRS_BLOCK];
             let block_of_a = |k0, kc, r0, mr| convert_block(a, r0, mr, k0, kc, &mut buf);
-            return for_each_tile(b, out, beta, rows, panels, block_of_a, |t, a_block| {
-                let bp = b.panel_pairs(t.k0, t.panel).as_ptr();
-                let (kc2, c, ldc, nc, beta) = (t.kc.div_ceil(2), t.c, out.ld, t.nc, t.beta);
-                by_rows!(t.mr, tile_bf16(kc2, a_block, bp, c, ldc, nc, beta));
-            });
+            return for_each_tile(b, out, beta, rows, panels, block_of_a, tile);
         }
-        // As in `run`: a transposed `A` converted a depth block of a group of rows at a time.
-        let mut pairs = PAIRS.take();
-        for g0 in (rows.0..rows.1).step_by(column_group_rows()) {
-            let group = (g0, (g0 + column_group_rows()).min(rows.1));
-            let mut converted_k0 = None;
-            let block_of_a = |k0: usize, kc: usize, r0: usize, mr: usize| {
-                if converted_k0 != Some(k0) {
-                    convert_columns(a, group, k0, kc, &mut pairs);
-                    converted_k0 = Some(k0);
-                }
-                (pairs.as_ptr().add((r0 - group.0) * kc.div_ceil(2)), 1, mr)
-            };
-            for_each_tile(b, out, beta, group, panels, block_of_a, |t, a_block| {
-                let bp = b.panel_pairs(t.k0, t.panel).as_ptr();
-                let (kc2, c, ldc, nc, beta) = (t.kc.div_ceil(2), t.c, out.ld, t.nc, t.beta);
-                by_rows!(t.mr, tile_bf16(kc2, a_block, bp, c, ldc, nc, beta));
-            });
-        }
-        PAIRS.set(pairs);
+        let convert =
+            |group, k0, kc, pairs: &mut Vec<u32>| convert_columns(a, group, k0, kc, pairs);
+        for_each_tile_copied(&PAIRS, b, out, beta, rows, panels, convert, tile);
     }
 
     /// [`copy_columns`] for bfloat16 products: logical rows `rows`, columns `k0 .. k0 +
     /// kc` of a transposed `A` rounded to pairs, the tile of `mr` rows starting at row `r0`
     /// at `(r0 - rows.0) * kc.div_ceil(2)`, `mr` pairs per pair of columns (an odd last
-    /// column paired with zero).
+    /// column paired with zero). Returns `kc.div_ceil(2)`, the pairs per row.
     #[inline(always)]
     unsafe fn convert_columns(
         a: Mat,
@@ -947,7 +956,7 @@ mod avx512 {
         k0: usize,
         kc: usize,
         pairs: &mut Vec<u32>,
-    ) {
+    ) -> usize {
         debug_assert!(a.transposed);
         let (m, kc2) = (rows.1 - rows.0, kc.div_ceil(2));
         if pairs.len() < m * kc2 {
@@ -977,6 +986,7 @@ mod avx512 {
                 r += mr;
             }
         }
+        kc2
     }
 
     /// Rounds rows `r0 .. r0 + mr` (at most 16), columns `k0 .. k0 + kc` of a plain (not
