@@ -191,21 +191,19 @@ impl Drop for FlushDenormals {
 /// [`has_bf16`] is false. On Zen 4 the dot product doubles the rate; on some Intel Xeons
 /// it issues at a quarter of the FMA's rate, so that bfloat16 products are slower there.
 pub fn bf16_speedup() -> f64 {
-    static SPEEDUP: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     if !has_bf16() {
         return 0.0;
     }
     #[cfg(target_arch = "x86_64")]
     {
+        static SPEEDUP: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
         *SPEEDUP.get_or_init(|| {
             // SAFETY: `has_bf16` checked AVX-512F, BW and BF16.
             unsafe { throughput::bf16_over_fma() }
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        *SPEEDUP.get_or_init(|| 0.0)
-    }
+    0.0
 }
 
 /// Whether bfloat16 products pay here: [`bf16_speedup`] at least 1.25 (below that the
