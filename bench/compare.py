@@ -179,6 +179,13 @@ def ours_row(row, threads, binary):
     return json.loads(out.stdout)
 
 
+def cpu_info(binary):
+    """The `cpu` object of `recurrent bench --json`: what the kernels detected here."""
+    out = subprocess.run([binary, "bench", "--json", "--iters", "1", "--warmup", "0", "--seq-len", "1"],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout).get("cpu", {})
+
+
 def gflops(row, ms):
     """GFLOP/s of a row at `ms` per call: `2*B*T*(in+H_out)*G*H` per layer and direction
     (x3 for a training step; real tokens only for variable lengths), as `recurrent bench`."""
@@ -266,6 +273,10 @@ def main():
         # The machine is shared: alternate the two sides and keep the median of each
         # side's per-run medians, so a slow spell does not land on one side only.
         loaded = name.endswith("_loaded")
+        if precision == "bf16" and not cpu_info(a.binary).get("bf16"):
+            # Ours would train in f32, and PyTorch's oneDNN LSTM refuses bf16 here.
+            print(f"{name}: skipped, this CPU has no AVX-512 BF16", file=sys.stderr, flush=True)
+            continue
         with busy_beside() if loaded else contextlib.nullcontext():
             runs = [(ours_row(row, a.threads, a.binary), torch_row(row, a.threads)) for _ in range(a.repeats)]
             solo = [ours_row(row, 1, a.binary) for _ in range(a.repeats)] if loaded else []
