@@ -170,12 +170,10 @@ impl<const R: usize> Step<R> for Bf16Step {
         let (a, row_step, k_step) = self.a;
         let b = self.b;
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR) as *const _));
-        let b1: __m512bh =
-            std::mem::transmute(_mm512_loadu_si512(b.add(q * NR + 16) as *const _));
+        let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR + 16) as *const _));
         let aq = a.add(q * k_step);
         for r in 0..R {
-            let av: __m512bh =
-                std::mem::transmute(_mm512_set1_epi32(*aq.add(r * row_step) as i32));
+            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*aq.add(r * row_step) as i32));
             acc0[r] = _mm512_dpbf16_ps(acc0[r], av, b0);
             acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
         }
@@ -210,8 +208,7 @@ pub unsafe fn run_bf16(
         let block_of_a = |k0, kc, r0, mr| convert_block(a, r0, mr, k0, kc, &mut buf);
         return for_each_tile::<Avx512, _>(b, out, beta, rows, panels, block_of_a, tile);
     }
-    let convert =
-        |group, k0, kc, pairs: &mut Vec<u32>| convert_columns(a, group, k0, kc, pairs);
+    let convert = |group, k0, kc, pairs: &mut Vec<u32>| convert_columns(a, group, k0, kc, pairs);
     for_each_tile_copied::<Avx512, _>(&PAIRS, b, out, beta, rows, panels, convert, tile);
 }
 
@@ -233,8 +230,8 @@ unsafe fn convert_columns(
         pairs.resize(m * kc2, 0);
     }
     let interleave = _mm512_set_epi16(
-        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
-        4, 19, 3, 18, 2, 17, 1, 16, 0,
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4,
+        19, 3, 18, 2, 17, 1, 16, 0,
     );
     let dst = pairs.as_mut_ptr();
     for q in 0..kc2 {

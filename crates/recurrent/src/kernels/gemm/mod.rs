@@ -4,8 +4,8 @@
 //! `KC` rows), `A` into row panels of `MR` rows, and a register-blocked `MR x NR`
 //! micro-kernel runs over them. The SIMD kernels read `A` in place instead (their row
 //! blocks stay in cache across panels, and packing them cost more than it saved: up to
-//! 2.4x on the narrow products of a training step) and share the blocked loops of
-//! [`blocked`]. Recurrent weights are packed once per sequence ([`PackedMatrix`]) and
+//! 2.4x on the narrow products of a training step) and share their blocked loops
+//! (`gemm/blocked.rs`). Recurrent weights are packed once per sequence ([`PackedMatrix`]) and
 //! reused at every time step. The micro-kernels have constant sizes, compiled per CPU
 //! level (AVX-512: 12x32 and AVX2: 6x16 with intrinsics; portable: 4x8 in plain Rust).
 //! Work is split across the rayon pool by rows of `C` when there are many, otherwise by
@@ -583,11 +583,7 @@ fn run<const MR: usize, const NR: usize>(
 
 /// `MR x NR` block of `A_panel * B_panel` over `kc` steps, in registers.
 #[inline(always)]
-fn micro<const MR: usize, const NR: usize>(
-    kc: usize,
-    a: &[f32],
-    b: &[f32],
-) -> [[f32; NR]; MR] {
+fn micro<const MR: usize, const NR: usize>(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
     let mut acc = [[0.0f32; NR]; MR];
     for kk in 0..kc {
         let bv: &[f32; NR] = b[kk * NR..(kk + 1) * NR].try_into().expect("panel row");
@@ -600,4 +596,3 @@ fn micro<const MR: usize, const NR: usize>(
     }
     acc
 }
-
