@@ -8,6 +8,7 @@ use recurrent::kernels::Precision;
 use recurrent::models::{
     backtest, baselines, detect_season, fit_ensemble, merge_reports, Backtest, ClassicForecasts,
     ForecastMeta, ForecastMethod, ForecastTask, Forecaster, ForecasterEnsemble, Transform,
+    NETWORK_EVIDENCE,
 };
 use recurrent::{Error, Result};
 use std::path::PathBuf;
@@ -319,10 +320,13 @@ pub fn run(a: ForecastArgs) -> Result<()> {
         say(
             c.quiet,
             &format!(
-                "backtest RMSE over the last {} training origins: {}; selected: {}",
+                "backtest RMSE over the last {} training origins: {}; selected: {}{}",
                 backtest_ends.len(),
                 listed.join(", "),
-                backtest.selected.name()
+                backtest.selected.name(),
+                backtest.network_statistic.map_or(String::new(), |s| format!(
+                    " (network against the best classic method: Diebold-Mariano {s:.2}, kept below -{NETWORK_EVIDENCE})"
+                ))
             ),
         );
 
@@ -389,6 +393,8 @@ pub fn run(a: ForecastArgs) -> Result<()> {
             "network_rmse": network_e.rmse, "network_mae": network_e.mae, "network_mape": network_e.mape, "network_mse": network_e.mse,
             "selected": backtest.selected.name(),
             "backtest_rmse": backtest.errors.iter().map(|(m, e)| (m.name().to_string(), serde_json::json!(e))).collect::<serde_json::Map<_, _>>(),
+            // JSON has no infinities: a certain verdict (no spread at all) reads as the largest float.
+            "backtest_network_statistic": backtest.network_statistic.map(|s| s.clamp(-f64::MAX, f64::MAX)),
             "backtest_origins": backtest_ends.len(),
             "naive_rmse": naive_e.rmse, "naive_mae": naive_e.mae, "naive_mape": naive_e.mape, "naive_mse": naive_e.mse,
             "seasonal_naive_rmse": seasonal_e.rmse, "seasonal_naive_mae": seasonal_e.mae, "seasonal_naive_mape": seasonal_e.mape,

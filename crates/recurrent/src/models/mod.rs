@@ -22,7 +22,7 @@ pub use fit::{fit, fit_on, FitReport, FitSettings, Progress, Silent, StoppedBy, 
 pub use forecaster::{
     detect_season, ForecastMeta, ForecastTask, Forecaster, ForecasterEnsemble, Transform,
 };
-pub use selection::{backtest, Backtest, ClassicForecasts, ForecastMethod};
+pub use selection::{backtest, Backtest, ClassicForecasts, ForecastMethod, NETWORK_EVIDENCE};
 pub use seq2seq::{Seq2Seq, Seq2SeqMeta, Seq2SeqTask};
 
 use crate::config::RnnConfig;

@@ -6,9 +6,12 @@
 //! network ([`super::Forecaster`], which already forecasts corrections to a seasonal or
 //! last-value baseline on a log scale) is one candidate beside ETS and Theta
 //! ([`super::baselines`]), their mean, the mean of all three, the naive and seasonal
-//! naive forecasts, and MSTL (seasonal-trend decomposition with an ETS trend). The candidate with the least squared error over the backtest's points
-//! is kept, so the forecast is never worse than the best classic method on the data it was
-//! chosen on.
+//! naive forecasts, and MSTL (seasonal-trend decomposition with an ETS trend). The candidate
+//! with the least squared error over the backtest's points is kept, so the forecast is never
+//! worse than the best classic method on the data it was chosen on; a candidate that uses
+//! the network must moreover beat the best classic one by more than chance (a one-sided
+//! Diebold-Mariano test at 5%), since a few lucky origins of a short series are no evidence
+//! that a high-variance model will do better on the next ones.
 
 use super::baselines::{ets_forecast, mstl_forecast, theta_forecast};
 use serde::{Deserialize, Serialize};
@@ -66,6 +69,11 @@ impl ForecastMethod {
     /// Whether the method needs the classic forecasts (of [`ClassicForecasts::fit`]).
     pub fn uses_classic(self) -> bool {
         self != ForecastMethod::Network
+    }
+
+    /// Whether the method needs the network's forecast.
+    pub fn uses_network(self) -> bool {
+        matches!(self, ForecastMethod::Network | ForecastMethod::Combination)
     }
 
     /// This method's forecast of one origin from the network's and the classic ones (of
@@ -138,9 +146,20 @@ impl ClassicForecasts {
 pub struct Backtest {
     /// `(candidate, RMSE)` in [`ForecastMethod::ALL`] order.
     pub errors: Vec<(ForecastMethod, f64)>,
-    /// The candidate with the least error (the network when none could be scored).
+    /// The candidate kept: the least error of all, unless that one uses the network and does
+    /// not beat the best classic candidate significantly (see `network_statistic`); then the
+    /// best classic one. The network when nothing else could be scored.
     pub selected: ForecastMethod,
+    /// When the least error is a candidate using the network and a classic one was scored
+    /// too: the Diebold-Mariano statistic of their per-origin squared errors (candidate
+    /// minus best classic; negative where the candidate is better). The candidate is kept
+    /// only below [`NETWORK_EVIDENCE`].
+    pub network_statistic: Option<f64>,
 }
+
+/// The one-sided 5% point of the standard normal: a candidate using the network replaces
+/// the best classic one only when its Diebold-Mariano statistic is below minus this.
+pub const NETWORK_EVIDENCE: f64 = 1.645;
 
 /// Scores every candidate on backtest origins: for each origin, the truth of its points
 /// `truth[i]`, the network's forecast `network[i]` and the classic forecasts `classic[i]`
@@ -151,28 +170,94 @@ pub fn backtest(
     network: &[Vec<f32>],
     classic: &[ClassicForecasts],
 ) -> Backtest {
-    let mut errors = Vec::new();
+    // Per candidate: the mean squared error of each origin.
+    let mut losses: Vec<(ForecastMethod, Vec<f64>)> = Vec::new();
     'methods: for method in ForecastMethod::ALL {
-        let (mut sum, mut count) = (0.0f64, 0usize);
+        let mut per_origin = Vec::with_capacity(truth.len());
         for ((t, n), c) in truth.iter().zip(network).zip(classic) {
             let Some(f) = method.combine(n, c) else {
                 continue 'methods;
             };
-            for (a, b) in t.iter().zip(&f) {
-                sum += ((a - b) as f64).powi(2);
-                count += 1;
-            }
+            let sum: f64 = t
+                .iter()
+                .zip(&f)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum();
+            per_origin.push(sum / t.len().max(1) as f64);
         }
-        if count > 0 && sum.is_finite() {
-            errors.push((method, (sum / count as f64).sqrt()));
+        let all: f64 = per_origin.iter().sum();
+        if !per_origin.is_empty() && all.is_finite() {
+            losses.push((method, per_origin));
         }
     }
+    let rmse = |l: &[f64]| (l.iter().sum::<f64>() / l.len() as f64).sqrt();
+    let errors: Vec<(ForecastMethod, f64)> = losses.iter().map(|(m, l)| (*m, rmse(l))).collect();
     // `min_by` keeps the first of equal minima.
-    let selected = errors
-        .iter()
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map_or(ForecastMethod::Network, |&(m, _)| m);
-    Backtest { errors, selected }
+    let best = |keep: &dyn Fn(ForecastMethod) -> bool| {
+        losses
+            .iter()
+            .filter(|(m, _)| keep(*m))
+            .min_by(|a, b| rmse(&a.1).total_cmp(&rmse(&b.1)))
+    };
+    let Some((first, first_losses)) = best(&|_| true) else {
+        return Backtest {
+            errors,
+            selected: ForecastMethod::Network,
+            network_statistic: None,
+        };
+    };
+    let (mut selected, mut network_statistic) = (*first, None);
+    if first.uses_network() {
+        if let Some((classic_best, classic_losses)) = best(&|m| !m.uses_network()) {
+            let differences: Vec<f64> = first_losses
+                .iter()
+                .zip(classic_losses)
+                .map(|(a, b)| a - b)
+                .collect();
+            let lag = truth.first().map_or(1, Vec::len).saturating_sub(1);
+            let statistic = diebold_mariano(&differences, lag);
+            if statistic.map_or(true, |s| s >= -NETWORK_EVIDENCE) {
+                selected = *classic_best;
+            }
+            network_statistic = statistic;
+        }
+    }
+    Backtest {
+        errors,
+        selected,
+        network_statistic,
+    }
+}
+
+/// The Diebold-Mariano statistic of loss differences `d` (one per origin, oldest first):
+/// their mean over its standard error, the variance estimated with Bartlett weights up to
+/// `lag` (forecasts `h` steps ahead from consecutive origins share `h - 1` points, so their
+/// errors are correlated up to that lag). `None` with fewer than two differences, or none
+/// that differ.
+fn diebold_mariano(d: &[f64], lag: usize) -> Option<f64> {
+    let n = d.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let autocovariance = |k: usize| -> f64 {
+        (k..n)
+            .map(|i| (d[i] - mean) * (d[i - k] - mean))
+            .sum::<f64>()
+            / n as f64
+    };
+    let lag = lag.min(n - 1);
+    let variance = autocovariance(0)
+        + 2.0
+            * (1..=lag)
+                .map(|k| (1.0 - k as f64 / (lag + 1) as f64) * autocovariance(k))
+                .sum::<f64>();
+    if variance > 0.0 {
+        Some(mean / (variance / n as f64).sqrt())
+    } else {
+        // Every difference the same: certain, unless there is none.
+        (mean != 0.0).then(|| mean.signum() * f64::INFINITY)
+    }
 }
 
 #[cfg(test)]
@@ -208,17 +293,71 @@ mod tests {
         assert_eq!(b.selected, ForecastMethod::Combination);
     }
 
+    /// The network's lower backtest error counts only when it is more than chance: better
+    /// on average over a few origins but worse on one of them, the best classic candidate is
+    /// kept; better at every one of many origins, the network.
+    #[test]
+    fn the_network_must_beat_the_classics_significantly() {
+        // The naive forecast (0 in `classic`) is far off everywhere.
+        let truth: Vec<Vec<f32>> = (0..3).map(|_| vec![10.0]).collect();
+        let c: Vec<ClassicForecasts> = (0..3).map(|_| classic(&[13.0], &[13.0])).collect();
+        // Squared errors 0, 0, 16 against ETS's 9, 9, 9: a mean of 5.3 against 9.
+        let lucky = vec![vec![10.0], vec![10.0], vec![14.0]];
+        let b = backtest(&truth, &lucky, &c);
+        let least = b.errors.iter().min_by(|x, y| x.1.total_cmp(&y.1)).unwrap();
+        assert_eq!(least.0, ForecastMethod::Network, "{:?}", b.errors);
+        assert!(
+            b.network_statistic.is_some_and(|s| s > -NETWORK_EVIDENCE),
+            "{b:?}"
+        );
+        assert_eq!(b.selected, ForecastMethod::Ets);
+
+        let truth: Vec<Vec<f32>> = (1..13).map(|i| vec![10.0 * i as f32]).collect();
+        let c: Vec<ClassicForecasts> = truth
+            .iter()
+            .map(|t| classic(&[t[0] + 3.0], &[t[0] + 4.0]))
+            .collect();
+        let steady: Vec<Vec<f32>> = truth
+            .iter()
+            .enumerate()
+            .map(|(i, t)| vec![t[0] + 0.5 * (i % 3) as f32])
+            .collect();
+        let b = backtest(&truth, &steady, &c);
+        assert!(
+            b.network_statistic.is_some_and(|s| s < -NETWORK_EVIDENCE),
+            "{b:?}"
+        );
+        assert_eq!(b.selected, ForecastMethod::Network);
+    }
+
+    /// The statistic: mean over standard error; correlated neighbours (a longer lag) widen
+    /// the error, and too few differences give none.
+    #[test]
+    fn diebold_mariano_statistic() {
+        let d = [-1.0, -3.0, -1.0, -3.0];
+        // Mean -2, variance 1 (divided by n), standard error 1/2.
+        assert!((diebold_mariano(&d, 0).unwrap() + 4.0).abs() < 1e-12);
+        let smooth = [-1.0, -1.0, -3.0, -3.0];
+        assert!(diebold_mariano(&smooth, 1).unwrap() > diebold_mariano(&smooth, 0).unwrap());
+        assert_eq!(diebold_mariano(&[-1.0], 0), None);
+        assert_eq!(diebold_mariano(&[0.0, 0.0], 0), None);
+    }
+
     /// A candidate without a classic forecast at some origin is not scored; of those left
     /// the least error wins.
     #[test]
     fn missing_classic_forecasts_leave_the_network() {
         let truth = vec![vec![1.0], vec![2.0]];
-        let network = vec![vec![5.0], vec![5.0]];
+        let network = vec![vec![1.5], vec![2.5]];
         let none = ClassicForecasts {
             naive: vec![-10.0],
             ..ClassicForecasts::default()
         };
-        let partial = vec![none, classic(&[2.0], &[2.0])];
+        let far_naive = ClassicForecasts {
+            naive: vec![-10.0],
+            ..classic(&[2.0], &[2.0])
+        };
+        let partial = vec![none, far_naive];
         let b = backtest(&truth, &network, &partial);
         let scored: Vec<ForecastMethod> = b.errors.iter().map(|(m, _)| *m).collect();
         assert_eq!(scored, [ForecastMethod::Network, ForecastMethod::Naive]);
