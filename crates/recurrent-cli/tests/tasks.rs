@@ -327,7 +327,7 @@ fn forecast_reports_metrics_and_rejects_bad_series() {
     let network_best = backtest
         .iter()
         .any(|(m, v)| uses_network(m) && v.as_f64() == Some(best));
-    let want = if network_best && statistic.map_or(true, |s| s >= -1.645) {
+    let want = if network_best && !matches!(statistic, Some(s) if s < -1.645) {
         least(&|m| !uses_network(m))
     } else {
         best

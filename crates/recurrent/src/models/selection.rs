@@ -216,7 +216,7 @@ pub fn backtest(
                 .collect();
             let lag = truth.first().map_or(1, Vec::len).saturating_sub(1);
             let statistic = diebold_mariano(&differences, lag);
-            if statistic.map_or(true, |s| s >= -NETWORK_EVIDENCE) {
+            if !matches!(statistic, Some(s) if s < -NETWORK_EVIDENCE) {
                 selected = *classic_best;
             }
             network_statistic = statistic;
