@@ -2,7 +2,7 @@
 //! columns (twelve accumulators, two panel vectors and one broadcast fill the sixteen
 //! registers), with the blocked loops and the copied transposed `A` of the AVX-512 kernel.
 
-use super::blocked::{for_each_tile, for_each_tile_copied, TileAt, Tiles, COLUMNS};
+use super::blocked::{for_each_f32_tile, TileAt, Tiles};
 use super::{Mat, Out, PackedMatrix};
 use std::arch::x86_64::*;
 
@@ -15,17 +15,12 @@ impl Tiles for Avx2 {
     const NR: usize = NR;
 
     fn tile_rows(left: usize) -> usize {
-        tile_rows(left)
-    }
-}
-
-/// Rows of the next tile when `left` rows remain.
-fn tile_rows(left: usize) -> usize {
-    match left {
-        6.. => 6,
-        4..=5 => 4,
-        2..=3 => 2,
-        _ => 1,
+        match left {
+            6.. => 6,
+            4..=5 => 4,
+            2..=3 => 2,
+            _ => 1,
+        }
     }
 }
 
@@ -54,16 +49,8 @@ pub unsafe fn run(
             _ => tile::<1, 4>(kc, a_block, bp, c, ldc, nc, beta),
         }
     };
-    // Element (r, kk) of a block of A is at `ap + r * row_step + kk * k_step`: in
-    // place, or for a transposed `A` in a copy (see [`copy_columns`]).
-    if !a.transposed {
-        let block_of_a = |k0: usize, _kc: usize, r0: usize, _mr: usize| {
-            (a.data.as_ptr().add(r0 * a.ld + k0), a.ld, 1)
-        };
-        return for_each_tile::<Avx2, _>(b, out, beta, rows, panels, block_of_a, tile);
-    }
     let copy = |group, k0, kc, columns: &mut Vec<f32>| copy_columns(a, group, k0, kc, columns);
-    for_each_tile_copied::<Avx2, _>(&COLUMNS, b, out, beta, rows, panels, copy, tile);
+    for_each_f32_tile::<Avx2>(a, b, out, beta, rows, panels, copy, tile);
 }
 
 /// Copies logical rows `rows`, columns `k0 .. k0 + kc` of a transposed `A` into
@@ -88,7 +75,7 @@ unsafe fn copy_columns(
         let src = a.data.as_ptr().add((k0 + kk) * a.ld + rows.0);
         let mut r = 0;
         while r < m {
-            let mr = tile_rows(m - r);
+            let mr = Avx2::tile_rows(m - r);
             let to = dst.add(r * kc + kk * mr);
             for i in 0..mr {
                 *to.add(i) = *src.add(r + i);

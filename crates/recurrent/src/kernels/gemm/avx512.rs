@@ -2,7 +2,7 @@
 //! 32 columns, `A` read in place (a transposed `A` copied, and for bfloat16 products
 //! converted, block by block).
 
-use super::blocked::{for_each_tile, for_each_tile_copied, TileAt, Tiles, COLUMNS};
+use super::blocked::{for_each_f32_tile, for_each_tile, for_each_tile_copied, TileAt, Tiles};
 use super::{Mat, Out, PackedMatrix, KC};
 use std::arch::x86_64::*;
 
@@ -15,18 +15,13 @@ impl Tiles for Avx512 {
     const NR: usize = NR;
 
     fn tile_rows(left: usize) -> usize {
-        tile_rows(left)
-    }
-}
-
-/// Rows of the next tile when `left` rows remain.
-fn tile_rows(left: usize) -> usize {
-    match left {
-        12.. => 12,
-        8..=11 => 8,
-        4..=7 => 4,
-        2..=3 => 2,
-        _ => 1,
+        match left {
+            12.. => 12,
+            8..=11 => 8,
+            4..=7 => 4,
+            2..=3 => 2,
+            _ => 1,
+        }
     }
 }
 
@@ -63,20 +58,13 @@ pub unsafe fn run(
         let (c, ldc, nc, beta) = (t.c, out.ld, t.nc, t.beta);
         by_rows!(t.mr, tile_f32(t.kc, a_block, bp, c, ldc, nc, beta));
     };
-    // Element (r, kk) of a block of A is at `ap + r * row_step + kk * k_step`: in
-    // place, or for a transposed `A` in a copy (see [`copy_columns`]).
-    if !a.transposed {
-        let block_of_a = |k0: usize, _kc: usize, r0: usize, _mr: usize| {
-            (a.data.as_ptr().add(r0 * a.ld + k0), a.ld, 1)
-        };
-        return for_each_tile::<Avx512, _>(b, out, beta, rows, panels, block_of_a, tile);
-    }
     let copy = |group, k0, kc, columns: &mut Vec<f32>| copy_columns(a, group, k0, kc, columns);
-    for_each_tile_copied::<Avx512, _>(&COLUMNS, b, out, beta, rows, panels, copy, tile);
+    for_each_f32_tile::<Avx512>(a, b, out, beta, rows, panels, copy, tile);
 }
 
 thread_local! {
-    /// [`COLUMNS`] for bfloat16 products ([`convert_columns`]).
+    /// The thread's copy of a transposed `A` for bfloat16 products ([`convert_columns`]),
+    /// kept for the next product.
     static PAIRS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
@@ -102,7 +90,7 @@ unsafe fn copy_columns(
         let src = a.data.as_ptr().add((k0 + kk) * a.ld + rows.0);
         let mut r = 0;
         while r < m {
-            let mr = tile_rows(m - r);
+            let mr = Avx512::tile_rows(m - r);
             let values: __mmask16 = ((1u32 << mr) - 1) as u16;
             let column = _mm512_maskz_loadu_ps(values, src.add(r));
             _mm512_mask_storeu_ps(dst.add(r * kc + kk * mr), values, column);
@@ -240,7 +228,7 @@ unsafe fn convert_columns(
         let hi_row = (2 * q + 1 < kc).then(|| a.data.as_ptr().add((k + 1) * a.ld + rows.0));
         let mut r = 0;
         while r < m {
-            let mr = tile_rows(m - r);
+            let mr = Avx512::tile_rows(m - r);
             let values: __mmask16 = ((1u32 << mr) - 1) as u16;
             let lo = _mm512_maskz_loadu_ps(values, lo_row.add(r));
             let hi = match hi_row {

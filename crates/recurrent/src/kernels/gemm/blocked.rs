@@ -4,7 +4,7 @@
 //! ([`Tiles`]) and its register tile; everything here is `#[inline(always)]`, so that it is
 //! compiled with the calling kernel's target features.
 
-use super::{Out, PackedMatrix, KC};
+use super::{Mat, Out, PackedMatrix, KC};
 
 /// The register-tile geometry of a SIMD kernel.
 pub(super) trait Tiles {
@@ -24,7 +24,7 @@ fn panel_group_bytes() -> usize {
 thread_local! {
     /// A thread's copy of the block of a transposed `A` it multiplies in `f32` (see
     /// [`for_each_tile_copied`]), kept for the next product.
-    pub(super) static COLUMNS: std::cell::Cell<Vec<f32>> =
+    static COLUMNS: std::cell::Cell<Vec<f32>> =
         const { std::cell::Cell::new(Vec::new()) };
 }
 
@@ -153,4 +153,31 @@ pub(super) unsafe fn for_each_tile_copied<K: Tiles, T: 'static>(
         for_each_tile::<K, _>(b, out, beta, group, panels, block_of_a, &tile);
     }
     buffer.set(copies);
+}
+
+/// The `f32` product's loops, the same for every kernel: element `(r, kk)` of a block of
+/// `A` is at `ap + r * row_step + kk * k_step`, read in place from a plain `A`, or for a
+/// transposed `A` from the thread's copy that `copy` makes (see [`for_each_tile_copied`]).
+///
+/// # Safety
+/// As [`for_each_tile`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn for_each_f32_tile<K: Tiles>(
+    a: Mat,
+    b: &PackedMatrix,
+    out: Out,
+    beta: f32,
+    rows: (usize, usize),
+    panels: (usize, usize),
+    copy: impl FnMut((usize, usize), usize, usize, &mut Vec<f32>) -> usize,
+    tile: impl Fn(TileAt, (*const f32, usize, usize)),
+) {
+    if !a.transposed {
+        let block_of_a = |k0: usize, _kc: usize, r0: usize, _mr: usize| {
+            (a.data.as_ptr().add(r0 * a.ld + k0), a.ld, 1)
+        };
+        return for_each_tile::<K, _>(b, out, beta, rows, panels, block_of_a, tile);
+    }
+    for_each_tile_copied::<K, _>(&COLUMNS, b, out, beta, rows, panels, copy, tile);
 }
