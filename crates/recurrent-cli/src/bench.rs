@@ -248,7 +248,7 @@ fn cpu_json() -> serde_json::Value {
     let c = recurrent::kernels::CpuInfo::get();
     serde_json::json!({
         "vendor": c.vendor, "model_name": c.model_name, "family": c.family, "model": c.model,
-        "level": cpu::level().name(), "bf16": cpu::has_bf16(), "bf16_speedup": cpu::bf16_speedup(), "bf16_speedup": cpu::bf16_speedup(),
+        "level": cpu::level().name(), "bf16": cpu::has_bf16(), "bf16_speedup": cpu::bf16_speedup(),
         "l1d_bytes": c.l1d_bytes, "l2_bytes": c.l2_bytes,
         "l3_bytes": c.l3_bytes, "cores": c.cores, "panel_group_bytes": c.panel_group_bytes(),
         "projection_block_bytes": c.projection_block_bytes(),

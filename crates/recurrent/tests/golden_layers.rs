@@ -67,7 +67,7 @@ fn check(case: &str, what: &str, actual: &ArrayD<f32>, f: &TensorFile, name: &st
 #[test]
 fn layers_match_pytorch() {
     use recurrent::kernels::cpu::{with_level, Level};
-    for level in [Level::Portable, Level::Avx2, Level::Avx512] {
+    for level in Level::supported() {
         with_level(level, layers_match_pytorch_at_current_level);
     }
 }

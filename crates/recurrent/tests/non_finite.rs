@@ -142,7 +142,7 @@ fn check_activations(level: Level) {
 
 #[test]
 fn nan_propagates_at_every_kernel_level() {
-    for level in [Level::Portable, Level::Avx2, Level::Avx512] {
+    for level in Level::supported() {
         with_level(level, || {
             check_activations(level);
             for cfg in configs() {

@@ -313,7 +313,7 @@ proptest! {
     #[test]
     fn batches_split_by_rows_match_reference(case in grouped_strategy()) {
         use recurrent::kernels::cpu::{with_level, Level};
-        for level in [Level::Portable, Level::Avx2, Level::Avx512] {
+        for level in Level::supported() {
             with_level(level, || {
                 check_forward(&case);
                 check_directional_gradients(&case);

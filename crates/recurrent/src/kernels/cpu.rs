@@ -3,8 +3,10 @@
 //! Hot kernels are written once as plain, vectorisable Rust and compiled three times:
 //! for AVX-512, for AVX2+FMA and for the baseline target (the portable fallback, always
 //! compiled and tested). The best level the CPU supports is used, unless the environment
-//! variable `RECURRENT_KERNEL` (`portable`, `avx2` or `avx512`) forces a lower one, which
-//! is how the tests cover every path.
+//! variable `RECURRENT_KERNEL` (`portable`, `avx2`, `avx512` or `amx`) forces a lower one,
+//! which is how the tests cover every path. The AMX level is AVX-512 whose bfloat16
+//! products run on the tile unit (Intel Sapphire Rapids and later), where the operating
+//! system grants it.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -17,16 +19,33 @@ pub enum Level {
     Avx2 = 2,
     /// x86-64 AVX-512F.
     Avx512 = 3,
+    /// AVX-512 with BF16 and the AMX tile unit (AMX-TILE, AMX-BF16), enabled by the
+    /// operating system: [`Level::Avx512`], except that bfloat16 products run on tiles.
+    Amx = 4,
 }
 
 impl Level {
-    /// The level's name, as `RECURRENT_KERNEL` takes it: `portable`, `avx2`, `avx512`.
+    /// The level's name, as `RECURRENT_KERNEL` takes it: `portable`, `avx2`, `avx512`,
+    /// `amx`.
     pub fn name(self) -> &'static str {
         match self {
             Level::Portable => "portable",
             Level::Avx2 => "avx2",
             Level::Avx512 => "avx512",
+            Level::Amx => "amx",
         }
+    }
+
+    /// Every level, lowest first.
+    pub const ALL: [Level; 4] = [Level::Portable, Level::Avx2, Level::Avx512, Level::Amx];
+
+    /// The levels this process can run, lowest first: up to [`detected`] (the tests run
+    /// their checks at each).
+    pub fn supported() -> Vec<Level> {
+        Level::ALL
+            .into_iter()
+            .filter(|&l| l <= detected())
+            .collect()
     }
 }
 
@@ -36,7 +55,11 @@ fn detect() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-            return Level::Avx512;
+            return if super::amx::usable() {
+                Level::Amx
+            } else {
+                Level::Avx512
+            };
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             return Level::Avx2;
@@ -47,6 +70,7 @@ fn detect() -> Level {
 
 fn from_u8(v: u8) -> Level {
     match v {
+        4 => Level::Amx,
         3 => Level::Avx512,
         2 => Level::Avx2,
         _ => Level::Portable,
@@ -58,12 +82,12 @@ fn from_u8(v: u8) -> Level {
 pub fn requested_level() -> Result<Option<Level>, String> {
     match std::env::var("RECURRENT_KERNEL") {
         Err(_) => Ok(None),
-        Ok(s) => [Level::Portable, Level::Avx2, Level::Avx512]
+        Ok(s) => Level::ALL
             .into_iter()
             .find(|level| level.name() == s)
             .map(Some)
             .ok_or_else(|| {
-                format!("RECURRENT_KERNEL must be portable, avx2 or avx512, found {s:?}")
+                format!("RECURRENT_KERNEL must be portable, avx2, avx512 or amx, found {s:?}")
             }),
     }
 }
@@ -116,11 +140,11 @@ pub fn with_level<R: Send>(level: Level, f: impl FnOnce() -> R + Send) -> R {
 }
 
 /// Whether bfloat16 products ([`super::gemm::Precision::Bf16`]) run here: the current
-/// level is AVX-512 and the CPU has its BF16 extension.
+/// level is AVX-512 (or AMX) and the CPU has its BF16 extension.
 pub fn has_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        level() == Level::Avx512
+        level() >= Level::Avx512
             && is_x86_feature_detected!("avx512bf16")
             && is_x86_feature_detected!("avx512bw")
     }
@@ -185,22 +209,28 @@ impl Drop for FlushDenormals {
     }
 }
 
-/// How many times as many multiply-adds per second this core does with the AVX-512 BF16
-/// dot product as with the f32 FMA, measured once per process (about 2 ms: independent
-/// chains of each instruction, interleaved rounds, the best of each); 0 where
-/// [`has_bf16`] is false. On Zen 4 the dot product doubles the rate; on some Intel Xeons
-/// it issues at a quarter of the FMA's rate, so that bfloat16 products are slower there.
+/// How many times as many multiply-adds per second this core does with the bfloat16
+/// products of the current level as with the f32 FMA, measured once per process and
+/// level (a few ms: independent chains of each instruction, interleaved rounds, the best
+/// of each); 0 where [`has_bf16`] is false. On Zen 4 the AVX-512 BF16 dot product doubles
+/// the rate; on Intel Xeons it issues at a quarter of the FMA's rate, so that bfloat16
+/// products are slower there, unless the AMX tile unit takes them (4x on a Xeon of
+/// family 6 model 167).
 pub fn bf16_speedup() -> f64 {
     if !has_bf16() {
         return 0.0;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        static SPEEDUP: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-        *SPEEDUP.get_or_init(|| {
-            // SAFETY: `has_bf16` checked AVX-512F, BW and BF16.
-            unsafe { throughput::bf16_over_fma() }
-        })
+        use std::sync::OnceLock;
+        static DOT: OnceLock<f64> = OnceLock::new();
+        static TILES: OnceLock<f64> = OnceLock::new();
+        if level() == Level::Amx {
+            // SAFETY: the AMX level is only detected where the tiles are usable.
+            return *TILES.get_or_init(|| unsafe { throughput::tiles_over_fma() });
+        }
+        // SAFETY: `has_bf16` checked AVX-512F, BW and BF16.
+        *DOT.get_or_init(|| unsafe { throughput::bf16_over_fma() })
     }
     #[cfg(not(target_arch = "x86_64"))]
     0.0
@@ -239,6 +269,35 @@ mod throughput {
         }
         // One FMA is 16 multiply-adds, one dot product 32.
         (32.0 / dot) / (16.0 / fma)
+    }
+
+    /// [`bf16_over_fma`] for the AMX tile product, as the kernel runs it: four 16x16
+    /// accumulator tiles, operand tiles loaded from L1 at every step.
+    ///
+    /// # Safety
+    /// The tiles must be usable ([`super::super::amx::usable`]).
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn tiles_over_fma() -> f64 {
+        // bfloat16 1.0 and 2^-10: finite sums however long the loop.
+        let a = [0x3f80_3f80u32; 32 * 16];
+        let b = [0x3a80_3a80u32; 16 * 32];
+        let (mut fma, mut tiles) = (f64::INFINITY, f64::INFINITY);
+        let steps = STEPS / 8;
+        for _ in 0..5 {
+            let start = Instant::now();
+            std::hint::black_box(fma_chains());
+            fma = fma.min(start.elapsed().as_secs_f64());
+            let start = Instant::now();
+            super::super::amx::configure();
+            for _ in 0..steps {
+                super::super::amx::step_32x32(a.as_ptr(), 64, b.as_ptr());
+            }
+            super::super::amx::release();
+            tiles = tiles.min(start.elapsed().as_secs_f64());
+        }
+        // A step is 32 x 32 outputs times 32 products; the FMA loop did CHAINS x STEPS
+        // instructions of 16.
+        (steps as f64 * 32.0 * 32.0 * 32.0 / tiles) / ((CHAINS * STEPS * 16) as f64 / fma)
     }
 
     #[target_feature(enable = "avx512f,fma")]
@@ -300,7 +359,7 @@ macro_rules! multiversion {
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
                 match $crate::kernels::cpu::level() {
                     // SAFETY: `level()` never exceeds what the running CPU supports.
-                    $crate::kernels::cpu::Level::Avx512 => return unsafe { $fast($($arg),*) },
+                    $crate::kernels::cpu::Level::Avx512 | $crate::kernels::cpu::Level::Amx => return unsafe { $fast($($arg),*) },
                     $crate::kernels::cpu::Level::Avx2 => return unsafe { avx2($($arg),*) },
                     $crate::kernels::cpu::Level::Portable => {}
                 }

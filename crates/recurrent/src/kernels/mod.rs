@@ -3,6 +3,8 @@
 //! All matrices are row-major `f32` slices with an explicit leading dimension.
 
 pub mod activation;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod cells;
 pub mod cpu;
 mod cpu_info;

@@ -13,6 +13,7 @@ struct Avx2;
 
 impl Tiles for Avx2 {
     const NR: usize = NR;
+    const GROUP_ROWS: usize = 12;
 
     fn tile_rows(left: usize) -> usize {
         match left {

@@ -13,6 +13,7 @@ struct Avx512;
 
 impl Tiles for Avx512 {
     const NR: usize = NR;
+    const GROUP_ROWS: usize = 12;
 
     fn tile_rows(left: usize) -> usize {
         match left {
@@ -168,8 +169,9 @@ impl<const R: usize> Step<R> for Bf16Step {
     }
 }
 
-/// Length of the buffer one converted block of `A` needs (see [`convert_block`]).
-const PAIRS_BLOCK: usize = KC / 2 * 16;
+/// Length of the buffer one converted block of `A` (at most 12 rows) needs (see
+/// [`convert_block`]).
+const PAIRS_BLOCK: usize = KC / 2 * 12;
 
 /// See `run_level`: the product of `A` rounded to bfloat16 with bfloat16 panels.
 ///
@@ -244,21 +246,22 @@ unsafe fn convert_columns(
     kc2
 }
 
-/// Rounds rows `r0 .. r0 + mr` (at most 16), columns `k0 .. k0 + kc` of a plain (not
-/// transposed) `A` to bfloat16 pairs in `buf` (an odd last column is paired with zero) and returns where pair
-/// `(r, q)` is, as `(start, row step, pair step)`.
+/// Rounds rows `r0 .. r0 + mr`, columns `k0 .. k0 + kc` of a plain (not transposed) `A`
+/// to bfloat16 pairs in `buf`, `KC / 2` pairs a row (an odd last column is paired with
+/// zero, and the pairs after the last up to a multiple of 16 are zero), and returns where
+/// pair `(r, q)` is, as `(start, row step, pair step)`. `buf` must hold `mr` rows.
 #[inline(always)]
-unsafe fn convert_block(
+pub(super) unsafe fn convert_block(
     a: Mat,
     r0: usize,
     mr: usize,
     k0: usize,
     kc: usize,
-    buf: &mut [u32; PAIRS_BLOCK],
+    buf: &mut [u32],
 ) -> (*const u32, usize, usize) {
-    let kc2 = kc.div_ceil(2);
-    let out = buf.as_mut_ptr();
     debug_assert!(!a.transposed, "a transposed A goes through convert_columns");
+    assert!(buf.len() >= mr * KC / 2);
+    let out = buf.as_mut_ptr();
     // Rows are contiguous: 32 columns (16 pairs) per conversion, row-major.
     for r in 0..mr {
         let src = a.data.as_ptr().add((r0 + r) * a.ld + k0);
@@ -273,9 +276,7 @@ unsafe fn convert_block(
             let lo = _mm512_maskz_loadu_ps(mask(0), src.add(k));
             let hi = _mm512_maskz_loadu_ps(mask(16), src.add(k + 16));
             let pairs: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-            let n_pairs = (kc2 - k / 2).min(16);
-            let store: __mmask16 = ((1u32 << n_pairs) - 1) as u16;
-            _mm512_mask_storeu_epi32(out.add(r * KC / 2 + k / 2) as *mut _, store, pairs);
+            _mm512_storeu_si512(out.add(r * KC / 2 + k / 2) as *mut _, pairs);
         }
     }
     (out, KC / 2, 1)

@@ -10,7 +10,11 @@ use super::{Mat, Out, PackedMatrix, KC};
 pub(super) trait Tiles {
     /// Columns of a packed panel of `B`.
     const NR: usize;
-    /// Rows of the next tile when `left` rows remain (the largest tile divides 12).
+    /// Rows of the groups of a transposed `A` copied at a time come in multiples of this
+    /// (a multiple of the largest tile's rows, so that the tiles are those of the whole
+    /// product).
+    const GROUP_ROWS: usize;
+    /// Rows of the next tile when `left` rows remain.
     fn tile_rows(left: usize) -> usize;
 }
 
@@ -30,9 +34,10 @@ thread_local! {
 
 /// Rows of a transposed `A` copied at a time: as many of one depth block as fit in
 /// [`CpuInfo::column_block_bytes`](crate::kernels::CpuInfo::column_block_bytes), a
-/// multiple of 12 so that the tiles are those of the whole product.
-fn column_group_rows() -> usize {
-    (crate::kernels::CpuInfo::get().column_block_bytes() / (KC * 4) / 12).max(1) * 12
+/// multiple of `K::GROUP_ROWS`.
+fn column_group_rows<K: Tiles>() -> usize {
+    let rows = K::GROUP_ROWS;
+    (crate::kernels::CpuInfo::get().column_block_bytes() / (KC * 4) / rows).max(1) * rows
 }
 
 /// Where one tile of the product goes: see [`for_each_tile`].
@@ -107,8 +112,7 @@ fn for_each_group(panels: (usize, usize), group: usize, mut f: impl FnMut((usize
 }
 
 /// [`for_each_tile`] over a transposed `A` copied a depth block of a group of rows at
-/// a time (groups of [`column_group_rows`], multiples of 12 rows, so the tiles are
-/// those of the whole product): `copy(group, k0, kc, buffer)` fills the thread's
+/// a time (groups of [`column_group_rows`] rows): `copy(group, k0, kc, buffer)` fills the thread's
 /// `buffer` before the block's first tile and returns the values it keeps per row; the
 /// tile starting at row `r0` is then `(r0 - group.0)` times that into the buffer, `mr`
 /// values per depth step.
@@ -134,7 +138,7 @@ pub(super) unsafe fn for_each_tile_copied<K: Tiles, T: 'static>(
     // Taken out of the thread-local and put back, rather than borrowed in a closure:
     // the intrinsics are only inlined into code compiled with the kernel's features.
     let mut copies = buffer.take();
-    let group_rows = column_group_rows();
+    let group_rows = column_group_rows::<K>();
     for g0 in (rows.0..rows.1).step_by(group_rows) {
         let group = (g0, (g0 + group_rows).min(rows.1));
         // The depth block in `copies` and its values per row.

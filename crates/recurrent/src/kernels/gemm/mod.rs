@@ -15,6 +15,8 @@ use super::cpu::{level, Level};
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -155,10 +157,16 @@ pub fn to_bf16(x: f32) -> u16 {
 /// Register-block shape of a CPU level: `(MR, NR)`.
 fn block_shape(level: Level) -> (usize, usize) {
     match level {
-        Level::Avx512 => (12, 32),
+        Level::Avx512 | Level::Amx => (12, 32),
         Level::Avx2 => (6, 16),
         Level::Portable => (4, 8),
     }
+}
+
+/// Pair rows a bfloat16 panel of a `kc`-deep block has: `kc / 2` rounded up to a multiple
+/// of 16, the depth of one AMX tile step (the rows past the last pair are zero).
+fn padded_pair_rows(kc: usize) -> usize {
+    kc.div_ceil(32) * 16
 }
 
 /// A `K x N` right-hand matrix packed for the micro-kernel: for each `KC`-deep block,
@@ -172,7 +180,8 @@ pub struct PackedMatrix {
     data: Vec<f32>,
     /// For [`Precision::Bf16`] (then `data` is empty): the same blocks and panels with rows
     /// taken in pairs, each `u32` holding column `j` of rows `2q` (low half) and `2q + 1`
-    /// (high half) as bfloat16.
+    /// (high half) as bfloat16, each panel padded with zero pairs to
+    /// [`padded_pair_rows`].
     pairs: Vec<u32>,
 }
 
@@ -234,7 +243,7 @@ impl PackedMatrix {
         let level = level();
         let (_, nr) = block_shape(level);
         if precision == Precision::Bf16 && super::cpu::has_bf16() {
-            return Self::pack_pairs(b, k, n, col, nr);
+            return Self::pack_pairs(b, k, n, col, level, nr);
         }
         let panels = n.div_ceil(nr);
         let mut data = vec![0.0; panels * nr * k];
@@ -273,16 +282,24 @@ impl PackedMatrix {
     }
 
     /// The bfloat16 layout of [`PackedMatrix::pairs`].
-    fn pack_pairs(b: Mat, k: usize, n: usize, col: impl Fn(usize) -> usize, nr: usize) -> Self {
+    fn pack_pairs(
+        b: Mat,
+        k: usize,
+        n: usize,
+        col: impl Fn(usize) -> usize,
+        level: Level,
+        nr: usize,
+    ) -> Self {
         let panels = n.div_ceil(nr);
         let pair = |lo: f32, hi: f32| to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16;
-        let mut pairs = vec![0u32; panels * nr * k.div_ceil(2)];
+        let mut pairs = vec![0u32; panels * nr * padded_pair_rows(k)];
         for (kb, k0) in (0..k).step_by(KC).enumerate() {
             let kc = KC.min(k - k0);
             let kc2 = kc.div_ceil(2);
+            let rows = padded_pair_rows(kc);
             let block = &mut pairs[kb * KC / 2 * panels * nr..];
             for p in 0..panels {
-                let panel = &mut block[p * kc2 * nr..(p + 1) * kc2 * nr];
+                let panel = &mut block[p * rows * nr..(p + 1) * rows * nr];
                 let cols = nr.min(n - p * nr);
                 if b.transposed {
                     // Logical column j is stored row j: read it contiguously.
@@ -307,7 +324,7 @@ impl PackedMatrix {
         PackedMatrix {
             k,
             n,
-            level: Level::Avx512,
+            level,
             nr,
             data: Vec::new(),
             pairs,
@@ -356,9 +373,9 @@ impl PackedMatrix {
     /// Panel `p` of the block starting at row `k0`, in the bfloat16 pair layout.
     #[cfg(target_arch = "x86_64")]
     fn panel_pairs(&self, k0: usize, p: usize) -> &[u32] {
-        let kc2 = KC.min(self.k - k0).div_ceil(2);
-        let start = (k0 / KC) * KC / 2 * self.panels() * self.nr + p * kc2 * self.nr;
-        &self.pairs[start..start + kc2 * self.nr]
+        let rows = padded_pair_rows(KC.min(self.k - k0));
+        let start = (k0 / KC) * KC / 2 * self.panels() * self.nr + p * rows * self.nr;
+        &self.pairs[start..start + rows * self.nr]
     }
 }
 
@@ -499,12 +516,18 @@ fn run_level(
     #[cfg(target_arch = "x86_64")]
     {
         if b.is_bf16() {
-            // SAFETY: bfloat16 panels are only packed where the CPU has AVX-512 BF16.
+            // SAFETY: bfloat16 panels are only packed where the CPU has AVX-512 BF16, and
+            // at the AMX level only where the tiles are usable.
+            if level == Level::Amx {
+                return unsafe { amx::run_bf16(a, b, out, beta, rows, panels) };
+            }
             return unsafe { avx512::run_bf16(a, b, out, beta, rows, panels) };
         }
         match level {
             // SAFETY: a packed matrix's level never exceeds what the running CPU supports.
-            Level::Avx512 => return unsafe { avx512::run(a, b, out, beta, rows, panels) },
+            Level::Avx512 | Level::Amx => {
+                return unsafe { avx512::run(a, b, out, beta, rows, panels) }
+            }
             Level::Avx2 => return unsafe { avx2::run(a, b, out, beta, rows, panels) },
             Level::Portable => {}
         }

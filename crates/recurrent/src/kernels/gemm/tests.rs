@@ -97,15 +97,20 @@ fn check_against_naive(
     }
 }
 
-/// bfloat16 products against the rounded operands' product. Without AVX-512 BF16 the
+/// bfloat16 products against the rounded operands' product, at every level (the AVX-512
+/// BF16 dot products and the AMX tiles where the CPU has them). Without AVX-512 BF16 the
 /// matrix is packed for `f32` and must match the unrounded product.
 #[test]
 fn bf16_products_match_rounded_operands() {
-    check_against_naive("bf16", |m, n, k, a, b, beta, c| {
-        let packed = PackedMatrix::pack_in(Precision::Bf16, b, k, n);
-        matmul_packed(m, a, &packed, beta, c);
-        packed.is_bf16()
-    });
+    for lvl in Level::supported() {
+        with_level(lvl, || {
+            check_against_naive(&format!("bf16 {lvl:?}"), |m, n, k, a, b, beta, c| {
+                let packed = PackedMatrix::pack_in(Precision::Bf16, b, k, n);
+                matmul_packed(m, a, &packed, beta, c);
+                packed.is_bf16()
+            })
+        });
+    }
 }
 
 /// Subnormal operands count as zero and subnormal results become zero inside the
@@ -113,7 +118,7 @@ fn bf16_products_match_rounded_operands() {
 #[test]
 fn products_flush_subnormals() {
     let tiny = f32::MIN_POSITIVE / 4.0;
-    for lvl in [Level::Portable, Level::Avx2, Level::Avx512] {
+    for lvl in Level::supported() {
         with_level(lvl, || {
             let (a, b) = ([tiny, 1e-20, 1.0], [1.0, 1e-20, 2.0]);
             let mut c = [0.0f32; 3];
@@ -142,7 +147,7 @@ fn products_flush_subnormals() {
 /// Every kernel level against the naive product.
 #[test]
 fn all_levels_match_naive_product() {
-    for lvl in [Level::Portable, Level::Avx2, Level::Avx512] {
+    for lvl in Level::supported() {
         with_level(lvl, || {
             check_against_naive(&format!("{lvl:?}"), |m, n, k, a, b, beta, c| {
                 gemm(m, n, k, a, b, beta, c);
