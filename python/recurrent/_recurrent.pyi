@@ -26,7 +26,7 @@ def get_num_threads() -> int:
     """Threads the kernels use."""
 
 def kernel_level() -> str:
-    """The kernel level chosen for this CPU at run time: ``avx512``, ``avx2`` or ``portable``."""
+    """The kernel level chosen for this CPU at run time: ``amx``, ``avx512``, ``avx2`` or ``portable``."""
 
 class Tape:
     """What a training forward pass keeps for ``Rnn.backward``; reusable while alive."""

@@ -417,7 +417,7 @@ fn bench_json_reports_the_cpu() {
         let cpu = &j["cpu"];
         assert!(cpu["cores"].as_u64().unwrap() >= 1, "{cpu}");
         assert!(
-            ["portable", "avx2", "avx512"].contains(&cpu["level"].as_str().unwrap()),
+            ["portable", "avx2", "avx512", "amx"].contains(&cpu["level"].as_str().unwrap()),
             "{cpu}"
         );
         let group = cpu["panel_group_bytes"].as_u64().unwrap();

@@ -27,7 +27,7 @@ fn get_num_threads() -> usize {
     threads::current()
 }
 
-/// The kernel level chosen for this CPU at run time (`avx512`, `avx2` or `portable`).
+/// The kernel level chosen for this CPU at run time (`amx`, `avx512`, `avx2` or `portable`).
 #[pyfunction]
 fn kernel_level() -> &'static str {
     recurrent::kernels::cpu::level().name()
