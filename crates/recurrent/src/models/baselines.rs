@@ -1,10 +1,11 @@
 //! Classic forecasting baselines scored beside the network, refit at every forecast
 //! origin on everything before it: exponential smoothing (ETS) and the Theta method.
 //!
-//! - ETS: `augurs-ets`'s AutoETS (a Rust port of statsforecast's), additive errors, trend
-//!   none, additive or damped additive chosen by the information criterion. AutoETS has no
-//!   seasonal models yet, so a seasonal series is deseasonalised first (classical
-//!   decomposition, below) and the seasonal indices are put back on the forecast.
+//! - ETS: additive errors, trend none, additive or damped additive, seasonality none or
+//!   additive (with a period above 1 and two periods of history), the model with the least
+//!   corrected information criterion: `augurs-ets`'s AutoETS (a Rust port of
+//!   statsforecast's) for the models without seasonality, [`super::seasonal_ets`] for those
+//!   with it, which AutoETS does not fit yet.
 //! - Theta (Assimakopoulos & Nikolopoulos 2000, in Hyndman & Billah's form, as statsmodels'
 //!   `ThetaModel`): simple exponential smoothing (its α fitted by least squares) plus half
 //!   the slope of a linear trend, `ŷ(h) = ŝ + b/2 · (h − 1 + 1/α − (1 − α)^n / α)`, on the
@@ -19,6 +20,7 @@
 //! (`|r_m| > 1.645 √((1 + 2 Σ_{k<m} r_k²) / n)`); the decomposition is multiplicative when
 //! every value is positive, else additive.
 
+use super::seasonal_ets::{SeasonalEts, Trend};
 use crate::error::{Error, Result};
 use augurs_core::{Fit, Predict};
 
@@ -159,15 +161,31 @@ pub fn additive_seasonal_indices(y: &[f32], season: usize) -> Option<Vec<f32>> {
 
 /// ETS forecasts of the `horizon` values after `history` (see the module documentation).
 pub fn ets_forecast(history: &[f64], season: usize, horizon: usize) -> Result<Vec<f64>> {
-    through_seasonality(history, season, horizon, |y| {
-        let fail = |e: String| Error::Invalid(format!("ETS: {e}"));
-        let search = augurs_ets::AutoETS::new(1, "AZN").map_err(|e| fail(e.to_string()))?;
-        let fitted = search.fit(y).map_err(|e| fail(e.to_string()))?;
-        let forecast = fitted
+    if history.len() < 3 || history.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "ETS needs at least 3 finite values, found {} values",
+            history.len()
+        )));
+    }
+    let fail = |e: String| Error::Invalid(format!("ETS: {e}"));
+    let search = augurs_ets::AutoETS::new(1, "AZN").map_err(|e| fail(e.to_string()))?;
+    let plain = search.fit(history).map_err(|e| fail(e.to_string()));
+    let seasonal = Trend::ALL
+        .into_iter()
+        .filter_map(|trend| SeasonalEts::fit(history, season, trend))
+        .min_by(|a, b| a.aicc().total_cmp(&b.aicc()));
+    match (plain, seasonal) {
+        (Ok(p), Some(s)) if s.aicc() >= p.model().aicc() => Ok(p
             .predict(horizon, None)
-            .map_err(|e| fail(e.to_string()))?;
-        Ok(forecast.point)
-    })
+            .map_err(|e| fail(e.to_string()))?
+            .point),
+        (_, Some(s)) => Ok(s.forecast(horizon)),
+        (Ok(p), None) => Ok(p
+            .predict(horizon, None)
+            .map_err(|e| fail(e.to_string()))?
+            .point),
+        (Err(e), None) => Err(e),
+    }
 }
 
 /// MSTL forecasts of the `horizon` values after `history`: `augurs-mstl`'s seasonal-trend

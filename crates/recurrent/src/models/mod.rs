@@ -10,6 +10,7 @@ pub mod ensemble;
 pub mod fcn;
 pub mod fit;
 pub mod forecaster;
+pub mod seasonal_ets;
 pub mod selection;
 pub mod seq2seq;
 
