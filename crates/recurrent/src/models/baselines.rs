@@ -5,7 +5,9 @@
 //!   additive (with a period above 1 and two periods of history), the model with the least
 //!   corrected information criterion: `augurs-ets`'s AutoETS (a Rust port of
 //!   statsforecast's) for the models without seasonality, [`super::seasonal_ets`] for those
-//!   with it, which AutoETS does not fit yet.
+//!   with it, which AutoETS does not fit yet. Periods above [`ETS_MAX_SEASON`] are
+//!   handled as Theta handles them: AutoETS on the deseasonalised series (classical
+//!   decomposition, below), the seasonal indices put back on the forecast.
 //! - Theta (Assimakopoulos & Nikolopoulos 2000, in Hyndman & Billah's form, as statsmodels'
 //!   `ThetaModel`): simple exponential smoothing (its α fitted by least squares) plus half
 //!   the slope of a linear trend, `ŷ(h) = ŝ + b/2 · (h − 1 + 1/α − (1 − α)^n / α)`, on the
@@ -159,33 +161,53 @@ pub fn additive_seasonal_indices(y: &[f32], season: usize) -> Option<Vec<f32>> {
         .map(|s| s.indices.into_iter().map(|v| v as f32).collect())
 }
 
+/// Longest period whose seasonal states ETS estimates (R's `ets` refuses longer ones too):
+/// beyond it the optimiser's dimension, and its time, grow with the period.
+pub const ETS_MAX_SEASON: usize = 24;
+
 /// ETS forecasts of the `horizon` values after `history` (see the module documentation).
 pub fn ets_forecast(history: &[f64], season: usize, horizon: usize) -> Result<Vec<f64>> {
+    if season > ETS_MAX_SEASON {
+        return through_seasonality(history, season, horizon, |y| auto_ets(y, horizon));
+    }
     if history.len() < 3 || history.iter().any(|v| !v.is_finite()) {
         return Err(Error::Invalid(format!(
             "ETS needs at least 3 finite values, found {} values",
             history.len()
         )));
     }
-    let fail = |e: String| Error::Invalid(format!("ETS: {e}"));
-    let search = augurs_ets::AutoETS::new(1, "AZN").map_err(|e| fail(e.to_string()))?;
-    let plain = search.fit(history).map_err(|e| fail(e.to_string()));
     let seasonal = Trend::ALL
         .into_iter()
         .filter_map(|trend| SeasonalEts::fit(history, season, trend))
         .min_by(|a, b| a.aicc().total_cmp(&b.aicc()));
+    let plain = fit_auto_ets(history);
     match (plain, seasonal) {
-        (Ok(p), Some(s)) if s.aicc() >= p.model().aicc() => Ok(p
-            .predict(horizon, None)
-            .map_err(|e| fail(e.to_string()))?
-            .point),
-        (_, Some(s)) => Ok(s.forecast(horizon)),
-        (Ok(p), None) => Ok(p
-            .predict(horizon, None)
-            .map_err(|e| fail(e.to_string()))?
-            .point),
+        (Ok(p), Some(s)) if s.aicc() < p.model().aicc() => Ok(s.forecast(horizon)),
+        (Ok(p), _) => predict_auto_ets(&p, horizon),
+        (Err(_), Some(s)) => Ok(s.forecast(horizon)),
         (Err(e), None) => Err(e),
     }
+}
+
+fn ets_error(e: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("ETS: {e}"))
+}
+
+/// AutoETS's non-seasonal models (trend none, additive or damped) fitted to `y`.
+fn fit_auto_ets(y: &[f64]) -> Result<augurs_ets::FittedAutoETS> {
+    augurs_ets::AutoETS::new(1, "AZN")
+        .map_err(ets_error)?
+        .fit(y)
+        .map_err(ets_error)
+}
+
+fn predict_auto_ets(fitted: &augurs_ets::FittedAutoETS, horizon: usize) -> Result<Vec<f64>> {
+    Ok(fitted.predict(horizon, None).map_err(ets_error)?.point)
+}
+
+/// [`fit_auto_ets`]'s forecasts.
+fn auto_ets(y: &[f64], horizon: usize) -> Result<Vec<f64>> {
+    predict_auto_ets(&fit_auto_ets(y)?, horizon)
 }
 
 /// MSTL forecasts of the `horizon` values after `history`: `augurs-mstl`'s seasonal-trend
@@ -335,6 +357,20 @@ mod tests {
         // White noise is not seasonal.
         let noise: Vec<f64> = (0..60).map(|t| ((t * 7919) % 13) as f64).collect();
         assert!(Seasonality::detect(&noise, 12).is_none());
+    }
+
+    /// A period above [`ETS_MAX_SEASON`] goes through the decomposition; the pattern still
+    /// comes back (within 2% of the values).
+    #[test]
+    fn long_periods_are_deseasonalised() {
+        let m = ETS_MAX_SEASON + 6;
+        let value =
+            |t: usize| 100.0 + 10.0 * (std::f64::consts::TAU * (t % m) as f64 / m as f64).sin();
+        let y: Vec<f64> = (0..5 * m).map(value).collect();
+        for (h, v) in ets_forecast(&y, m, 10).unwrap().iter().enumerate() {
+            let want = value(5 * m + h);
+            assert!((v - want).abs() < 0.02 * want, "h={}: {v} vs {want}", h + 1);
+        }
     }
 
     /// MSTL on edge cases (exactly two periods, constant or signed values, too short)
