@@ -3,7 +3,7 @@
 //! 32 (or 16) rows by 32 columns multiplied 32 products deep per step.
 
 use super::avx512::convert_block;
-use super::blocked::{for_each_tile, for_each_tile_copied, TileAt, Tiles};
+use super::blocked::{for_each_tile, for_each_tile_copied, Copied, TileAt, Tiles};
 use super::{Mat, Out, PackedMatrix, KC};
 use crate::kernels::amx;
 use std::arch::x86_64::*;
@@ -69,8 +69,8 @@ pub unsafe fn run_bf16(
 
 /// Logical rows `rows`, columns `k0 .. k0 + kc` of a transposed `A` rounded to bfloat16
 /// pairs, row-major with [`pairs_per_row`] pairs a row (zero past the last pair), the rows
-/// rounded up to a multiple of 32 (those past the last are never stored). Returns the
-/// pairs per row.
+/// rounded up to a multiple of 32 (those past the last are never stored): [`Copied::Rows`],
+/// [`pairs_per_row`] apart.
 ///
 /// `A`'s stored rows are read along their length: 16 pairs of 16 logical rows at a time
 /// are converted as for the AVX-512 kernel (one vector per pair of stored rows), then
@@ -82,7 +82,7 @@ unsafe fn convert_columns(
     k0: usize,
     kc: usize,
     pairs: &mut Vec<u32>,
-) -> usize {
+) -> Copied {
     debug_assert!(a.transposed);
     let (m, kc2, per_row) = (rows.1 - rows.0, kc.div_ceil(2), pairs_per_row(kc));
     let len = m.div_ceil(32) * 32 * per_row;
@@ -131,7 +131,7 @@ unsafe fn convert_columns(
             }
         }
     }
-    per_row
+    Copied::Rows { stride: per_row }
 }
 
 /// `steps` tile steps of the block of `A` at `a` (`lda` pairs a row) with the panel at

@@ -2,7 +2,7 @@
 //! columns (twelve accumulators, two panel vectors and one broadcast fill the sixteen
 //! registers), with the blocked loops and the copied transposed `A` of the AVX-512 kernel.
 
-use super::blocked::{for_each_f32_tile, TileAt, Tiles};
+use super::blocked::{for_each_f32_tile, Copied, TileAt, Tiles};
 use super::{Mat, Out, PackedMatrix};
 use std::arch::x86_64::*;
 
@@ -56,8 +56,8 @@ pub unsafe fn run(
 
 /// Copies logical rows `rows`, columns `k0 .. k0 + kc` of a transposed `A` into
 /// `columns`, tile by tile as the blocked loops take them: the tile of `mr` rows starting
-/// at row `r0` at `(r0 - rows.0) * kc`, `mr` values per column. Returns `kc`, the values
-/// per row.
+/// at row `r0` at `(r0 - rows.0) * kc`, `mr` values per column
+/// ([`Copied::Tiles`], `kc` values per row).
 #[inline(always)]
 unsafe fn copy_columns(
     a: Mat,
@@ -65,7 +65,7 @@ unsafe fn copy_columns(
     k0: usize,
     kc: usize,
     columns: &mut Vec<f32>,
-) -> usize {
+) -> Copied {
     debug_assert!(a.transposed);
     let m = rows.1 - rows.0;
     if columns.len() < m * kc {
@@ -84,7 +84,7 @@ unsafe fn copy_columns(
             r += mr;
         }
     }
-    kc
+    Copied::Tiles { per_row: kc }
 }
 
 /// Lane mask of the first `n` (at most 8) lanes of a 256-bit vector.

@@ -2,7 +2,9 @@
 //! 32 columns, `A` read in place (a transposed `A` copied, and for bfloat16 products
 //! converted, block by block).
 
-use super::blocked::{for_each_f32_tile, for_each_tile, for_each_tile_copied, TileAt, Tiles};
+use super::blocked::{
+    for_each_f32_tile, for_each_tile, for_each_tile_copied, Copied, TileAt, Tiles,
+};
 use super::{Mat, Out, PackedMatrix, KC};
 use std::arch::x86_64::*;
 
@@ -71,8 +73,8 @@ thread_local! {
 
 /// Copies logical rows `rows`, columns `k0 .. k0 + kc` of a transposed `A` into
 /// `columns`, tile by tile as [`for_each_tile`] takes them: the tile of `mr` rows
-/// starting at row `r0` at `(r0 - rows.0) * kc`, `mr` values per column. Returns `kc`,
-/// the values per row.
+/// starting at row `r0` at `(r0 - rows.0) * kc`, `mr` values per column
+/// ([`Copied::Tiles`], `kc` values per row).
 #[inline(always)]
 unsafe fn copy_columns(
     a: Mat,
@@ -80,7 +82,7 @@ unsafe fn copy_columns(
     k0: usize,
     kc: usize,
     columns: &mut Vec<f32>,
-) -> usize {
+) -> Copied {
     debug_assert!(a.transposed);
     let m = rows.1 - rows.0;
     if columns.len() < m * kc {
@@ -98,7 +100,7 @@ unsafe fn copy_columns(
             r += mr;
         }
     }
-    kc
+    Copied::Tiles { per_row: kc }
 }
 
 /// `C[R x nc] = beta * C + A[R x kc] * B_panel[kc x 32]`, where element `(r, kk)` of
@@ -205,7 +207,7 @@ pub unsafe fn run_bf16(
 /// [`copy_columns`] for bfloat16 products: logical rows `rows`, columns `k0 .. k0 +
 /// kc` of a transposed `A` rounded to pairs, the tile of `mr` rows starting at row `r0`
 /// at `(r0 - rows.0) * kc.div_ceil(2)`, `mr` pairs per pair of columns (an odd last
-/// column paired with zero). Returns `kc.div_ceil(2)`, the pairs per row.
+/// column paired with zero; [`Copied::Tiles`], `kc.div_ceil(2)` pairs per row).
 #[inline(always)]
 unsafe fn convert_columns(
     a: Mat,
@@ -213,7 +215,7 @@ unsafe fn convert_columns(
     k0: usize,
     kc: usize,
     pairs: &mut Vec<u32>,
-) -> usize {
+) -> Copied {
     debug_assert!(a.transposed);
     let (m, kc2) = (rows.1 - rows.0, kc.div_ceil(2));
     if pairs.len() < m * kc2 {
@@ -243,7 +245,7 @@ unsafe fn convert_columns(
             r += mr;
         }
     }
-    kc2
+    Copied::Tiles { per_row: kc2 }
 }
 
 /// Rounds rows `r0 .. r0 + mr`, columns `k0 .. k0 + kc` of a plain (not transposed) `A`

@@ -111,15 +111,25 @@ fn for_each_group(panels: (usize, usize), group: usize, mut f: impl FnMut((usize
     }
 }
 
-/// [`for_each_tile`] over a transposed `A` copied a depth block of a group of rows at
-/// a time (groups of [`column_group_rows`] rows): `copy(group, k0, kc, buffer)` fills the thread's
-/// `buffer` before the block's first tile and returns the values it keeps per row; the
-/// tile starting at row `r0` is then `(r0 - group.0)` times that into the buffer, `mr`
-/// values per depth step.
+/// How [`for_each_tile_copied`]'s `copy` lays out a block of `A` in the thread's buffer.
+#[derive(Clone, Copy)]
+pub(super) enum Copied {
+    /// Tile by tile as [`for_each_tile`] takes them: the tile of `mr` rows starting at row
+    /// `r0` of the group at `(r0 - group.0) * per_row`, `mr` values per depth step.
+    Tiles { per_row: usize },
+    /// Row by row, `stride` values apart (the rows of a plain `A` whose own stride
+    /// would put them in the same sets of the L1 cache, see [`rows_collide_in_l1`]).
+    Rows { stride: usize },
+}
+
+/// [`for_each_tile`] over a block of `A` copied a depth block of a group of rows at a
+/// time (groups of [`column_group_rows`] rows): `copy(group, k0, kc, buffer)` fills the
+/// thread's `buffer` before the block's first tile and says how it laid it out.
 ///
-/// Read in place, every step of a tile would take a new cache line, `ld` floats from the
-/// last (with `ld` a multiple of 1024 all in one set of the L1 cache, and each on another
-/// page, out of the prefetchers' reach); the copy reads `A` along its stored rows instead.
+/// Read in place, every step of a tile of a transposed `A` would take a new cache line,
+/// `ld` floats from the last (with `ld` a multiple of 1024 all in one set of the L1 cache,
+/// and each on another page, out of the prefetchers' reach); the copy reads `A` along its
+/// stored rows instead.
 ///
 /// # Safety
 /// As [`for_each_tile`].
@@ -132,7 +142,7 @@ pub(super) unsafe fn for_each_tile_copied<K: Tiles, T: 'static>(
     beta: f32,
     rows: (usize, usize),
     panels: (usize, usize),
-    mut copy: impl FnMut((usize, usize), usize, usize, &mut Vec<T>) -> usize,
+    mut copy: impl FnMut((usize, usize), usize, usize, &mut Vec<T>) -> Copied,
     tile: impl Fn(TileAt, (*const T, usize, usize)),
 ) {
     // Taken out of the thread-local and put back, rather than borrowed in a closure:
@@ -141,27 +151,68 @@ pub(super) unsafe fn for_each_tile_copied<K: Tiles, T: 'static>(
     let group_rows = column_group_rows::<K>();
     for g0 in (rows.0..rows.1).step_by(group_rows) {
         let group = (g0, (g0 + group_rows).min(rows.1));
-        // The depth block in `copies` and its values per row.
-        let mut copied: Option<(usize, usize)> = None;
+        // The depth block in `copies` and its layout.
+        let mut copied: Option<(usize, Copied)> = None;
         let block_of_a = |k0: usize, kc: usize, r0: usize, mr: usize| {
-            let per_row = match copied {
-                Some((k, per_row)) if k == k0 => per_row,
+            let layout = match copied {
+                Some((k, layout)) if k == k0 => layout,
                 _ => {
-                    let per_row = copy(group, k0, kc, &mut copies);
-                    copied = Some((k0, per_row));
-                    per_row
+                    let layout = copy(group, k0, kc, &mut copies);
+                    copied = Some((k0, layout));
+                    layout
                 }
             };
-            (copies.as_ptr().add((r0 - group.0) * per_row), 1, mr)
+            match layout {
+                Copied::Tiles { per_row } => (copies.as_ptr().add((r0 - group.0) * per_row), 1, mr),
+                Copied::Rows { stride } => {
+                    (copies.as_ptr().add((r0 - group.0) * stride), stride, 1)
+                }
+            }
         };
         for_each_tile::<K, _>(b, out, beta, group, panels, block_of_a, &tile);
     }
     buffer.set(copies);
 }
 
+/// Whether rows of `A` `ld` floats apart, read in place, would evict each other from the
+/// L1 cache within one tile: an L1 way covers 4 KiB on x86 cores (64 sets of 64-byte
+/// lines), so with `ld` a multiple of 1024 floats the rows of a tile all fall into one set
+/// at each depth step, more lines than a set holds. (At 512 floats, two sets, the copy
+/// measured slower than reading in place.)
+fn rows_collide_in_l1(ld: usize) -> bool {
+    const WAY_FLOATS: usize = 4096 / 4;
+    ld % WAY_FLOATS == 0
+}
+
+/// Copies rows `rows`, columns `k0 .. k0 + kc` of a plain `A` into `buffer` row by row,
+/// a line's worth of floats more than `kc` apart, so that consecutive rows start in
+/// different sets of the L1 cache.
+#[inline(always)]
+unsafe fn copy_rows(
+    a: Mat,
+    rows: (usize, usize),
+    k0: usize,
+    kc: usize,
+    buffer: &mut Vec<f32>,
+) -> Copied {
+    debug_assert!(!a.transposed);
+    let stride = kc + 16;
+    let m = rows.1 - rows.0;
+    if buffer.len() < m * stride {
+        buffer.resize(m * stride, 0.0);
+    }
+    for r in 0..m {
+        let src = a.data.as_ptr().add((rows.0 + r) * a.ld + k0);
+        std::ptr::copy_nonoverlapping(src, buffer.as_mut_ptr().add(r * stride), kc);
+    }
+    Copied::Rows { stride }
+}
+
 /// The `f32` product's loops, the same for every kernel: element `(r, kk)` of a block of
-/// `A` is at `ap + r * row_step + kk * k_step`, read in place from a plain `A`, or for a
-/// transposed `A` from the thread's copy that `copy` makes (see [`for_each_tile_copied`]).
+/// `A` is at `ap + r * row_step + kk * k_step`, read in place from a plain `A` (copied
+/// row by row where its stride collides in the L1 cache, see [`rows_collide_in_l1`]), or
+/// for a transposed `A` from the thread's copy that `copy` makes (see
+/// [`for_each_tile_copied`]).
 ///
 /// # Safety
 /// As [`for_each_tile`].
@@ -174,14 +225,19 @@ pub(super) unsafe fn for_each_f32_tile<K: Tiles>(
     beta: f32,
     rows: (usize, usize),
     panels: (usize, usize),
-    copy: impl FnMut((usize, usize), usize, usize, &mut Vec<f32>) -> usize,
+    copy: impl FnMut((usize, usize), usize, usize, &mut Vec<f32>) -> Copied,
     tile: impl Fn(TileAt, (*const f32, usize, usize)),
 ) {
-    if !a.transposed {
-        let block_of_a = |k0: usize, _kc: usize, r0: usize, _mr: usize| {
-            (a.data.as_ptr().add(r0 * a.ld + k0), a.ld, 1)
-        };
-        return for_each_tile::<K, _>(b, out, beta, rows, panels, block_of_a, tile);
+    if a.transposed {
+        return for_each_tile_copied::<K, _>(&COLUMNS, b, out, beta, rows, panels, copy, tile);
     }
-    for_each_tile_copied::<K, _>(&COLUMNS, b, out, beta, rows, panels, copy, tile);
+    // A tile of fewer than 8 rows fits in a set whatever the stride.
+    if rows.1 - rows.0 >= 8 && rows_collide_in_l1(a.ld) {
+        let copy = |group, k0, kc, buffer: &mut Vec<f32>| copy_rows(a, group, k0, kc, buffer);
+        return for_each_tile_copied::<K, _>(&COLUMNS, b, out, beta, rows, panels, copy, tile);
+    }
+    let block_of_a = |k0: usize, _kc: usize, r0: usize, _mr: usize| {
+        (a.data.as_ptr().add(r0 * a.ld + k0), a.ld, 1)
+    };
+    for_each_tile::<K, _>(b, out, beta, rows, panels, block_of_a, tile)
 }

@@ -31,8 +31,9 @@ fn bf16_rounding_is_nearest_even() {
 
 /// Awkward sizes `(m, k, n)`: row and panel tails, K = 1, odd K, K beyond one block,
 /// a transposed `A` copied in several groups of rows (see `column_block_bytes`: at
-/// most 1 MiB, 682 rows of one block), a `B` packed by several threads.
-const SHAPES: [(usize, usize, usize); 11] = [
+/// most 1 MiB, 682 rows of one block), a `B` packed by several threads, a plain `A`
+/// whose rows 1024 floats apart are copied (`rows_collide_in_l1`).
+const SHAPES: [(usize, usize, usize); 12] = [
     (1, 1, 1),
     (1, 7, 33),
     (3, 9, 64),
@@ -44,13 +45,14 @@ const SHAPES: [(usize, usize, usize); 11] = [
     (200, 64, 70),
     (701, 390, 33),
     (14, 600, 450),
+    (21, 1024, 40),
 ];
 
 /// Runs `product(m, n, k, a, b, beta, c)` on random operands of every shape in
 /// [`SHAPES`], both layouts of each operand, beta 0 and 1, against a naive f64 product.
 /// `product` returns whether it rounded its operands to bfloat16; the naive product
 /// then takes the rounded operands (their products are exact in f32, so either way only
-/// the f32 sums differ). Tolerance: f32 accumulation of up to 800 products of magnitude
+/// the f32 sums differ). Tolerance: f32 accumulation of up to 1024 products of magnitude
 /// below 1.
 fn check_against_naive(
     what: &str,
