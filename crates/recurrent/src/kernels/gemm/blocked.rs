@@ -181,7 +181,7 @@ pub(super) unsafe fn for_each_tile_copied<K: Tiles, T: 'static>(
 /// measured slower than reading in place.)
 fn rows_collide_in_l1(ld: usize) -> bool {
     const WAY_FLOATS: usize = 4096 / 4;
-    ld % WAY_FLOATS == 0
+    ld.is_multiple_of(WAY_FLOATS)
 }
 
 /// Copies rows `rows`, columns `k0 .. k0 + kc` of a plain `A` into `buffer` row by row,
